@@ -1,0 +1,94 @@
+"""``gcl evaluate``: score a model, precomputed embeddings or BM25 on the benchmark splits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from gcl.data.errors import ConfigError
+
+SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="homedepot",
+                   help="homedepot (default) | synthetic | a Marqo-GS directory | a CSV/JSONL/Parquet file")
+    g.add_argument("--data-dir", default=None, help="where homedepot/ lives (default: $GCL_DATA_DIR or ../shared/data)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the query/document split (default 0)")
+    g.add_argument("--query-col", default="query")
+    g.add_argument("--doc-id-col", default="doc_id")
+    g.add_argument("--score-col", default="score")
+    g.add_argument("--doc-fields", default="title", help="comma-separated document text columns")
+
+
+def data_config(args):
+    from gcl.training.config import DataConfig
+
+    return DataConfig(
+        source=args.data,
+        data_dir=args.data_dir,
+        split_seed=args.split_seed,
+        query_col=args.query_col,
+        doc_id_col=args.doc_id_col,
+        score_col=args.score_col,
+        doc_fields=[f.strip() for f in args.doc_fields.split(",") if f.strip()],
+    )
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate retrieval + ranking on the benchmark splits",
+                       description="Evaluate a model (default: zero-shot MiniLM), precomputed embeddings or BM25.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help="gcl model dir, sentence-transformers dir or name (default: minilm)")
+    src.add_argument("--embeddings", default=None, help="directory with queries.npy/query_ids.txt/documents.npy/doc_ids.txt")
+    src.add_argument("--bm25", action="store_true", help="evaluate the BM25 baseline")
+    add_data_args(p)
+    p.add_argument("--splits", default="all", help=f"comma-separated subset of {','.join(SPLITS)} (default all)")
+    p.add_argument("--protocol", choices=("reference", "all"), default="reference",
+                   help="reference: 2,000 weighted-sampled test queries (Marqo-GS); all: every query")
+    p.add_argument("--n-queries", type=int, default=2000)
+    p.add_argument("--depth", type=int, default=1000, help="documents retrieved per query")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", default="runs/eval", help="output directory (results.json, results.csv, per-query CSVs)")
+    p.add_argument("--trec", action="store_true", help="also write TREC run/qrels files and ground-truth JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gcl.data.sources import load_benchmark
+    from gcl.evaluation.evaluator import Protocol, evaluate_task, prepare_task, results_table, write_results
+    from gcl.evaluation.retrievers import BM25Retriever, DenseRetriever, PrecomputedRetriever
+
+    names = SPLITS if args.splits == "all" else tuple(s.strip() for s in args.splits.split(","))
+    unknown = [n for n in names if n not in SPLITS]
+    if unknown:
+        raise ConfigError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
+    protocol = Protocol(name=args.protocol, n_queries=args.n_queries, depth=args.depth)
+    bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
+    if args.bm25:
+        retriever, label = BM25Retriever(), "bm25"
+    elif args.embeddings:
+        retriever, label = PrecomputedRetriever(args.embeddings), f"embeddings:{args.embeddings}"
+    else:
+        from gcl.encoders.model import BiEncoder
+
+        label = args.model or "minilm"
+        retriever = DenseRetriever(BiEncoder.load(label), batch_size=args.batch_size, show_progress=not args.no_progress)
+    results, tasks = [], []
+    for name in names:
+        t0 = time.perf_counter()
+        task = prepare_task(bench.eval_split(name), protocol, name=name)
+        res = evaluate_task(task, retriever, protocol)
+        print(f"[{name}] {res.n_queries} queries over {res.n_documents} documents in {time.perf_counter() - t0:.1f}s",
+              file=sys.stderr)
+        results.append(res)
+        tasks.append(task)
+    meta = {"model": label, "data": bench.describe(), "protocol": protocol.__dict__ | {"metrics": list(protocol.metrics)}}
+    out = write_results(args.out, results, tasks, meta=meta, trec=args.trec)
+    print(f"\n{label} on {bench.name} ({args.protocol} protocol)")
+    print(results_table(results))
+    print(f"\nresults written to {out}/results.json and results.csv")
+    return 0

@@ -1,0 +1,38 @@
+"""``gcl train CONFIG [key=value ...]``: train a GCL model from a YAML config."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model with the GCL loss",
+                       description="Train from a YAML config (see configs/). Overrides: section.key=value.")
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", help="e.g. optim.steps=500 loss.weight_fn=constant")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the final model on the four test splits")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gcl.config import load_config
+    from gcl.training.config import TrainConfig
+    from gcl.training.distributed import init_from_env
+    from gcl.training.trainer import Trainer
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    dist = init_from_env(cfg.device)
+    trainer = Trainer(cfg, dist=dist)
+    result = trainer.fit(resume=args.resume)
+    if dist.is_main:
+        best = f", best dev {cfg.eval.metric} {result.best_metric:.4f} at step {result.best_step}" if result.best_metric is not None else ""
+        print(f"trained {result.steps} steps{best}; model saved to {result.out_dir / 'final'}", file=sys.stderr)
+    if args.evaluate and dist.is_main:
+        from gcl.cli.main import main as cli_main
+
+        model_dir = result.out_dir / ("best" if cfg.eval.keep_best and (result.out_dir / "best").exists() else "final")
+        return cli_main(["evaluate", "--model", str(model_dir), "--data", cfg.data.source,
+                         "--split-seed", str(cfg.data.split_seed), "--out", str(result.out_dir / "eval")]
+                        + (["--data-dir", cfg.data.data_dir] if cfg.data.data_dir else []))
+    return 0

@@ -1,0 +1,119 @@
+"""Resolve a data source name into the benchmark: train/dev plus the four evaluation splits.
+
+Sources (``DataConfig.source`` / ``--data``):
+
+* ``homedepot`` -- ``<data_dir>/homedepot/train.csv.xz``, split with :func:`build_splits`.
+  When no data directory exists, falls back to ``synthetic`` and says how to get the file.
+* ``synthetic`` -- a small generated product-search set (:mod:`gcl.data.synthetic`).
+* a directory in the Marqo-GS layout (``query_*_product_id_*.csv`` + ``corpus_1.json`` /
+  ``corpus_2.json``, optionally ``train.csv`` / ``dev.csv`` as written by ``gcl split``).
+* a CSV / JSONL / Parquet file with the column mapping of ``DataConfig``, then split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from gcl.data.errors import DataError
+from gcl.data.schema import GradedDataset
+from gcl.data.splits import EVAL_SPLITS, SPLIT_FILES, BenchmarkSplits, build_splits
+
+HOMEDEPOT_HINT = (
+    "Home Depot data not found. To use it, download train.csv from the Kaggle competition "
+    "'home-depot-product-search-relevance', compress it with xz to <data_dir>/homedepot/train.csv.xz "
+    "and pass --data-dir (or set GCL_DATA_DIR). Running on the built-in synthetic dataset instead."
+)
+
+
+@dataclass
+class Benchmark:
+    """Train/dev and evaluation splits; every evaluation split's ``documents`` is its whole corpus."""
+
+    name: str
+    train: GradedDataset | None
+    dev: GradedDataset | None
+    splits: dict[str, GradedDataset]
+    corpus_1: pd.DataFrame | None = None
+    manifest: dict | None = None
+
+    def eval_split(self, name: str) -> GradedDataset:
+        if name not in self.splits:
+            raise DataError(f"split {name!r} not available in {self.name}; have {sorted(self.splits)}")
+        return self.splits[name]
+
+    def describe(self) -> dict:
+        out = {"name": self.name}
+        if self.manifest:
+            out["seed"] = self.manifest.get("seed")
+            out["sizes"] = self.manifest.get("sizes")
+        return out
+
+    @classmethod
+    def from_splits(cls, s: BenchmarkSplits, name: str) -> "Benchmark":
+        return cls(
+            name=name,
+            train=s.train,
+            dev=s.dev,
+            splits={n: getattr(s, n) for n in EVAL_SPLITS},
+            corpus_1=s.corpus_1,
+            manifest=s.manifest(),
+        )
+
+
+def load_dataset(cfg, announce: Callable[[str], None] | None = None) -> tuple[GradedDataset, str]:
+    """The unsplit dataset named by ``cfg.source`` (not a Marqo directory)."""
+    from gcl.data.homedepot import default_data_dir, read_homedepot
+    from gcl.data.readers import read_table
+    from gcl.data.synthetic import make_synthetic
+
+    src = cfg.source
+    if src == "synthetic":
+        return make_synthetic(), "synthetic"
+    if src == "homedepot":
+        base = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+        if base is None or not (base / "homedepot" / "train.csv.xz").exists():
+            if cfg.data_dir:  # the user named a directory: do not silently substitute
+                raise DataError("homedepot/train.csv.xz not found under the given data directory", source=str(base))
+            if announce:
+                announce(HOMEDEPOT_HINT)
+            return make_synthetic(), "synthetic"
+        return read_homedepot(data_dir=base), "homedepot"
+    path = Path(src)
+    if not path.exists():
+        raise DataError("data source not found (use homedepot, synthetic, a Marqo-GS directory or a data file)", source=src)
+    ds = read_table(path, query_col=cfg.query_col, doc_id_col=cfg.doc_id_col, score_col=cfg.score_col,
+                    doc_fields=list(cfg.doc_fields))
+    return ds, path.name
+
+
+def load_marqo_dir(directory: Path, doc_fields: list[str]) -> Benchmark:
+    from gcl.data.marqo import read_marqo_split
+
+    corpora = {0: directory / "corpus_1.json", 1: directory / "corpus_2.json"}
+    splits = {}
+    for name, stem in SPLIT_FILES.items():
+        csv = directory / f"{stem}.csv"
+        if csv.exists():
+            corpus = corpora[int(stem[-1])]
+            splits[name] = read_marqo_split(csv, corpus if corpus.exists() else None, doc_fields=doc_fields)
+    if not splits:
+        raise DataError("no query_*_product_id_*.csv split files in the directory", source=str(directory))
+    train_csv = directory / "train.csv"
+    train = read_marqo_split(train_csv, corpora[0], doc_fields=doc_fields) if train_csv.exists() else splits.get("in_domain")
+    dev_csv = directory / "dev.csv"
+    dev = read_marqo_split(dev_csv, corpora[0], doc_fields=doc_fields) if dev_csv.exists() else None
+    return Benchmark(name=directory.name, train=train, dev=dev, splits=splits,
+                     corpus_1=train.documents if train is not None else None)
+
+
+def load_benchmark(cfg, announce: Callable[[str], None] | None = None) -> Benchmark:
+    """Load and split the data source of ``cfg`` (a :class:`gcl.training.config.DataConfig`)."""
+    src = Path(cfg.source)
+    if cfg.source not in ("homedepot", "synthetic") and src.is_dir():
+        return load_marqo_dir(src, list(cfg.doc_fields))
+    ds, name = load_dataset(cfg, announce)
+    return Benchmark.from_splits(build_splits(ds, seed=cfg.split_seed), name)

@@ -1,0 +1,133 @@
+"""Retrievers the evaluator can score: dense (a model or precomputed embeddings) and BM25.
+
+A retriever indexes one corpus (a documents table) and returns, for a queries table, the top-k
+(scores, corpus indices) with ``-1`` padding where fewer than k documents are retrieved. Dense
+retrievers cache the corpus embeddings per corpus, so splits that share a corpus encode it once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from gcl.data.errors import DataError
+from gcl.evaluation.search import exact_search
+
+
+class Retriever(Protocol):
+    name: str
+
+    def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of ``documents`` for each row of ``queries``: (scores, indices) of shape (nq, k)."""
+        ...
+
+
+def _pad(scores: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if idx.shape[1] >= k:
+        return scores, idx
+    extra = k - idx.shape[1]
+    return (
+        np.pad(scores, ((0, 0), (0, extra)), constant_values=-np.inf),
+        np.pad(idx, ((0, 0), (0, extra)), constant_values=-1),
+    )
+
+
+class DenseRetriever:
+    """Cosine top-k with a :class:`gcl.encoders.model.BiEncoder`, exact search in blocks."""
+
+    def __init__(self, model, *, name: str = "dense", batch_size: int = 256, show_progress: bool = True) -> None:
+        self.model = model
+        self.name = name
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._cache: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
+
+    def corpus_embeddings(self, documents: pd.DataFrame) -> np.ndarray:
+        hit = self._cache.get(id(documents))
+        if hit is not None and hit[0] is documents:
+            return hit[1]
+        emb = self.model.encode_documents(documents, batch_size=self.batch_size, show_progress=self.show_progress)
+        self._cache = {id(documents): (documents, emb)}  # keep one corpus: bounded memory
+        return emb
+
+    def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+        d = self.corpus_embeddings(documents)
+        q = self.model.encode_queries(queries, batch_size=self.batch_size, show_progress=False)
+        return _pad(*exact_search(q, d, k), k)
+
+
+class PrecomputedRetriever:
+    """Dense retrieval from embeddings computed elsewhere.
+
+    ``directory`` holds ``queries.npy`` + ``query_ids.txt`` and ``documents.npy`` + ``doc_ids.txt``
+    (one id per line, same order as the rows). Vectors are L2-normalised here.
+    """
+
+    def __init__(self, directory: str | Path, *, name: str = "precomputed") -> None:
+        self.name = name
+        root = Path(directory)
+        self._q = self._load(root / "queries.npy", root / "query_ids.txt")
+        self._d = self._load(root / "documents.npy", root / "doc_ids.txt")
+
+    @staticmethod
+    def _load(vec_path: Path, ids_path: Path) -> tuple[dict[str, int], np.ndarray]:
+        for p in (vec_path, ids_path):
+            if not p.is_file():
+                raise DataError("file not found (precomputed embeddings need vectors .npy and ids .txt)", source=str(p))
+        vecs = np.load(vec_path).astype(np.float32)
+        ids = ids_path.read_text(encoding="utf-8").splitlines()
+        if vecs.ndim != 2 or len(ids) != vecs.shape[0]:
+            raise DataError(f"{len(ids)} ids for an array of shape {vecs.shape}", source=str(vec_path))
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        return {i: n for n, i in enumerate(ids)}, vecs / np.maximum(norms, 1e-12)
+
+    def _rows(self, table: tuple[dict[str, int], np.ndarray], ids, what: str) -> np.ndarray:
+        lookup, vecs = table
+        missing = [i for i in ids if i not in lookup]
+        if missing:
+            raise DataError(f"{len(missing)} {what} have no precomputed embedding, e.g. {missing[0]!r}")
+        return vecs[[lookup[i] for i in ids]]
+
+    def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self._rows(self._q, queries.index, "queries")
+        d = self._rows(self._d, documents.index, "documents")
+        return _pad(*exact_search(q, d, k), k)
+
+
+class BM25Retriever:
+    """BM25 (Lucene variant, k1=1.5, b=0.75, English stop words, no stemming) via ``bm25s``.
+
+    Documents are indexed on the concatenation of their text fields. Only documents sharing a
+    term with the query are retrieved (score > 0); the rest of the k slots are padding.
+    """
+
+    def __init__(self, *, text_fields: list[str] | None = None, name: str = "bm25", k1: float = 1.5, b: float = 0.75):
+        self.name = name
+        self.text_fields = text_fields
+        self.k1, self.b = k1, b
+        self._index: tuple[int, object] | None = None
+
+    def _text(self, table: pd.DataFrame, fields: list[str] | None) -> list[str]:
+        cols = fields or [c for c in table.columns if table[c].dtype == object]
+        return table[cols].fillna("").astype(str).agg(" ".join, axis=1).tolist()
+
+    def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import bm25s
+
+        if self._index is None or self._index[0] != id(documents):
+            bm = bm25s.BM25(k1=self.k1, b=self.b)
+            bm.index(bm25s.tokenize(self._text(documents, self.text_fields), stopwords="en", show_progress=False),
+                     show_progress=False)
+            self._index = (id(documents), bm)
+        bm = self._index[1]
+        q_tokens = bm25s.tokenize(self._text(queries, None), stopwords="en", return_ids=False, show_progress=False)
+        kk = min(k, len(documents))
+        idx, scores = bm.retrieve(q_tokens, k=kk, show_progress=False, n_threads=1)
+        idx = idx.astype(np.int64)
+        scores = scores.astype(np.float32)
+        idx[scores <= 0] = -1
+        scores[scores <= 0] = -np.inf
+        return _pad(scores, idx, k)

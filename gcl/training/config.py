@@ -1,0 +1,99 @@
+"""Training configuration: dataclasses filled from YAML (see ``configs/``) and CLI overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from gcl.data.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    source: str = "homedepot"  # homedepot | synthetic | a Marqo-GS directory | a CSV/JSONL/Parquet file
+    data_dir: Optional[str] = None  # default: $GCL_DATA_DIR or ../shared/data
+    split_seed: int = 0
+    query_col: str = "query"  # column mapping for generic files
+    doc_id_col: str = "doc_id"
+    score_col: str = "score"
+    doc_fields: list[str] = field(default_factory=lambda: ["title"])
+
+
+@dataclass
+class ModelConfig:
+    text_model: str = "minilm"
+    max_seq_length: int = 32
+    query_fields: list[str] = field(default_factory=lambda: ["query"])
+    doc_fields: list[str] = field(default_factory=lambda: ["title"])
+    doc_field_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    weight_fn: str = "linear"  # constant (binary baseline) | linear | reciprocal_rank | power | exponential | module:function
+    weight_params: dict[str, float] = field(default_factory=dict)
+    temperature: float = 0.05
+    learnable_temperature: bool = False
+    symmetric: bool = True
+    same_query: Literal["mask", "lower", "keep"] = "mask"
+    same_doc: Literal["mask", "keep"] = "mask"
+    hard_negatives: int = 0  # per query: extra low-scored documents of the same query as negatives
+
+
+@dataclass
+class BatchConfig:
+    batch_size: int = 64  # pairs per optimiser step (global, across processes)
+    sampler: Literal["random", "query_grouped"] = "random"
+    docs_per_query: int = 4  # query_grouped: documents drawn per query
+    grad_cache_chunk: Optional[int] = None  # GradCache: encode in chunks of this many texts
+    grad_accum: int = 1  # micro-batches per optimiser step (each with its own in-batch negatives)
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 250
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 25
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    clip_grad_norm: float = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate on the dev split every N steps (0: only at the end)
+    metric: str = "ndcg@10"
+    dev_corpus_size: int = 10000  # dev corpus: all documents judged for dev queries + random others
+    patience: int = 0  # early stopping after N evaluations without improvement (0: off)
+    keep_best: bool = True
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    out_dir: str = "runs/train"
+    device: str = "cpu"
+    log_every: int = 10
+    checkpoint_every: int = 100
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch.batch_size < 2:
+            raise ConfigError("batch.batch_size must be at least 2 (in-batch negatives)")
+        if self.batch.grad_accum < 1 or self.batch.batch_size % self.batch.grad_accum:
+            raise ConfigError("batch.grad_accum must be >= 1 and divide batch.batch_size")
+        if self.optim.steps < 1:
+            raise ConfigError("optim.steps must be >= 1")
+        if self.loss.temperature <= 0:
+            raise ConfigError("loss.temperature must be > 0")
+
+
+# Settings that may differ between a run and its resumption; everything else must match.
+RESUME_MUTABLE = {"out_dir", "progress", "log_every", "checkpoint_every", "device", "eval.every", "optim.steps"}

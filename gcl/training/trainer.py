@@ -1,0 +1,342 @@
+"""The GCL training loop.
+
+One readable loop: sample a global batch of graded pairs, encode queries and documents (in
+chunks with gradient caching when configured), gather embeddings across processes, compute the
+weighted contrastive loss, step AdamW under a warm-up + decay schedule, log, evaluate on the dev
+split, keep the best model, stop early, checkpoint atomically.
+
+Gradient caching (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
+Limited Setup"): encode all texts without a graph, compute the loss on the embedding matrix and
+its gradient G = ∂L/∂E, then re-encode chunk by chunk with a graph and back-propagate G, so the
+activation memory is that of one chunk while the negatives are the whole batch. Dropout is
+replayed exactly by restoring the RNG state of each chunk's first pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gcl.config import to_dict
+from gcl.data.errors import ConfigError
+from gcl.encoders.model import BiEncoder, BiEncoderConfig
+from gcl.losses import GCLLoss, get_weight_fn
+from gcl.training import distributed as D
+from gcl.training.batching import QueryGroupedSampler, RandomPairSampler, TokenCache, TrainPairs, hard_negative_rows
+from gcl.training.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    rng_state,
+    sampler_state_from_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from gcl.training.config import RESUME_MUTABLE, TrainConfig
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Linear warm-up over ``warmup_steps``, then linear/cosine decay to 0 at ``steps`` (or constant)."""
+    warm = cfg.warmup_steps
+    if warm > 0 and step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - warm) / max(1, cfg.steps - warm)
+    progress = min(max(progress, 0.0), 1.0)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not key.endswith(("weight_params", "doc_field_weights")):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_resume_compatible(saved: dict, current: dict) -> None:
+    a, b = _flatten(saved), _flatten(current)
+    diffs = [k for k in sorted(set(a) | set(b)) if k not in RESUME_MUTABLE and a.get(k) != b.get(k)]
+    if diffs:
+        detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diffs[:5])
+        raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {detail}")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    best_metric: float | None
+    best_step: int | None
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Train a :class:`BiEncoder` with :class:`GCLLoss` on the benchmark's training split."""
+
+    def __init__(self, cfg: TrainConfig, *, splits=None, model: BiEncoder | None = None, dist: D.DistInfo | None = None):
+        self.cfg = cfg
+        self.dist = dist or D.DistInfo()
+        if cfg.batch.batch_size % (self.dist.world_size * cfg.batch.grad_accum):
+            raise ConfigError("batch.batch_size must be divisible by world size × grad_accum")
+        if splits is None:
+            from gcl.data.sources import load_benchmark
+
+            splits = load_benchmark(cfg.data)
+        self.splits = splits
+        self.out_dir = Path(cfg.out_dir)
+        seed_everything(cfg.seed)
+        self.model = model or BiEncoder(
+            BiEncoderConfig(
+                text_model=cfg.model.text_model,
+                query_fields=cfg.model.query_fields,
+                doc_fields=cfg.model.doc_fields,
+                doc_field_weights=cfg.model.doc_field_weights,
+                max_seq_length=cfg.model.max_seq_length,
+            ),
+            device=cfg.device,
+        )
+        train = splits.train
+        weights = get_weight_fn(cfg.loss.weight_fn, **cfg.loss.weight_params)(train.judgments)
+        self.pairs = TrainPairs.from_dataset(train, weights, query_field=cfg.model.query_fields[0], doc_field=cfg.model.doc_fields[0])
+        tok = self.model.tower.tokenizer
+        self.q_tokens = TokenCache(tok, self.pairs.query_texts, cfg.model.max_seq_length)
+        self.d_tokens = TokenCache(tok, self.pairs.doc_texts, cfg.model.max_seq_length)
+        bc = cfg.batch
+        if bc.sampler == "query_grouped":
+            self.sampler = QueryGroupedSampler(self.pairs, bc.batch_size, cfg.seed, bc.docs_per_query)
+        else:
+            self.sampler = RandomPairSampler(self.pairs, bc.batch_size, cfg.seed)
+        self.hn_rng = np.random.default_rng(cfg.seed + 1)
+        lc = cfg.loss
+        self.loss_fn = GCLLoss(
+            temperature=lc.temperature,
+            learnable_temperature=lc.learnable_temperature,
+            symmetric=lc.symmetric,
+            same_query=lc.same_query,
+            same_doc=lc.same_doc,
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad] + list(self.loss_fn.parameters())
+        self.params = params
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.optim.lr,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg.optim))
+        self.step = 0
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.history: list[dict] = []
+        self._evaluator = None
+
+    # ------------------------------------------------------------------ encoding
+    def _autocast(self):
+        if self.cfg.optim.precision == "bf16":
+            return torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _encode(self, cache: TokenCache, codes: np.ndarray) -> torch.Tensor:
+        with self._autocast():
+            return self.model.embed_tokens(cache.collate(codes)).float()
+
+    def _embed_with_grad_cache(self, cache: TokenCache, codes: np.ndarray) -> tuple[torch.Tensor, list]:
+        """First pass: embeddings without a graph, remembering each chunk's RNG state."""
+        chunks = cache.chunks(codes, self.cfg.batch.grad_cache_chunk)
+        out = torch.empty((len(codes), self.model.dim))
+        states = []
+        with torch.no_grad():
+            for pos in chunks:
+                states.append(torch.get_rng_state())
+                out[torch.as_tensor(pos)] = self._encode(cache, codes[pos])
+        return out, list(zip(chunks, states))
+
+    def _replay(self, cache: TokenCache, codes: np.ndarray, plan: list, grad: torch.Tensor) -> None:
+        """Second pass: re-encode each chunk with a graph and back-propagate the cached gradient."""
+        after = torch.get_rng_state()
+        for pos, state in plan:
+            torch.set_rng_state(state)
+            emb = self._encode(cache, codes[pos])
+            emb.backward(grad[torch.as_tensor(pos)])
+        torch.set_rng_state(after)
+
+    def _micro_step(self, rows: np.ndarray, loss_scale: float) -> float:
+        """Forward + backward of one micro-batch (global rows; this process encodes its slice)."""
+        p = self.pairs
+        local = rows[self.dist.rows(len(rows))]
+        q_codes, d_codes = p.query_code[local], p.doc_code[local]
+        meta = dict(
+            query_ids=torch.as_tensor(p.query_code[rows]),
+            doc_ids=torch.as_tensor(p.doc_code[rows]),
+            scores=torch.as_tensor(p.score[rows]),
+        )
+        weights = torch.as_tensor(p.weight[rows], dtype=torch.float32)
+        hn_rows = hard_negative_rows(p, rows, self.cfg.loss.hard_negatives, self.hn_rng)
+        hn_emb = None
+        if len(hn_rows):
+            with torch.no_grad():  # fixed negatives: no gradient through them (documented)
+                hn_emb = self._encode(self.d_tokens, p.doc_code[hn_rows])
+            meta.update(hard_neg_emb=hn_emb, hard_neg_doc_ids=torch.as_tensor(p.doc_code[hn_rows]))
+        if self.cfg.batch.grad_cache_chunk:
+            q_emb, q_plan = self._embed_with_grad_cache(self.q_tokens, q_codes)
+            d_emb, d_plan = self._embed_with_grad_cache(self.d_tokens, d_codes)
+            q_all = D.gather_rows(q_emb, self.dist).requires_grad_(True)
+            d_all = D.gather_rows(d_emb, self.dist).requires_grad_(True)
+            loss = self.loss_fn(q_all, d_all, weights, **meta)
+            (loss * loss_scale).backward()
+            sl = self.dist.rows(len(rows))
+            self._replay(self.q_tokens, q_codes, q_plan, q_all.grad[sl])
+            self._replay(self.d_tokens, d_codes, d_plan, d_all.grad[sl])
+        else:
+            q_all = D.gather_rows(self._encode(self.q_tokens, q_codes), self.dist)
+            d_all = D.gather_rows(self._encode(self.d_tokens, d_codes), self.dist)
+            loss = self.loss_fn(q_all, d_all, weights, **meta)
+            (loss * loss_scale).backward()
+        return float(loss.detach())
+
+    def train_step(self) -> float:
+        """One optimiser step over one global batch (split into ``grad_accum`` micro-batches)."""
+        self.model.train()
+        batch = self.sampler.next_batch()
+        micro = np.array_split(batch, self.cfg.batch.grad_accum)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = [self._micro_step(m, 1.0 / len(micro)) for m in micro]
+        D.all_reduce_grads(self.params, self.dist)
+        if self.cfg.optim.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return float(np.mean(losses))
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_dev(self) -> dict[str, float]:
+        from gcl.training.dev_eval import DevEvaluator
+
+        if self._evaluator is None:
+            self._evaluator = DevEvaluator(self.splits, self.cfg.eval, seed=self.cfg.seed)
+        self.model.eval()
+        return self._evaluator(self.model)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "config": to_dict(self.cfg),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "hn_rng": self.hn_rng.bit_generator.state,
+            "rng": rng_state(),
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        check_resume_compatible(state["config"], to_dict(self.cfg))
+        self.model.load_state_dict(state["model"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(sampler_state_from_checkpoint(state["sampler"]))
+        self.hn_rng.bit_generator.state = state["hn_rng"]
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best_metric, self.best_step = state["best_metric"], state["best_step"]
+        self.bad_evals = int(state["bad_evals"])
+        self.history = list(state["history"])
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir, self.state_dict())
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, *, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train to ``optim.steps``. ``resume`` continues from ``out_dir/checkpoint.pt``;
+        ``stop_after`` ends the call after that many steps (used to test interruption)."""
+        cfg = self.cfg
+        if resume and (self.out_dir / CHECKPOINT_FILE).exists():
+            self.load_state_dict(load_checkpoint(self.out_dir))
+        elif resume:
+            raise ConfigError(f"--resume given but no checkpoint in {self.out_dir}")
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        log_path = self.out_dir / "metrics.jsonl"
+        bar = tqdm(total=cfg.optim.steps, initial=self.step, disable=not (cfg.progress and self.dist.is_main), desc="train")
+        stopped_early = False
+        t0, pairs_done, losses = time.perf_counter(), 0, []
+        end = cfg.optim.steps if stop_after is None else min(cfg.optim.steps, self.step + stop_after)
+        while self.step < end:
+            losses.append(self.train_step())
+            pairs_done += cfg.batch.batch_size
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.optim.steps:
+                rate = pairs_done / max(time.perf_counter() - t0, 1e-9)
+                rec = {"step": self.step, "loss": float(np.mean(losses)), "lr": self.scheduler.get_last_lr()[0],
+                       "pairs_per_s": rate, "temperature": float(self.loss_fn.temperature)}
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", pairs_s=f"{rate:.0f}")
+                self._log(log_path, rec)
+                losses = []
+            final = self.step == cfg.optim.steps
+            if (cfg.eval.every and self.step % cfg.eval.every == 0) or (final and cfg.eval.every >= 0):
+                if self._eval_and_keep(log_path):
+                    stopped_early = True
+                    break
+            if self.step % cfg.checkpoint_every == 0 or final:
+                self.save()
+        bar.close()
+        if self.dist.is_main and (self.step >= cfg.optim.steps or stopped_early):
+            self.save()
+            self.model.save(self.out_dir / "final")
+        D.barrier(self.dist)
+        return TrainResult(self.out_dir, self.step, self.best_metric, self.best_step, self.history, stopped_early)
+
+    def _eval_and_keep(self, log_path: Path) -> bool:
+        """Evaluate on dev, keep the best model, return True when early stopping triggers."""
+        if not self.dist.is_main or self.splits.dev is None:
+            return False
+        metrics = self.evaluate_dev()
+        rec = {"step": self.step, **{f"dev/{k}": v for k, v in metrics.items()}}
+        self.history.append(rec)
+        self._log(log_path, rec)
+        value = metrics[self.cfg.eval.metric]
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric, self.best_step, self.bad_evals = value, self.step, 0
+            if self.cfg.eval.keep_best:
+                self.model.save(self.out_dir / "best")
+        else:
+            self.bad_evals += 1
+        return bool(self.cfg.eval.patience and self.bad_evals >= self.cfg.eval.patience)
+
+    def _log(self, path: Path, record: dict) -> None:
+        if self.dist.is_main:
+            with open(path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
