@@ -1,0 +1,27 @@
+"""Losses and the score-to-weight functions that feed them.
+
+* :class:`GCLLoss` (``gcl.losses.gcl_loss``) -- weighted, masked InfoNCE over graded pairs;
+* :func:`get_weight_fn` / :data:`WEIGHT_FUNCTIONS` (``gcl.losses.weights``) -- judgments -> weights.
+
+``GCLLoss`` is imported on first access, so ``gcl.losses.weights`` can be used without torch.
+See ``docs/losses.md`` for the equations and masking rules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gcl.losses.weights import WEIGHT_FUNCTIONS, WeightFn, get_weight_fn
+
+if TYPE_CHECKING:
+    from gcl.losses.gcl_loss import GCLLoss
+
+__all__ = ["GCLLoss", "WEIGHT_FUNCTIONS", "WeightFn", "get_weight_fn"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GCLLoss":
+        from gcl.losses.gcl_loss import GCLLoss
+
+        return GCLLoss
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
