@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from gcl.data.errors import ConfigError
+from gcl.data.errors import ConfigError, DataError
 
 SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
 
@@ -80,12 +80,20 @@ def run(args) -> int:
     results, tasks = [], []
     for name in names:
         t0 = time.perf_counter()
-        task = prepare_task(bench.eval_split(name), protocol, name=name)
+        split = bench.eval_split(name)
+        if len(split.judgments) == 0:  # a small dataset can leave a split empty
+            if args.splits != "all":
+                raise DataError(f"split {name!r} has no judgments to evaluate (too few queries or documents to split?)")
+            print(f"[{name}] skipped: no judgments (too few queries or documents for this split)", file=sys.stderr)
+            continue
+        task = prepare_task(split, protocol, name=name)
         res = evaluate_task(task, retriever, protocol)
         print(f"[{name}] {res.n_queries} queries over {res.n_documents} documents in {time.perf_counter() - t0:.1f}s",
               file=sys.stderr)
         results.append(res)
         tasks.append(task)
+    if not results:
+        raise DataError(f"no split of {bench.name} has judgments to evaluate")
     meta = {"model": label, "data": bench.describe(), "protocol": protocol.__dict__ | {"metrics": list(protocol.metrics)}}
     out = write_results(args.out, results, tasks, meta=meta, trec=args.trec)
     print(f"\n{label} on {bench.name} ({args.protocol} protocol)")

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, GradedDataset
-from gcl.evaluation.protocol import reference_grades, sample_test_queries
+from gcl.data.errors import DataError
+from gcl.data.schema import DOC_ID, QUERY_ID, GradedDataset
+from gcl.data.marqo import query_key
+from gcl.evaluation.protocol import GRADE, graded_judgments, ground_truth, sample_test_queries
 from gcl.metrics import DEFAULT_METRICS, REFERENCE_COLUMNS, compute_metrics, judge_indices
 
-GRADE = "grade"
 
 
 @dataclass
@@ -58,11 +59,14 @@ class EvalTask:
     qrel_query: np.ndarray
     qrel_doc: np.ndarray
     qrel_grade: np.ndarray
+    query_keys: list[str] = field(default_factory=list)  # protocol keys (text + suffix), aligned with queries
 
-    def ground_truth(self) -> dict[str, dict[str, int]]:
+    def ground_truth(self, *, by_key: bool = False) -> dict[str, dict[str, int]]:
+        """``{query: {doc_id: grade}}``; with ``by_key`` keyed like the reference ground-truth JSON."""
+        rename = dict(zip(self.queries.index, self.query_keys)) if by_key else {}
         out: dict[str, dict[str, int]] = {}
         for q, d, g in self.qrels[[QUERY_ID, DOC_ID, GRADE]].itertuples(index=False):
-            out.setdefault(q, {})[d] = int(g)
+            out.setdefault(rename.get(q, q), {})[d] = int(g)
         return out
 
 
@@ -79,29 +83,47 @@ class SplitResult:
 
 
 def prepare_task(split: GradedDataset, protocol: Protocol, *, name: str | None = None) -> EvalTask:
-    """Grades, test queries and ground truth of ``split`` (its ``documents`` are the whole corpus)."""
-    j = split.judgments[[QUERY_ID, DOC_ID, SCORE]].copy()
-    j[GRADE] = reference_grades(j[SCORE].to_numpy(dtype=float))
+    """Grades, test queries and ground truth of ``split`` (its ``documents`` are the whole corpus).
+
+    Uses the reference helpers step by step (:mod:`gcl.evaluation.protocol`) with the reference's
+    query keys (query text + ``_{!@#~}_`` when query ids are the query text), so the sampled test
+    queries and the ground truth equal the published evaluation's for the same split.
+    """
+    if protocol.name == "reference" and len(split.judgments) == 0:  # nothing to sample from
+        raise DataError(f"split {name or split.name!r} has no judgments to evaluate (too few queries or documents to split?)")
+    text = split.queries[split.query_fields[0].name].astype(str)
+    keys = "query_key" if bool((text.to_numpy() == split.queries.index.to_numpy()).all()) else "query_id"
+    j = graded_judgments(split, keys=keys)
+    key_to_id = dict(zip(query_key_array(split, keys), split.queries.index))
     sums = j.groupby(QUERY_ID, sort=False)[GRADE].sum()
     if protocol.name == "reference":
-        test_ids = list(sample_test_queries(sums.index.to_numpy(), sums.to_numpy(), n=protocol.n_queries, seed=protocol.seed))
+        test = sample_test_queries(sums.index.to_numpy(), sums.to_numpy(), n=protocol.n_queries, seed=protocol.seed)
     else:
-        test_ids = list(sums.index)
+        test = sorted(sums.index)
+    gt = ground_truth(j, test, top=protocol.gt_top)
+    test_ids = [key_to_id[k] for k in test]
+    rows = [(key_to_id[k], d, g) for k in test for d, g in gt[k].items()]
+    qrels = pd.DataFrame(rows, columns=[QUERY_ID, DOC_ID, GRADE])
     queries = split.queries.loc[test_ids]
-    gt = j[j[QUERY_ID].isin(set(test_ids))]
-    gt = gt.sort_values([QUERY_ID, GRADE], ascending=[True, False], kind="stable")
-    gt = gt.groupby(QUERY_ID, sort=False).head(protocol.gt_top).reset_index(drop=True)
     q_pos = pd.Series(np.arange(len(queries)), index=queries.index)
     d_pos = pd.Series(np.arange(len(split.documents)), index=split.documents.index)
     return EvalTask(
         name=name or split.name,
         queries=queries,
         documents=split.documents,
-        qrels=gt[[QUERY_ID, DOC_ID, GRADE]],
-        qrel_query=q_pos.loc[gt[QUERY_ID]].to_numpy(),
-        qrel_doc=d_pos.loc[gt[DOC_ID]].to_numpy(),
-        qrel_grade=gt[GRADE].to_numpy(dtype=np.float64),
+        qrels=qrels,
+        qrel_query=q_pos.loc[qrels[QUERY_ID]].to_numpy(),
+        qrel_doc=d_pos.loc[qrels[DOC_ID]].to_numpy(),
+        qrel_grade=qrels[GRADE].to_numpy(dtype=np.float64),
+        query_keys=list(test),
     )
+
+
+def query_key_array(split: GradedDataset, keys: str) -> np.ndarray:
+    """The protocol key of every query of ``split``, in ``queries`` order."""
+    if keys == "query_key":
+        return np.array([query_key(t) for t in split.queries[split.query_fields[0].name].astype(str)], dtype=object)
+    return split.queries.index.to_numpy(dtype=object)
 
 
 def evaluate_task(task: EvalTask, retriever, protocol: Protocol) -> SplitResult:
@@ -181,7 +203,7 @@ def write_results(
                 run[q] = dict(zip(doc_ids[r.run_indices[qi][keep]], r.run_scores[qi][keep].astype(float)))
             write_run(out / f"{r.name}.run", run, tag=meta.get("model", "gcl") if meta else "gcl")
             write_qrels(out / f"{r.name}.qrels", t.ground_truth())
-            write_ground_truth(out / f"{r.name}_gt_test.json", t.ground_truth())
+            write_ground_truth(out / f"{r.name}_gt_test.json", t.ground_truth(by_key=True))
     return out
 
 

@@ -62,7 +62,7 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 0  # evaluate on the dev split every N steps (0: only at the end)
+    every: int = 0  # dev evaluation every N steps; 0: only at the end; -1: never
     metric: str = "ndcg@10"
     dev_corpus_size: int = 10000  # dev corpus: all documents judged for dev queries + random others
     patience: int = 0  # early stopping after N evaluations without improvement (0: off)
