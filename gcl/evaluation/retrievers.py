@@ -108,20 +108,23 @@ class BM25Retriever:
         self.name = name
         self.text_fields = text_fields
         self.k1, self.b = k1, b
-        self._index: tuple[int, object] | None = None
+        self._index: tuple[pd.DataFrame, object] | None = None
 
     def _text(self, table: pd.DataFrame, fields: list[str] | None) -> list[str]:
-        cols = fields or [c for c in table.columns if table[c].dtype == object]
+        # text columns: object or string dtype (pandas >= 3 reads text as "str"), not image paths
+        cols = fields or [c for c in table.columns
+                          if (pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c]))
+                          and not str(c).startswith("image")]
         return table[cols].fillna("").astype(str).agg(" ".join, axis=1).tolist()
 
     def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
         import bm25s
 
-        if self._index is None or self._index[0] != id(documents):
+        if self._index is None or self._index[0] is not documents:  # identity, not id(): ids are reused
             bm = bm25s.BM25(k1=self.k1, b=self.b)
             bm.index(bm25s.tokenize(self._text(documents, self.text_fields), stopwords="en", show_progress=False),
                      show_progress=False)
-            self._index = (id(documents), bm)
+            self._index = (documents, bm)
         bm = self._index[1]
         q_tokens = bm25s.tokenize(self._text(queries, None), stopwords="en", return_ids=False, show_progress=False)
         kk = min(k, len(documents))

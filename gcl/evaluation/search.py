@@ -32,6 +32,8 @@ def exact_search(
         raise ValueError(f"queries {tuple(q.shape)} and corpus {tuple(c.shape)} must be 2-D with the same width")
     if c.shape[0] == 0:
         raise ValueError("cannot search an empty corpus")
+    if int(k) < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
     k = min(int(k), c.shape[0])
     out_scores = np.empty((q.shape[0], k), dtype=np.float32)
     out_idx = np.empty((q.shape[0], k), dtype=np.int64)
@@ -43,8 +45,8 @@ def exact_search(
             best_i = torch.empty((qb.shape[0], 0), dtype=torch.long)
             for dstart in range(0, c.shape[0], doc_block):
                 s = qb @ c[dstart : dstart + doc_block].T
-                kk = min(k, s.shape[1])
-                top_s, top_i = torch.topk(s, kk, dim=1, sorted=False)
+                top_s, top_i = _block_topk(s, k)
+                del s  # free this block's scores before the next block's are computed
                 cand_s = torch.cat([best_s, top_s], dim=1)
                 cand_i = torch.cat([best_i, top_i + dstart], dim=1)
                 # order candidates by index, then stable-sort by score: ties resolve to lower index
@@ -57,3 +59,28 @@ def exact_search(
             out_scores[start : start + qb.shape[0]] = best_s.numpy()
             out_idx[start : start + qb.shape[0]] = best_i.numpy()
     return out_scores, out_idx
+
+
+def _block_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of each row of one score block; among scores tied at the cut, the lowest columns.
+
+    ``torch.topk`` picks arbitrarily among values tied at the cut, so one more value is taken: a
+    row whose k-th and (k+1)-th values (the two smallest taken) are equal is redone with a stable
+    sort (rare on real data); otherwise the (k+1)-th is dropped.
+    """
+    n = s.shape[1]
+    if k >= n:  # the whole block is a candidate
+        return s, torch.arange(n).expand(s.shape[0], n)
+    if k == 0:
+        return s[:, :0], torch.empty((s.shape[0], 0), dtype=torch.long)
+    top_s, top_i = torch.topk(s, k + 1, dim=1, sorted=False)
+    low_s, low_pos = torch.topk(top_s, 2, dim=1, largest=False)  # (k+1)-th and k-th largest
+    tied = low_s[:, 0] == low_s[:, 1]
+    keep = torch.ones_like(top_s, dtype=torch.bool).scatter_(1, low_pos[:, :1], False)
+    top_s, top_i = top_s[keep].view(-1, k), top_i[keep].view(-1, k)
+    if tied.any():
+        rows = tied.nonzero().squeeze(1)
+        fix = torch.sort(s[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        top_i[rows] = fix
+        top_s[rows] = torch.gather(s[rows], 1, fix)
+    return top_s, top_i
