@@ -1,0 +1,166 @@
+"""``gcl index build`` / ``gcl index info`` / ``gcl search``: build a vector index, then query it.
+
+    gcl index build --model runs/gcl --data homedepot --corpus corpus_1 --out indexes/hd --kind hnsw
+    gcl search --index indexes/hd "cordless drill" -k 10
+
+The index manifest remembers the model path, so ``gcl search`` needs ``--model`` only to override
+it. An interrupted ``gcl index build`` resumes where it stopped when run again with the same
+arguments (see :mod:`gcl.index.build`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from gcl.cli.evaluate import add_data_args, data_config
+from gcl.data.errors import ConfigError, DataError
+
+CORPORA = ("corpus_1", "corpus_2", "all")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("index", help="build or inspect a persistent vector index",
+                       description="Build a persistent vector index of a corpus, or show an index's manifest.")
+    isub = p.add_subparsers(dest="index_command", required=True)
+
+    b = isub.add_parser("build", help="encode a corpus and save an index (resumable)",
+                        description="Encode a corpus with a model and save a vector index. Re-running an interrupted "
+                                    "build with the same arguments resumes it.")
+    b.add_argument("--model", default="minilm", help="gcl model dir, sentence-transformers dir or name (default: minilm)")
+    add_data_args(b)
+    b.add_argument("--corpus", choices=CORPORA, default="corpus_1",
+                   help="corpus_1: the training corpus (D0); corpus_2: the novel corpus (D1); all: both")
+    b.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
+    b.add_argument("--kind", choices=("exact", "hnsw"), default="exact")
+    b.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree M (default 32)")
+    b.add_argument("--ef-construction", type=int, default=200)
+    b.add_argument("--ef-search", type=int, default=128, help="default HNSW search breadth stored in the index")
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--checkpoint-every", type=int, default=10, help="batches between shard-log checkpoints")
+    b.add_argument("--restart", action="store_true", help="discard a partial build of another configuration")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=run_build)
+
+    i = isub.add_parser("info", help="print an index's manifest as JSON")
+    i.add_argument("--index", required=True)
+    i.set_defaults(func=run_info)
+
+    s = sub.add_parser("search", help="query a vector index built by 'gcl index build'",
+                       description="Encode query text with the index's model and print the top-k documents.")
+    s.add_argument("--index", required=True, help="index directory")
+    s.add_argument("--model", default=None, help="query encoder (default: the model recorded in the index)")
+    s.add_argument("queries", nargs="+", metavar="QUERY", help="query text (several: one result block each)")
+    s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    s.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
+                   help="keep documents whose field equals VALUE exactly (repeatable)")
+    s.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth for this query")
+    s.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    s.set_defaults(func=run_search)
+
+
+def _model_ref(name: str) -> str:
+    """An existing local path made absolute (the manifest outlives the working directory); else as given."""
+    p = Path(name)
+    return str(p.resolve()) if p.exists() else name
+
+
+def select_corpus(bench, corpus: str):
+    """The documents table of ``corpus_1`` (D0), ``corpus_2`` (D1) or ``all`` (D0 then D1) of a benchmark."""
+    import pandas as pd
+
+    c1 = bench.corpus_1
+    c2 = bench.splits["novel_corpus"].documents if "novel_corpus" in bench.splits else None
+    if corpus == "corpus_1":
+        if c1 is None:
+            raise DataError(f"{bench.name} has no corpus_1 (training corpus)")
+        return c1
+    if corpus == "corpus_2":
+        if c2 is None:
+            raise DataError(f"{bench.name} has no corpus_2 (no novel_corpus split)")
+        return c2
+    parts = [c for c in (c1, c2) if c is not None]
+    if not parts:
+        raise DataError(f"{bench.name} has no corpus")
+    both = pd.concat(parts)
+    return both[~both.index.duplicated()]
+
+
+def run_build(args) -> int:
+    from gcl.data.sources import load_benchmark
+    from gcl.encoders.model import BiEncoder
+    from gcl.index.build import build_index
+
+    bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
+    documents = select_corpus(bench, args.corpus)
+    model = BiEncoder.load(args.model)
+    result = build_index(
+        model, documents, args.out, kind=args.kind, batch_size=args.batch_size,
+        checkpoint_every=args.checkpoint_every, model_path=_model_ref(args.model), hnsw_m=args.hnsw_m,
+        ef_construction=args.ef_construction, ef_search=args.ef_search, restart=args.restart,
+        show_progress=not args.no_progress,
+    )
+    resumed = f", resumed after {result.resumed_rows} already encoded" if result.resumed_rows else ""
+    print(f"indexed {result.n_documents} documents of {bench.name}/{args.corpus} ({args.kind}, dim "
+          f"{result.index.dim}) in {result.seconds:.1f}s{resumed} -> {result.out_dir}")
+    return 0
+
+
+def run_info(args) -> int:
+    from gcl.index.store import MANIFEST_FILE, VectorIndex
+
+    VectorIndex.load(args.index)  # validates the whole index, not just the manifest
+    print((Path(args.index) / MANIFEST_FILE).read_text().strip())
+    return 0
+
+
+def _parse_filters(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--filter expects FIELD=VALUE, got {item!r}")
+        out[name] = value
+    return out
+
+
+def run_search(args) -> int:
+    import pandas as pd
+
+    from gcl.encoders.model import BiEncoder
+    from gcl.index.store import VectorIndex
+
+    if args.k < 1:
+        raise ConfigError(f"-k must be a positive integer, got {args.k}")
+    filters = _parse_filters(args.filter)
+    index = VectorIndex.load(args.index)
+    model_name = args.model or index.model
+    if not model_name:
+        raise ConfigError(f"the index at {args.index} records no model; pass --model")
+    model = BiEncoder.load(model_name)
+    if model.dim != index.dim:
+        raise ConfigError(f"model {model_name} makes {model.dim}-d vectors but the index holds {index.dim}-d ones; "
+                          "search with the model that built the index")
+    if args.ef_search is not None:
+        index.ef_search = args.ef_search
+    fields = model.config.query_fields
+    table = pd.DataFrame({f: (list(args.queries) if i == 0 else [""] * len(args.queries)) for i, f in enumerate(fields)})
+    results = index.search(model.encode_queries(table), args.k, filters=filters or None)
+    for text, hits in zip(args.queries, results):
+        if args.json:
+            for rank, h in enumerate(hits, 1):
+                print(json.dumps({"query": text, "rank": rank, "score": round(h.score, 6), "doc_id": h.doc_id,
+                                  "fields": h.fields}, ensure_ascii=False))
+            continue
+        if len(args.queries) > 1:
+            print(f"query: {text}")
+        print(f"{'rank':>4}  {'score':>7}  {'doc_id':<16} title")
+        for rank, h in enumerate(hits, 1):
+            title = h.fields.get("title")
+            if title is None:
+                title = next((v for v in h.fields.values() if isinstance(v, str)), "")
+            print(f"{rank:>4}  {h.score:7.4f}  {h.doc_id:<16} {title}")
+        if not hits:
+            print("   (no results)")
+    return 0

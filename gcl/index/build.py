@@ -1,0 +1,239 @@
+"""Build a :class:`~gcl.index.store.VectorIndex` from a documents table, resumably.
+
+Encoding a large corpus is the slow part of building an index, so it is checkpointed: documents
+are encoded ``batch_size`` at a time, and every ``checkpoint_every`` batches the new vectors are
+appended to a *shard log* in a work directory beside the output (``<out_dir>.partial/``)::
+
+    shard-0000000000.npy     rows [0, 2560) of the documents table, float32 (rows, dim)
+    shard-0000002560.npy     rows [2560, 5120) ...
+    progress.json            {"fingerprint", "batch_size", "model", "dim", "encoded_rows", "shards": [...]}
+
+Each shard is written to a temporary file and renamed, *then* ``progress.json`` is rewritten the
+same way, so the log on disk is always a consistent prefix of the table. When encoding fails with
+an exception, the batches already encoded in memory are flushed to the log before it propagates;
+after a hard kill at most ``checkpoint_every - 1`` batches are encoded again. A re-run with the
+same documents, model and batch size resumes at ``encoded_rows``; one with different ones is
+refused (``restart=True`` discards the log). When every row is encoded, the index is built from the
+shards with the documents' fields, saved atomically to ``out_dir``, and the work directory removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from gcl.data.errors import ConfigError, DataError
+from gcl.data.schema import DOC_ID
+from gcl.index.store import MANIFEST_FILE, VectorIndex
+
+PROGRESS_FILE = "progress.json"
+PROGRESS_VERSION = 1
+
+
+class DocumentEncoder(Protocol):
+    """What the builder needs of a model (:class:`gcl.encoders.model.BiEncoder` is one)."""
+
+    def encode_documents(self, documents: pd.DataFrame, *, batch_size: int = ...) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The built (and saved) index and what this run did."""
+
+    index: VectorIndex
+    out_dir: Path
+    n_documents: int
+    encoded_batches: int  # batches encoded by this run
+    resumed_rows: int  # rows found already encoded in the shard log when this run started
+    seconds: float
+
+
+def default_work_dir(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def _write_atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _doc_ids(documents: pd.DataFrame) -> list[str]:
+    raw = documents[DOC_ID] if DOC_ID in documents.columns else documents.index
+    ids = [str(x) for x in raw]
+    if len(set(ids)) != len(ids):
+        dup = pd.Index(ids)[pd.Index(ids).duplicated()][0]
+        raise DataError(f"duplicate document id {dup!r}", field=DOC_ID)
+    return ids
+
+
+def _fingerprint(ids: list[str], documents: pd.DataFrame, text_cols: list[str]) -> str:
+    """sha256 of the ids and the encoded columns, in order: a resumed build must see the same table."""
+    h = hashlib.sha256()
+    h.update("\x1f".join(ids).encode("utf-8"))
+    for col in text_cols:
+        h.update(col.encode("utf-8"))
+        h.update(pd.util.hash_pandas_object(documents[col].astype(str), index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load_progress(work_dir: Path, expect: dict[str, Any], restart: bool) -> dict[str, Any]:
+    """The shard log's progress, checked against this build; a fresh one when there is none."""
+    fresh = {"version": PROGRESS_VERSION, **expect, "dim": None, "encoded_rows": 0, "shards": []}
+    path = work_dir / PROGRESS_FILE
+    if restart and work_dir.exists():
+        shutil.rmtree(work_dir)
+    if not path.is_file():
+        return fresh
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{PROGRESS_FILE} is unreadable ({exc}); pass restart to start over", source=str(work_dir)) from exc
+    for key, value in expect.items():
+        if progress.get(key) != value:
+            raise ConfigError(
+                f"{work_dir} holds a partial build with another {key} ({progress.get(key)!r}, now {value!r}); "
+                "rebuild with the same documents, model and batch size, or restart (gcl index build --restart)"
+            )
+    # keep the longest prefix of shards that are really there (a lost shard is encoded again)
+    kept, row = [], 0
+    for shard in progress.get("shards", []):
+        f = work_dir / shard["file"]
+        try:
+            shape = np.load(f, mmap_mode="r").shape
+        except (OSError, ValueError):
+            break
+        if shard["start"] != row or shape != (shard["stop"] - shard["start"], progress["dim"]):
+            break
+        kept.append(shard)
+        row = shard["stop"]
+    progress["shards"], progress["encoded_rows"] = kept, row
+    return progress
+
+
+def build_index(
+    model: DocumentEncoder,
+    documents: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    kind: Literal["exact", "hnsw"] = "exact",
+    batch_size: int = 256,
+    checkpoint_every: int = 10,
+    fields: Sequence[str] | None = None,
+    model_path: str | None = None,
+    hnsw_m: int = 32,
+    ef_construction: int = 200,
+    ef_search: int = 128,
+    work_dir: str | Path | None = None,
+    restart: bool = False,
+    show_progress: bool = True,
+) -> BuildResult:
+    """Encode ``documents`` (ids in the index or a ``doc_id`` column) and save a :class:`VectorIndex`.
+
+    ``fields``: the columns stored with each document (default: all of them). ``model_path`` is
+    recorded in the index manifest so that ``gcl search`` can encode queries with the same model
+    (default: ``model.config.text_model`` when the model has one). See the module docstring for
+    the shard log and resuming.
+    """
+    t0 = time.perf_counter()
+    for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if len(documents) == 0:
+        raise DataError("no documents to index")
+    VectorIndex(dim=1, kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # check params
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
+        raise ConfigError(f"{out_dir} is not empty and holds no index; choose another output directory")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a directory")
+    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
+    if model_path is None:
+        model_path = getattr(getattr(model, "config", None), "text_model", None)
+    ids = _doc_ids(documents)
+    field_cols = [c for c in documents.columns if c != DOC_ID] if fields is None else list(fields)
+    unknown = [c for c in field_cols if c not in documents.columns]
+    if unknown:
+        raise DataError(f"field(s) {unknown} not in the documents; have {list(documents.columns)}")
+    text_cols = list(getattr(getattr(model, "config", None), "doc_fields", None) or
+                     [c for c in documents.columns if c != DOC_ID])
+    expect = {
+        "fingerprint": _fingerprint(ids, documents, [c for c in text_cols if c in documents.columns]),
+        "n_documents": len(ids),
+        "batch_size": batch_size,
+        "model": model_path,
+    }
+    progress = _load_progress(work_dir, expect, restart)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    resumed_rows = progress["encoded_rows"]
+
+    pending: list[np.ndarray] = []
+    encoded_batches = 0
+
+    def flush() -> None:
+        if not pending:
+            return
+        block = np.concatenate(pending)
+        start = progress["encoded_rows"]
+        shard = {"file": f"shard-{start:010d}.npy", "start": start, "stop": start + len(block)}
+        _write_atomic(work_dir / shard["file"], lambda fh: np.save(fh, block))
+        progress["shards"].append(shard)
+        progress["encoded_rows"] = shard["stop"]
+        _write_atomic(work_dir / PROGRESS_FILE, lambda fh: fh.write(json.dumps(progress, indent=1).encode()))
+        pending.clear()
+
+    n = len(ids)
+    bar = tqdm(total=n, initial=resumed_rows, unit="doc", desc="encode", disable=not show_progress)
+    try:
+        for start in range(resumed_rows, n, batch_size):
+            batch = documents.iloc[start : start + batch_size]
+            emb = np.asarray(model.encode_documents(batch, batch_size=batch_size), dtype=np.float32)
+            if emb.ndim != 2 or emb.shape[0] != len(batch) or (progress["dim"] not in (None, emb.shape[1])):
+                raise DataError(f"the model returned vectors of shape {emb.shape} for {len(batch)} documents"
+                                + (f" (earlier batches had dimension {progress['dim']})" if progress["dim"] else ""))
+            progress["dim"] = int(emb.shape[1])
+            pending.append(emb)
+            encoded_batches += 1
+            bar.update(len(batch))
+            if len(pending) >= checkpoint_every:
+                flush()
+        flush()
+    except BaseException:
+        try:
+            flush()  # keep what was encoded before the failure
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+        raise
+    finally:
+        bar.close()
+
+    index = VectorIndex(dim=progress["dim"], kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                        ef_search=ef_search, model=model_path)
+    table = documents[field_cols]
+    for shard in progress["shards"]:
+        lo, hi = shard["start"], shard["stop"]
+        vectors = np.load(work_dir / shard["file"])
+        index.add(ids[lo:hi], vectors, table.iloc[lo:hi].to_dict("records") if field_cols else None)
+    index.save(out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return BuildResult(index=index, out_dir=out_dir, n_documents=n, encoded_batches=encoded_batches,
+                       resumed_rows=resumed_rows, seconds=time.perf_counter() - t0)

@@ -1,0 +1,511 @@
+"""A persistent vector index over string document ids, backed by faiss.
+
+``VectorIndex`` stores L2-normalised float32 vectors (inner product = cosine similarity) under
+string document ids, with a small dict of fields per document, and searches them either exactly
+(``kind="exact"``: ``IndexIDMap2(IndexFlatIP)``) or approximately (``kind="hnsw"``:
+``IndexIDMap2(IndexHNSWFlat(METRIC_INNER_PRODUCT))``). Each document gets an int64 *label*, handed
+out in write order and never reused; faiss only ever sees labels.
+
+Behaviour worth knowing:
+
+* **Normalisation.** Document vectors are L2-normalised on the way in, and so are query vectors,
+  so scores are cosines in [-1, 1]. A zero or non-finite vector is a :class:`DataError`.
+* **Ordering.** Hits are sorted by score descending; equal scores are ordered by label ascending
+  (the document written earlier first). On the exact index this makes results equal to
+  :func:`gcl.evaluation.search.exact_search` over the vectors in write order, ties included.
+* **Deletes and updates.** The exact index removes vectors physically. HNSW graphs cannot remove
+  a node, so on an HNSW index ``delete`` (and the replaced half of ``upsert``) puts the label in a
+  *tombstone* set: the vector stays in the graph, is skipped at search time, and each search
+  over-fetches ``k + len(tombstones)`` candidates (raising the HNSW search breadth ``ef_search``
+  to the fetch size when that is larger). Many tombstones cost search time and keep dead nodes
+  in the graph; :meth:`VectorIndex.compact` rebuilds it without them.
+* **Filters** are exact matches on stored fields (``str(fields[name]) == value`` for every pair;
+  a missing field never matches), applied *after* the vector search: the index over-fetches and
+  doubles the fetch until ``k`` hits pass or the whole index has been fetched. On the exact index
+  the result is therefore the true filtered top-k (slow for a very selective filter on a large
+  index). On HNSW the doubling stops at ``max(k + len(tombstones), HNSW_MAX_FETCH)`` candidates
+  (4,096), so a very selective filter can return fewer than ``k`` hits or miss some: the graph
+  search itself knows nothing of the filter.
+* **Persistence.** :meth:`save` writes ``manifest.json`` (format, dim, kind, params, model path,
+  counts), ``vectors.faiss``, ``documents.jsonl`` (one ``{"id", "label", "fields"}`` per live
+  document, in label order) and ``tombstones.npy`` into a temporary sibling directory, then
+  renames it into place: a reader sees the old index or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from gcl.data.errors import ConfigError, DataError
+
+KINDS = ("exact", "hnsw")
+FORMAT = "gcl-vector-index"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+FAISS_FILE = "vectors.faiss"
+DOCUMENTS_FILE = "documents.jsonl"
+TOMBSTONES_FILE = "tombstones.npy"
+HNSW_MAX_FETCH = 4096  # HNSW filtered search stops widening here (see the module docstring)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: the document id, its cosine score and (a copy of) its stored fields."""
+
+    doc_id: str
+    score: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """What :meth:`VectorIndex.get` returns: the stored (normalised) vector and fields."""
+
+    doc_id: str
+    vector: np.ndarray
+    fields: dict[str, Any]
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("the vector index needs faiss: pip install 'gcl[index]' (faiss-cpu)") from exc
+    return faiss
+
+
+def _json_value(value: Any, *, doc_id: str, name: str) -> Any:
+    """A JSON-safe copy of one field value (numpy scalars -> Python, NaN/NA -> None)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, np.generic):
+        return _json_value(value.item(), doc_id=doc_id, name=name)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v, doc_id=doc_id, name=name) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v, doc_id=doc_id, name=name) for k, v in value.items()}
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    raise DataError(f"field value of type {type(value).__name__} cannot be stored (JSON types only)",
+                    source=f"document {doc_id!r}", field=name)
+
+
+class VectorIndex:
+    """String-keyed cosine vector index: exact (flat) or HNSW, with fields, filters and persistence.
+
+    >>> index = VectorIndex(dim=3)
+    >>> index.add(["a", "b"], [[1, 0, 0], [0, 1, 1]], [{"title": "A"}, {"title": "B"}])
+    >>> [h.doc_id for h in index.search([[0, 1, 0]], k=2)[0]]
+    ['b', 'a']
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        kind: Literal["exact", "hnsw"] = "exact",
+        hnsw_m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        model: str | None = None,
+    ) -> None:
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
+            raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown index kind {kind!r}; choose from {list(KINDS)}")
+        for name, value in (("hnsw_m", hnsw_m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if hnsw_m < 2:
+            raise ConfigError(f"hnsw_m must be >= 2, got {hnsw_m}")
+        self._dim = int(dim)
+        self._kind = kind
+        self._hnsw_m = int(hnsw_m)
+        self._ef_construction = int(ef_construction)
+        self._ef_search = int(ef_search)
+        self.model = model  # the encoder that made the vectors (path or name), kept in the manifest
+        self._faiss_index = self._new_faiss_index()
+        self._label_of: dict[str, int] = {}
+        self._doc_of: dict[int, str] = {}
+        self._fields: dict[int, dict[str, Any]] = {}
+        self._tombstones: set[int] = set()
+        self._next_label = 0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def params(self) -> dict[str, int]:
+        """Construction/search parameters (HNSW ones are recorded for the exact kind too)."""
+        return {"hnsw_m": self._hnsw_m, "ef_construction": self._ef_construction, "ef_search": self._ef_search}
+
+    @property
+    def ef_search(self) -> int:
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"ef_search must be a positive integer, got {value!r}")
+        self._ef_search = int(value)
+        if self._kind == "hnsw":
+            self._inner().hnsw.efSearch = self._ef_search
+
+    @property
+    def n_tombstones(self) -> int:
+        """Deleted or replaced vectors still in the HNSW graph (always 0 for the exact kind)."""
+        return len(self._tombstones)
+
+    def __len__(self) -> int:
+        return len(self._label_of)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._label_of
+
+    def __repr__(self) -> str:
+        return f"VectorIndex(dim={self._dim}, kind={self._kind!r}, len={len(self)}, tombstones={len(self._tombstones)})"
+
+    # ------------------------------------------------------------------ faiss plumbing
+    def _new_faiss_index(self):
+        faiss = _faiss()
+        if self._kind == "exact":
+            inner = faiss.IndexFlatIP(self._dim)
+        else:
+            inner = faiss.IndexHNSWFlat(self._dim, self._hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = self._ef_construction
+            inner.hnsw.efSearch = self._ef_search
+        return faiss.IndexIDMap2(inner)  # the Python wrapper keeps `inner` alive with it
+
+    def _inner(self):
+        return _faiss().downcast_index(self._faiss_index.index)
+
+    def _stored_labels(self) -> np.ndarray:
+        """Labels in faiss storage order (live and tombstoned)."""
+        return _faiss().vector_to_array(self._faiss_index.id_map).astype(np.int64, copy=False)
+
+    # ------------------------------------------------------------------ input checks
+    def _prepare(self, vectors: Any, what: str) -> np.ndarray:
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != self._dim:
+            raise DataError(f"{what} vectors must have shape (n, {self._dim}), got {tuple(np.shape(vectors))}")
+        if not np.isfinite(x).all():
+            bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise DataError(f"{what} vector {bad} has a NaN or infinite component")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        if (norms == 0).any():
+            bad = int(np.flatnonzero(norms[:, 0] == 0)[0])
+            raise DataError(f"{what} vector {bad} is all zeros and cannot be normalised")
+        return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+    @staticmethod
+    def _check_ids(ids: Iterable[str]) -> list[str]:
+        ids = list(ids) if not isinstance(ids, str) else [ids]
+        for doc_id in ids:
+            if not isinstance(doc_id, str):
+                raise DataError(f"document ids must be strings, got {doc_id!r} ({type(doc_id).__name__})")
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            dup = next(d for d in ids if d in seen or seen.add(d))
+            raise DataError(f"document id {dup!r} appears twice in one call")
+        return [str(d) for d in ids]  # numpy/pandas str subclasses -> plain str
+
+    def _check_fields(self, ids: list[str], fields: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+        if fields is None:
+            return [{} for _ in ids]
+        fields = list(fields)
+        if len(fields) != len(ids):
+            raise DataError(f"got {len(fields)} field dicts for {len(ids)} ids")
+        out = []
+        for doc_id, f in zip(ids, fields):
+            if f is None:
+                out.append({})
+                continue
+            if not isinstance(f, Mapping):
+                raise DataError(f"fields must be a dict, got {type(f).__name__}", source=f"document {doc_id!r}")
+            out.append({str(k): _json_value(v, doc_id=doc_id, name=str(k)) for k, v in f.items()})
+        return out
+
+    # ------------------------------------------------------------------ writes
+    def add(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add new documents; an id already in the index is a :class:`DataError` (use :meth:`upsert`)."""
+        ids = self._check_ids(ids)
+        x = self._prepare(vectors, "document")
+        if len(ids) != len(x):
+            raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
+        present = [d for d in ids if d in self._label_of]
+        if present:
+            raise DataError(f"document id {present[0]!r} is already in the index ({len(present)} such); use upsert")
+        self._append(ids, x, self._check_fields(ids, fields))
+
+    def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add or replace documents: an existing id gets the new vector *and* the new fields (``None`` -> ``{}``)."""
+        ids = self._check_ids(ids)
+        x = self._prepare(vectors, "document")
+        if len(ids) != len(x):
+            raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
+        checked = self._check_fields(ids, fields)
+        self._remove([d for d in ids if d in self._label_of])
+        self._append(ids, x, checked)
+
+    def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
+        """Remove documents; returns how many were removed. Unknown ids raise unless ``missing_ok``."""
+        ids = self._check_ids(ids)
+        missing = [d for d in ids if d not in self._label_of]
+        if missing and not missing_ok:
+            raise DataError(f"document id {missing[0]!r} is not in the index ({len(missing)} such)")
+        known = [d for d in ids if d in self._label_of]
+        self._remove(known)
+        return len(known)
+
+    def _append(self, ids: list[str], x: np.ndarray, fields: list[dict[str, Any]]) -> None:
+        if not ids:
+            return
+        labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
+        self._faiss_index.add_with_ids(x, labels)
+        self._next_label += len(ids)
+        for doc_id, label, f in zip(ids, labels.tolist(), fields):
+            self._label_of[doc_id] = label
+            self._doc_of[label] = doc_id
+            self._fields[label] = f
+
+    def _remove(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        labels = [self._label_of.pop(d) for d in ids]
+        for label in labels:
+            del self._doc_of[label]
+            del self._fields[label]
+        if self._kind == "exact":
+            self._faiss_index.remove_ids(np.asarray(labels, dtype=np.int64))
+        else:
+            self._tombstones.update(labels)
+
+    def compact(self) -> int:
+        """Rebuild the faiss index without tombstoned vectors; returns how many were dropped."""
+        dropped = len(self._tombstones)
+        if not dropped:
+            return 0
+        labels = self._stored_labels()
+        vectors = self._inner().reconstruct_n(0, self._faiss_index.ntotal)
+        keep = ~np.isin(labels, np.fromiter(self._tombstones, dtype=np.int64))
+        self._faiss_index = self._new_faiss_index()
+        if keep.any():
+            self._faiss_index.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(labels[keep]))
+        self._tombstones = set()
+        return dropped
+
+    # ------------------------------------------------------------------ reads
+    def get(self, doc_id: str) -> IndexedDocument | None:
+        """The stored vector and fields of ``doc_id``, or ``None`` if it is not in the index."""
+        label = self._label_of.get(doc_id)
+        if label is None:
+            return None
+        vector = self._faiss_index.reconstruct(label)
+        return IndexedDocument(doc_id=doc_id, vector=vector, fields=dict(self._fields[label]))
+
+    def search(
+        self, query_vectors: Any, k: int, *, filters: Mapping[str, str] | None = None
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` documents per query (one list per query row, best first; shorter if fewer match).
+
+        ``filters`` keeps documents whose every named field equals the given string (see the
+        module docstring for how post-filtering and tombstones over-fetch).
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        q = self._prepare(query_vectors, "query")
+        filters = dict(filters or {})
+        for name, value in filters.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ConfigError(f"filters map field names to strings, got {name!r}: {value!r}")
+        results: list[list[SearchHit]] = [[] for _ in range(len(q))]
+        n_stored = int(self._faiss_index.ntotal)
+        if not self._label_of or not len(q):
+            return results
+        # exact: one extra candidate shows whether the k-th score is tied with one beyond the cut
+        fetch = min(n_stored, int(k) + len(self._tombstones) + (self._kind == "exact"))
+        limit = n_stored if self._kind == "exact" else min(n_stored, max(fetch, HNSW_MAX_FETCH))
+        if filters:
+            fetch = min(limit, max(fetch, 4 * int(k)))
+        dead = np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones))
+        pending = np.arange(len(q))
+        while len(pending):
+            scores, labels = self._faiss_index.search(q[pending], fetch, params=self._search_params(fetch))
+            retry = []
+            for row, s, lab in zip(pending.tolist(), scores, labels):
+                hits, complete = self._collect(s, lab, int(k), filters, dead)
+                if complete or fetch >= limit:
+                    results[row] = hits
+                else:
+                    retry.append(row)
+            pending = np.asarray(retry, dtype=np.int64)
+            fetch = min(limit, 2 * fetch)
+        return results
+
+    def _search_params(self, fetch: int):
+        """HNSW returns at most ``efSearch`` results, so an over-fetch widens the search to match."""
+        if self._kind != "hnsw" or fetch <= self._ef_search:
+            return None
+        return _faiss().SearchParametersHNSW(efSearch=int(fetch))
+
+    def _collect(
+        self, scores: np.ndarray, labels: np.ndarray, k: int, filters: dict[str, str], dead: np.ndarray
+    ) -> tuple[list[SearchHit], bool]:
+        """Hits of one query from its raw candidates (``dead``: tombstoned labels), and whether they are final."""
+        keep = labels >= 0
+        if len(dead):
+            keep &= ~np.isin(labels, dead)
+        s, lab = scores[keep], labels[keep]
+        if filters:
+            ok = np.fromiter((self._matches(self._fields[int(x)], filters) for x in lab), dtype=bool, count=len(lab))
+            s, lab = s[ok], lab[ok]
+        order = np.lexsort((lab, -s))  # score descending, then label ascending
+        s, lab = s[order], lab[order]
+        complete = len(s) >= k
+        if complete and self._kind == "exact" and labels[-1] >= 0 and scores[-1] == s[k - 1]:
+            complete = False  # the fetch cut through a group of tied scores: fetch more to order them
+        hits = [
+            SearchHit(doc_id=self._doc_of[label], score=float(score), fields=dict(self._fields[label]))
+            for score, label in zip(s[:k].tolist(), lab[:k].tolist())
+        ]
+        return hits, complete
+
+    @staticmethod
+    def _matches(fields: dict[str, Any], filters: dict[str, str]) -> bool:
+        for name, value in filters.items():
+            got = fields.get(name)
+            if got is None or str(got) != value:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ persistence
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "dim": self._dim,
+            "kind": self._kind,
+            "metric": "cosine",
+            "params": self.params,
+            "model": self.model,
+            "count": len(self),
+            "tombstones": len(self._tombstones),
+            "next_label": self._next_label,
+            "faiss_version": _faiss().__version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the index to ``directory`` atomically (temp sibling, then rename over the old one).
+
+        An existing ``directory`` is replaced only if it is empty or holds an index (a
+        ``manifest.json``); anything else is refused rather than deleted.
+        """
+        directory = Path(directory)
+        if directory.exists():
+            if not directory.is_dir():
+                raise ConfigError(f"{directory} exists and is not a directory")
+            if any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file():
+                raise ConfigError(f"{directory} is not empty and holds no index ({MANIFEST_FILE}); refusing to replace it")
+        parent = directory.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+        try:
+            _faiss().write_index(self._faiss_index, str(tmp / FAISS_FILE))
+            with open(tmp / DOCUMENTS_FILE, "w", encoding="utf-8") as fh:
+                for label in sorted(self._doc_of):
+                    rec = {"id": self._doc_of[label], "label": label, "fields": self._fields[label]}
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            np.save(tmp / TOMBSTONES_FILE, np.asarray(sorted(self._tombstones), dtype=np.int64))
+            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
+                json.dump(self.manifest(), fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if directory.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=parent))
+                os.replace(directory, old / "index")
+                os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "VectorIndex":
+        """Read an index written by :meth:`save`; a missing or inconsistent one is a :class:`DataError`."""
+        directory = Path(directory)
+        manifest_path = directory / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise DataError(f"no index here ({MANIFEST_FILE} not found)", source=str(directory))
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{MANIFEST_FILE} is not valid JSON ({exc})", source=str(directory)) from exc
+        if manifest.get("format") != FORMAT:
+            raise DataError(f"{MANIFEST_FILE} is not a {FORMAT} manifest", source=str(directory))
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"{directory}: index format version {manifest.get('format_version')} is not supported "
+                              f"(this gcl reads version {FORMAT_VERSION}); rebuild the index")
+        params = manifest.get("params", {})
+        index = cls(dim=manifest["dim"], kind=manifest["kind"], model=manifest.get("model"), **params)
+        faiss = _faiss()
+        for name in (FAISS_FILE, DOCUMENTS_FILE):
+            if not (directory / name).is_file():
+                raise DataError(f"index file {name} is missing", source=str(directory))
+        raw = faiss.read_index(str(directory / FAISS_FILE))
+        if not isinstance(raw, faiss.IndexIDMap2) or raw.d != index.dim:
+            raise DataError(f"{FAISS_FILE} is not an IndexIDMap2 of dimension {index.dim}", source=str(directory))
+        index._faiss_index = raw
+        if index.kind == "hnsw":
+            index._inner().hnsw.efSearch = index.ef_search
+        with open(directory / DOCUMENTS_FILE, encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh):
+                try:
+                    rec = json.loads(line)
+                    doc_id, label, fields = rec["id"], int(rec["label"]), rec.get("fields") or {}
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise DataError(f"bad record ({exc})", source=str(directory / DOCUMENTS_FILE), row=line_no) from exc
+                index._label_of[doc_id] = label
+                index._doc_of[label] = doc_id
+                index._fields[label] = fields
+        tomb_path = directory / TOMBSTONES_FILE
+        tombstones = np.load(tomb_path) if tomb_path.is_file() else np.zeros(0, dtype=np.int64)
+        index._tombstones = set(tombstones.tolist())
+        index._next_label = int(manifest.get("next_label", max(index._doc_of, default=-1) + 1))
+        expected = np.sort(np.concatenate([np.fromiter(index._doc_of, dtype=np.int64, count=len(index._doc_of)),
+                                           tombstones.astype(np.int64)]))
+        if len(index._label_of) != len(index._doc_of) or not np.array_equal(np.sort(index._stored_labels()), expected):
+            raise DataError(f"{FAISS_FILE} and {DOCUMENTS_FILE} disagree about the stored documents "
+                            f"({raw.ntotal} vectors, {len(index._doc_of)} documents, {len(tombstones)} tombstones)",
+                            source=str(directory))
+        return index
