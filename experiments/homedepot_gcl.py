@@ -113,21 +113,22 @@ def run(args) -> None:
         t0 = time.perf_counter()
         model = BiEncoder(BiEncoderConfig(max_seq_length=args.max_seq_length))
         record("zero-shot", 0, evaluate_model(model, tasks, protocol), time.perf_counter() - t0)
-    for seed in seeds:  # seed-major: every variant gets seed 0 before any gets seed 1
-        for variant in variants:
-            if (variant, seed) in done:
-                continue
-            t0 = time.perf_counter()
-            run_dir = Path(args.work) / f"{variant}-s{seed}"
-            cfg = load_config(TrainConfig, None, train_overrides(variant, seed, args.steps, run_dir, args.data)
-                              + [f"model.max_seq_length={args.max_seq_length}"])
-            trainer = Trainer(cfg, splits=bench)
-            trainer.fit()
-            train_s = time.perf_counter() - t0
-            trainer.model.eval()
-            summary = evaluate_model(trainer.model, tasks, protocol)
-            record(variant, seed, summary, time.perf_counter() - t0,
-                   {"train_seconds": round(train_s, 1), "steps": args.steps, "config": cfg.loss.__dict__})
+    core = [v for v in variants if v in PROFILES["hour"][0]]
+    order = [(v, s) for group in (core, [v for v in variants if v not in core]) for s in seeds for v in group]
+    for variant, seed in order:  # the hour profile's runs first, seed-major, then the other variants
+        if (variant, seed) in done:
+            continue
+        t0 = time.perf_counter()
+        run_dir = Path(args.work) / f"{variant}-s{seed}"
+        cfg = load_config(TrainConfig, None, train_overrides(variant, seed, args.steps, run_dir, args.data)
+                          + [f"model.max_seq_length={args.max_seq_length}"])
+        trainer = Trainer(cfg, splits=bench)
+        trainer.fit()
+        train_s = time.perf_counter() - t0
+        trainer.model.eval()
+        summary = evaluate_model(trainer.model, tasks, protocol)
+        record(variant, seed, summary, time.perf_counter() - t0,
+               {"train_seconds": round(train_s, 1), "steps": args.steps, "config": cfg.loss.__dict__})
     report(out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def add_parser(sub) -> None:
@@ -21,7 +22,10 @@ def run(args) -> int:
     from gcl.training.distributed import init_from_env
     from gcl.training.trainer import Trainer
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():  # no file given: `gcl train a.b=1`
+        config, overrides = None, [config, *overrides]
+    cfg = load_config(TrainConfig, config, overrides)
     dist = init_from_env(cfg.device)
     trainer = Trainer(cfg, dist=dist)
     result = trainer.fit(resume=args.resume)

@@ -40,13 +40,16 @@ def _to_safe(obj: Any) -> Any:
 
 def rng_state() -> dict:
     py = random.getstate()
-    return {"python": [py[0], list(py[1]), py[2]], "torch": torch.get_rng_state()}
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None  # dropout on GPUs
+    return {"python": [py[0], list(py[1]), py[2]], "torch": torch.get_rng_state(), "cuda": cuda}
 
 
 def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(directory: str | Path, state: dict) -> Path:

@@ -78,6 +78,16 @@ def all_reduce_grads(params, info: DistInfo) -> None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
+def any_flag(flag: bool, info: DistInfo) -> bool:
+    """True on every process when ``flag`` is True on any of them (a collective: all must call it)."""
+    if not info.enabled:
+        return bool(flag)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([int(bool(flag))], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

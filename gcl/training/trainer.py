@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gcl.config import to_dict
-from gcl.data.errors import ConfigError
+from gcl.data.errors import ConfigError, DataError
 from gcl.encoders.model import BiEncoder, BiEncoderConfig
 from gcl.losses import GCLLoss, get_weight_fn
 from gcl.training import distributed as D
@@ -107,6 +107,10 @@ class Trainer:
         self.splits = splits
         self.out_dir = Path(cfg.out_dir)
         seed_everything(cfg.seed)
+        device = cfg.device
+        if self.dist.enabled and device == "cuda":  # one GPU per process (NCCL cannot share one)
+            device = f"cuda:{self.dist.local_rank}"
+            torch.cuda.set_device(device)
         self.model = model or BiEncoder(
             BiEncoderConfig(
                 text_model=cfg.model.text_model,
@@ -115,10 +119,17 @@ class Trainer:
                 doc_field_weights=cfg.model.doc_field_weights,
                 max_seq_length=cfg.model.max_seq_length,
             ),
-            device=cfg.device,
+            device=device,
         )
         train = splits.train
-        weights = get_weight_fn(cfg.loss.weight_fn, **cfg.loss.weight_params)(train.judgments)
+        try:
+            weight_fn = get_weight_fn(cfg.loss.weight_fn, **cfg.loss.weight_params)
+        except ValueError as exc:  # unknown name, bad parameters, failed import: a config mistake
+            raise ConfigError(f"loss.weight_fn: {exc}") from exc
+        try:
+            weights = weight_fn(train.judgments)
+        except ValueError as exc:  # NaN / infinite scores, bad user-function output
+            raise DataError(f"cannot weight the training judgments: {exc}", source=getattr(train, "name", None)) from exc
         self.pairs = TrainPairs.from_dataset(train, weights, query_field=cfg.model.query_fields[0], doc_field=cfg.model.doc_fields[0])
         tok = self.model.tower.tokenizer
         self.q_tokens = TokenCache(tok, self.pairs.query_texts, cfg.model.max_seq_length)
@@ -163,25 +174,36 @@ class Trainer:
         with self._autocast():
             return self.model.embed_tokens(cache.collate(codes)).float()
 
+    def _rng_state(self) -> tuple:
+        """CPU and (on CUDA) device RNG states: dropout on a GPU draws from the device generator."""
+        dev = self.model.device
+        return torch.get_rng_state(), (torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None)
+
+    def _set_rng_state(self, state: tuple) -> None:
+        cpu, cuda = state
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.model.device)
+
     def _embed_with_grad_cache(self, cache: TokenCache, codes: np.ndarray) -> tuple[torch.Tensor, list]:
         """First pass: embeddings without a graph, remembering each chunk's RNG state."""
         chunks = cache.chunks(codes, self.cfg.batch.grad_cache_chunk)
-        out = torch.empty((len(codes), self.model.dim))
+        out = torch.empty((len(codes), self.model.dim), device=self.model.device)
         states = []
         with torch.no_grad():
             for pos in chunks:
-                states.append(torch.get_rng_state())
-                out[torch.as_tensor(pos)] = self._encode(cache, codes[pos])
+                states.append(self._rng_state())
+                out[torch.as_tensor(pos, device=out.device)] = self._encode(cache, codes[pos])
         return out, list(zip(chunks, states))
 
     def _replay(self, cache: TokenCache, codes: np.ndarray, plan: list, grad: torch.Tensor) -> None:
         """Second pass: re-encode each chunk with a graph and back-propagate the cached gradient."""
-        after = torch.get_rng_state()
+        after = self._rng_state()
         for pos, state in plan:
-            torch.set_rng_state(state)
+            self._set_rng_state(state)
             emb = self._encode(cache, codes[pos])
-            emb.backward(grad[torch.as_tensor(pos)])
-        torch.set_rng_state(after)
+            emb.backward(grad[torch.as_tensor(pos, device=grad.device)])
+        self._set_rng_state(after)
 
     def _micro_step(self, rows: np.ndarray, loss_scale: float) -> float:
         """Forward + backward of one micro-batch (global rows; this process encodes its slice)."""
@@ -225,6 +247,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         losses = [self._micro_step(m, 1.0 / len(micro)) for m in micro]
         D.all_reduce_grads(self.params, self.dist)
+        # Encoder gradients are partial per process (summed: exact); the loss's own parameters
+        # (learnable temperature) get the full gradient on every process: average, not sum.
+        for p in self.loss_fn.parameters():
+            if p.grad is not None and self.dist.enabled:
+                p.grad /= self.dist.world_size
         if self.cfg.optim.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_grad_norm)
         self.optimizer.step()
@@ -306,8 +333,9 @@ class Trainer:
                 self._log(log_path, rec)
                 losses = []
             final = self.step == cfg.optim.steps
-            if (cfg.eval.every and self.step % cfg.eval.every == 0) or (final and cfg.eval.every >= 0):
-                if self._eval_and_keep(log_path):
+            if cfg.eval.every >= 0 and (final or (cfg.eval.every > 0 and self.step % cfg.eval.every == 0)):
+                # rank 0 evaluates and decides; every rank must stop with it (else they hang in all_gather)
+                if D.any_flag(self._eval_and_keep(log_path), self.dist):
                     stopped_early = True
                     break
             if self.step % cfg.checkpoint_every == 0 or final:
