@@ -28,6 +28,7 @@ VARIANTS = {
         "loss.learnable_temperature": True,
     },
     "grad_cache": {"batch.grad_cache_chunk": 3, "batch.grad_accum": 2},
+    "mined_negatives": {"loss.mined_negatives": 2, "loss.mine_every": 2, "loss.mine_depth": 5, "loss.mine_skip": 1},
 }
 
 

@@ -38,6 +38,10 @@ class LossConfig:
     same_query: Literal["mask", "lower", "keep"] = "mask"
     same_doc: Literal["mask", "keep"] = "mask"
     hard_negatives: int = 0  # per query: extra low-scored documents of the same query as negatives
+    mined_negatives: int = 0  # per query: documents the current model ranks high but that are not judged for it
+    mine_depth: int = 30  # mined from each training query's top mine_skip + mine_depth
+    mine_skip: int = 3  # top results skipped (likely unjudged positives)
+    mine_every: int = 100  # steps between re-encoding the training documents for mining
 
 
 @dataclass

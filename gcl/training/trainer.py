@@ -140,6 +140,12 @@ class Trainer:
         else:
             self.sampler = RandomPairSampler(self.pairs, bc.batch_size, cfg.seed)
         self.hn_rng = np.random.default_rng(cfg.seed + 1)
+        self.miner = None
+        if cfg.loss.mined_negatives > 0:
+            from gcl.training.mining import NegativeMiner
+
+            self.miner = NegativeMiner(self.pairs, depth=cfg.loss.mine_depth, skip=cfg.loss.mine_skip,
+                                       refresh=cfg.loss.mine_every)
         lc = cfg.loss
         self.loss_fn = GCLLoss(
             temperature=lc.temperature,
@@ -216,12 +222,13 @@ class Trainer:
             scores=torch.as_tensor(p.score[rows]),
         )
         weights = torch.as_tensor(p.weight[rows], dtype=torch.float32)
-        hn_rows = hard_negative_rows(p, rows, self.cfg.loss.hard_negatives, self.hn_rng)
-        hn_emb = None
-        if len(hn_rows):
+        hn_codes = p.doc_code[hard_negative_rows(p, rows, self.cfg.loss.hard_negatives, self.hn_rng)]
+        if self.miner is not None:
+            hn_codes = np.concatenate([hn_codes, self.miner.sample(p.query_code[rows], self.cfg.loss.mined_negatives, self.hn_rng)])
+        if len(hn_codes):
             with torch.no_grad():  # fixed negatives: no gradient through them (documented)
-                hn_emb = self._encode(self.d_tokens, p.doc_code[hn_rows])
-            meta.update(hard_neg_emb=hn_emb, hard_neg_doc_ids=torch.as_tensor(p.doc_code[hn_rows]))
+                hn_emb = self._encode(self.d_tokens, hn_codes)
+            meta.update(hard_neg_emb=hn_emb, hard_neg_doc_ids=torch.as_tensor(hn_codes))
         if self.cfg.batch.grad_cache_chunk:
             q_emb, q_plan = self._embed_with_grad_cache(self.q_tokens, q_codes)
             d_emb, d_plan = self._embed_with_grad_cache(self.d_tokens, d_codes)
@@ -241,6 +248,8 @@ class Trainer:
 
     def train_step(self) -> float:
         """One optimiser step over one global batch (split into ``grad_accum`` micro-batches)."""
+        if self.miner is not None:
+            self.miner.maybe_refresh(self.model, self.step)
         self.model.train()
         batch = self.sampler.next_batch()
         micro = np.array_split(batch, self.cfg.batch.grad_accum)
@@ -279,6 +288,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "hn_rng": self.hn_rng.bit_generator.state,
+            "miner": self.miner.state_dict() if self.miner is not None else None,
             "rng": rng_state(),
             "best_metric": self.best_metric,
             "best_step": self.best_step,
@@ -294,6 +304,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(sampler_state_from_checkpoint(state["sampler"]))
         self.hn_rng.bit_generator.state = state["hn_rng"]
+        if self.miner is not None and state.get("miner") is not None:
+            self.miner.load_state_dict(state["miner"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best_metric, self.best_step = state["best_metric"], state["best_step"]
