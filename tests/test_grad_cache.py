@@ -97,10 +97,26 @@ def test_grad_cache_with_dropout_is_deterministic(tmp_path):
 
 def test_single_chunk_grad_cache_equals_plain_step_even_with_dropout(tmp_path):
     """With one chunk the RNG is consumed in the same order as the plain path, so dropout masks
-    match: the two runs agree with dropout on."""
-    items = {"batch.batch_size": 8, "optim.clip_grad_norm": 0.0, "optim.steps": 2}
+    match: the two runs agree with dropout on (plain path unbucketed, so it is one forward too)."""
+    items = {"batch.batch_size": 8, "optim.clip_grad_norm": 0.0, "optim.steps": 2, "batch.length_buckets": 1}
     plain, g_plain = _run(tmp_path, "plain", 0.1, 2, **items)
     cached, g_cached = _run(tmp_path, "gc", 0.1, 2, **items, **{"batch.grad_cache_chunk": 64})
     for a, b in zip(g_plain, g_cached):
         assert_states_close(a, b, atol=1e-6, rtol=1e-5)
     assert_states_close(model_state(plain), model_state(cached), atol=1e-6)
+
+
+def test_length_buckets_equal_one_padded_batch(tmp_path):
+    """Encoding in length-sorted chunks changes padding only: same loss, gradients and rows order."""
+    items = {"batch.batch_size": 16, "optim.clip_grad_norm": 0.0}
+    one = _trainer(tmp_path, "one", 0.0, **items, **{"batch.length_buckets": 1})
+    four = _trainer(tmp_path, "four", 0.0, **items, **{"batch.length_buckets": 4})
+    codes = four.pairs.doc_code[:16]
+    four.model.eval()
+    emb_b = four._encode_bucketed(four.d_tokens, codes)
+    emb_1 = four._encode(four.d_tokens, codes)
+    assert torch.allclose(emb_b, emb_1, atol=1e-6)
+    lengths = four.d_tokens.lengths[codes]
+    assert len(set(lengths.tolist())) > 1  # buckets really differ in width
+    assert one.train_step() == pytest.approx(four.train_step(), abs=1e-6)
+    assert_states_close(grads(one), grads(four), atol=1e-6, rtol=1e-5)

@@ -51,6 +51,7 @@ class BatchConfig:
     docs_per_query: int = 4  # query_grouped: documents drawn per query
     grad_cache_chunk: Optional[int] = None  # GradCache: encode in chunks of this many texts
     grad_accum: int = 1  # micro-batches per optimiser step (each with its own in-batch negatives)
+    length_buckets: int = 4  # encode each side in this many length-sorted chunks (less padding)
 
 
 @dataclass

@@ -191,6 +191,18 @@ class Trainer:
         if cuda is not None:
             torch.cuda.set_rng_state(cuda, self.model.device)
 
+    def _encode_bucketed(self, cache: TokenCache, codes: np.ndarray) -> torch.Tensor:
+        """Encode in ``length_buckets`` length-sorted chunks, each padded to its own longest text
+        (length-bucketed dynamic padding); rows come back in ``codes`` order, with a graph."""
+        n = self.cfg.batch.length_buckets
+        if n <= 1 or len(codes) < 2 * n:
+            return self._encode(cache, codes)
+        chunks = cache.chunks(codes, -(-len(codes) // n))
+        embs = torch.cat([self._encode(cache, codes[pos]) for pos in chunks])
+        inverse = torch.empty(len(codes), dtype=torch.long)
+        inverse[torch.as_tensor(np.concatenate(chunks))] = torch.arange(len(codes))
+        return embs[inverse]
+
     def _embed_with_grad_cache(self, cache: TokenCache, codes: np.ndarray) -> tuple[torch.Tensor, list]:
         """First pass: embeddings without a graph, remembering each chunk's RNG state."""
         chunks = cache.chunks(codes, self.cfg.batch.grad_cache_chunk)
@@ -240,8 +252,8 @@ class Trainer:
             self._replay(self.q_tokens, q_codes, q_plan, q_all.grad[sl])
             self._replay(self.d_tokens, d_codes, d_plan, d_all.grad[sl])
         else:
-            q_all = D.gather_rows(self._encode(self.q_tokens, q_codes), self.dist)
-            d_all = D.gather_rows(self._encode(self.d_tokens, d_codes), self.dist)
+            q_all = D.gather_rows(self._encode_bucketed(self.q_tokens, q_codes), self.dist)
+            d_all = D.gather_rows(self._encode_bucketed(self.d_tokens, d_codes), self.dist)
             loss = self.loss_fn(q_all, d_all, weights, **meta)
             (loss * loss_scale).backward()
         return float(loss.detach())
