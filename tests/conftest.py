@@ -66,3 +66,15 @@ def _assert_same_dataset(a: GradedDataset, b: GradedDataset, *, doc_fields: list
 def assert_same_dataset():
     """``assert_same_dataset(a, b, doc_fields=None)``: the two datasets hold the same tables."""
     return _assert_same_dataset
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tests of small convolutions/encoders on a loaded 2-core machine: 2 OpenMP threads make them
+    far slower (barriers), so such test modules run with one torch thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

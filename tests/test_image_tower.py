@@ -18,13 +18,7 @@ from gcl.data.images import LITE_MEAN, LITE_STD, preprocess  # noqa: E402
 from gcl.encoders.image import IMAGE_CONFIG_FILE, ImageTower, ImageTowerConfig  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a loaded 2-core machine, 2 OpenMP threads make tiny convolutions ~100x slower (barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def shape_image(colour: tuple[int, int, int], *, square: bool = False, size=(300, 260)) -> Image.Image:

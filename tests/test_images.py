@@ -28,13 +28,7 @@ from gcl.data.images import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a loaded 2-core machine, 2 OpenMP threads make tiny convolutions ~100x slower (barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_shape(path: Path, colour: tuple[int, int, int], *, size=(48, 40), fmt: str | None = None) -> Path:

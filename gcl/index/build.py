@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from gcl.atomic import write_atomic
 from gcl.data.errors import ConfigError, DataError
 from gcl.data.schema import DOC_ID
 from gcl.index.store import MANIFEST_FILE, VectorIndex
@@ -62,19 +61,6 @@ class BuildResult:
 def default_work_dir(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     return out_dir.with_name(out_dir.name + ".partial")
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _doc_ids(documents: pd.DataFrame) -> list[str]:
@@ -195,10 +181,10 @@ def build_index(
         block = np.concatenate(pending)
         start = progress["encoded_rows"]
         shard = {"file": f"shard-{start:010d}.npy", "start": start, "stop": start + len(block)}
-        _write_atomic(work_dir / shard["file"], lambda fh: np.save(fh, block))
+        write_atomic(work_dir / shard["file"], lambda fh: np.save(fh, block))
         progress["shards"].append(shard)
         progress["encoded_rows"] = shard["stop"]
-        _write_atomic(work_dir / PROGRESS_FILE, lambda fh: fh.write(json.dumps(progress, indent=1).encode()))
+        write_atomic(work_dir / PROGRESS_FILE, lambda fh: fh.write(json.dumps(progress, indent=1).encode()))
         pending.clear()
 
     n = len(ids)

@@ -9,15 +9,14 @@ arbitrary objects are unpickled.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from gcl.atomic import write_atomic
 from gcl.data.errors import ConfigError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -57,16 +56,7 @@ def save_checkpoint(directory: str | Path, state: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(_to_safe(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, lambda fh: torch.save(_to_safe(state), fh))
     return target
 
 
