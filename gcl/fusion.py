@@ -34,7 +34,7 @@ def fuse(
         raise ValueError(f"{len(field_embeddings)} field embeddings but {len(weights)} weights")
     if any(w < 0 for w in weights):
         raise ValueError(f"field weights must be non-negative, got {list(weights)}")
-    if len(field_embeddings) == 1 and present is None:
+    if len(field_embeddings) == 1 and present is None and weights[0] > 0:
         return F.normalize(field_embeddings[0], dim=-1)
     stacked = torch.stack([F.normalize(e, dim=-1) for e in field_embeddings])  # (m, n, d)
     w = torch.as_tensor(list(weights), dtype=stacked.dtype, device=stacked.device)[:, None]  # (m, 1)
