@@ -126,27 +126,17 @@ def _parse_filters(items: list[str]) -> dict[str, str]:
 
 
 def run_search(args) -> int:
-    import pandas as pd
-
-    from gcl.encoders.model import BiEncoder
+    from gcl.encoders.query import encode_query_texts, load_index_encoder
     from gcl.index.store import VectorIndex
 
     if args.k < 1:
         raise ConfigError(f"-k must be a positive integer, got {args.k}")
     filters = _parse_filters(args.filter)
     index = VectorIndex.load(args.index)
-    model_name = args.model or index.model
-    if not model_name:
-        raise ConfigError(f"the index at {args.index} records no model; pass --model")
-    model = BiEncoder.load(model_name)
-    if model.dim != index.dim:
-        raise ConfigError(f"model {model_name} makes {model.dim}-d vectors but the index holds {index.dim}-d ones; "
-                          "search with the model that built the index")
+    model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}")
     if args.ef_search is not None:
         index.ef_search = args.ef_search
-    fields = model.config.query_fields
-    table = pd.DataFrame({f: (list(args.queries) if i == 0 else [""] * len(args.queries)) for i, f in enumerate(fields)})
-    results = index.search(model.encode_queries(table), args.k, filters=filters or None)
+    results = index.search(encode_query_texts(model, args.queries), args.k, filters=filters or None)
     for text, hits in zip(args.queries, results):
         if args.json:
             for rank, h in enumerate(hits, 1):
