@@ -1,0 +1,299 @@
+"""``create_app(settings)``: the FastAPI search service over one index, and its web page.
+
+Endpoints (JSON unless noted; all but ``/health``, ``/`` and ``/static/*`` need the API key
+when one is configured):
+
+=========================  ================================================================
+``POST /search``           text query -> ranked hits (``k``, ``offset`` paging, field filters)
+``POST /search/image``     multipart image upload -> ranked hits (400 if no image tower)
+``PUT /documents/{id}``    add or replace one document (201 created, 200 replaced)
+``POST /documents``        add or replace a batch of documents
+``GET /documents/{id}``    stored fields (``?vector=true``: and the stored unit vector)
+``DELETE /documents/{id}`` delete one document (404 if absent)
+``GET /images/{path}``     an image file under the configured image root (thumbnails)
+``GET /health``            liveness and index size, never authenticated
+``GET /metrics``           request counts, latency quantiles, index and log state
+``GET /openapi.json``      the OpenAPI spec
+``GET /``                  the search page (plain HTML + JS from ``/static``)
+=========================  ================================================================
+
+Bad input is a 4xx with a ``detail``: 401 (no key) / 403 (wrong key), 404, 413 (body larger
+than ``max_request_bytes``), 422 (validation, data errors), 400 (image search without a tower).
+Writes are durable when acknowledged (see :mod:`gcl.service.durable`).
+"""
+
+import html
+import json
+import logging
+import mimetypes
+import secrets
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Optional
+
+from gcl.data.errors import ConfigError, DataError, GCLError
+from gcl.service.durable import DurableIndex
+from gcl.service.encoding import ServiceEncoders
+from gcl.service.metrics import Metrics
+from gcl.service.schemas import build_schemas
+from gcl.service.settings import ServiceSettings
+
+log = logging.getLogger("gcl.service")
+IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over ``max_bytes``: by ``Content-Length`` up front, else while it streams."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                return await JSONResponse({"detail": "Content-Length is not an integer"}, 400)(scope, receive, send)
+            if too_big:
+                return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # FastAPI re-raises an HTTPException from body reading as is
+                    raise HTTPException(413, f"request body larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        from starlette.responses import JSONResponse
+
+        await JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, 413)(scope, receive, send)
+
+
+def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
+    """Build the app: load (repair, replay) the index and the encoder now, so errors surface at start.
+
+    ``model`` (optional) is an already loaded encoder to use instead of ``settings.model`` /
+    the manifest's model (tests pass a tiny one); ``image_tower`` likewise.
+    """
+    from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+    from fastapi.staticfiles import StaticFiles
+
+    S = build_schemas(settings)
+    store = DurableIndex(settings.index_dir, checkpoint_every=settings.checkpoint_every)
+    try:
+        if model is None:
+            encoders = ServiceEncoders.load(store.dim, store.model, settings.model)
+        else:
+            encoders = ServiceEncoders(model, store.dim, name=settings.model or "the given model", image_tower=image_tower)
+    except BaseException:
+        store.close()
+        raise
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        store.close()  # checkpoint: the log is emptied into a saved index
+
+    app = FastAPI(
+        title="gcl search service", version="1", lifespan=lifespan,
+        description="Single-stage search over a gcl vector index: text (and image) queries, document writes.",
+        docs_url=None, redoc_url=None, openapi_url=None,  # the spec is served below, behind the key; no CDN UIs
+    )
+    app.state.settings, app.state.store, app.state.encoders, app.state.metrics = settings, store, encoders, metrics
+
+    # ------------------------------------------------------------------ auth
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key (or use Bearer)")
+    bearer = HTTPBearer(auto_error=False, description="the API key as a Bearer token")
+
+    def require_key(
+        key: Optional[str] = Depends(key_header),
+        cred: Optional[HTTPAuthorizationCredentials] = Depends(bearer),
+    ) -> None:
+        if settings.api_key is None:
+            return
+        given = key if key is not None else (cred.credentials if cred is not None else None)
+        if given is None:
+            raise HTTPException(401, "missing API key: send 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(given.encode("utf-8", "surrogateescape"), settings.api_key.encode("utf-8")):
+            raise HTTPException(403, "wrong API key")
+
+    auth = [Depends(require_key)]
+    errors = {401: {"model": S.Error}, 403: {"model": S.Error}, 413: {"model": S.Error}, 422: {"model": S.Error}}
+
+    # ------------------------------------------------------------------ errors and metrics
+    @app.exception_handler(GCLError)
+    async def _gcl_error(request: Request, exc: GCLError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        detail = json.loads(json.dumps(exc.errors(), default=str))  # errors may hold non-JSON objects (ctx)
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            name = f"{request.method} {route.path}" if route is not None and hasattr(route, "path") else "other"
+            metrics.observe(name, status, time.perf_counter() - t0)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+
+    # ------------------------------------------------------------------ search
+    def _search(vectors, k: int, offset: int, filters, query: Optional[str], t0: float):
+        window = offset + k
+        hits = store.search(vectors, window + 1, filters=filters or None)[0]
+        page = [S.Hit(rank=offset + i + 1, doc_id=h.doc_id, score=h.score, fields=h.fields)
+                for i, h in enumerate(hits[offset:window])]
+        return S.SearchResponse(query=query, k=k, offset=offset, hits=page,
+                                has_more=len(hits) > window and window < settings.max_k,
+                                took_ms=round((time.perf_counter() - t0) * 1000.0, 3))
+
+    @app.post("/search", response_model=S.SearchResponse, dependencies=auth, responses=errors, tags=["search"])
+    def search(req: S.SearchRequest):
+        """Rank documents by cosine similarity to the encoded query text."""
+        t0 = time.perf_counter()
+        return _search(encoders.queries([req.query]), req.k, req.offset, req.filters, req.query, t0)
+
+    @app.post("/search/image", response_model=S.SearchResponse, dependencies=auth,
+              responses={**errors, 400: {"model": S.Error}}, tags=["search"])
+    def search_image(
+        file: UploadFile = File(description="an image (PNG, JPEG, ...)"),
+        k: int = Form(settings.page_size, ge=1, le=settings.max_k),
+        offset: int = Form(0, ge=0, le=settings.max_k - 1),
+        filters: Optional[str] = Form(None, max_length=settings.max_field_chars,
+                                      description='JSON object of field filters, e.g. {"brand": "Acme"}'),
+    ):
+        """Rank documents by similarity to an uploaded image (needs a model with an image tower)."""
+        t0 = time.perf_counter()
+        if not encoders.has_image_tower:
+            raise HTTPException(400, f"search by image needs a model with an image tower; {encoders.name} has none")
+        if offset + k > settings.max_k:
+            raise HTTPException(422, f"offset + k must be <= {settings.max_k} (got {offset} + {k})")
+        parsed = None
+        if filters:
+            try:
+                parsed = json.loads(filters)
+            except ValueError as exc:
+                raise HTTPException(422, f"filters is not valid JSON: {exc}") from exc
+            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+                raise HTTPException(422, "filters must be a JSON object of field name -> string")
+        vector = encoders.image(file.file.read())
+        return _search(vector, k, offset, parsed, None, t0)
+
+    # ------------------------------------------------------------------ documents
+    def _encode(ids, fields):
+        return encoders.documents(ids, fields)
+
+    @app.put("/documents/{doc_id:path}", response_model=S.WriteResponse, dependencies=auth,
+             responses={**errors, 201: {"model": S.WriteResponse}}, tags=["documents"])
+    def put_document(doc_id: S.DocId, doc: S.DocumentIn, response: Response):
+        """Add a document (201) or replace one (200): vector re-encoded, fields replaced."""
+        fields = [dict(doc.fields)]
+        result = store.upsert([doc_id], _encode([doc_id], fields), fields)
+        response.status_code = 201 if result.created else 200
+        return S.WriteResponse(created=result.created, updated=result.updated)
+
+    @app.post("/documents", response_model=S.WriteResponse, dependencies=auth, responses=errors, tags=["documents"])
+    def post_documents(batch: S.DocumentBatch):
+        """Add or replace a batch of documents; all or none (one logged write)."""
+        ids = [d.id for d in batch.documents]
+        if len(set(ids)) != len(ids):
+            dup = next(d for i, d in enumerate(ids) if d in ids[:i])
+            raise HTTPException(422, f"document id {dup!r} appears twice in the batch")
+        fields = [dict(d.fields) for d in batch.documents]
+        result = store.upsert(ids, _encode(ids, fields), fields)
+        return S.WriteResponse(created=result.created, updated=result.updated)
+
+    @app.get("/documents/{doc_id:path}", response_model=S.DocumentOut, dependencies=auth,
+             responses={**errors, 404: {"model": S.Error}}, tags=["documents"])
+    def get_document(doc_id: S.DocId, vector: bool = Query(False, description="include the stored unit vector")):
+        doc = store.get(doc_id)
+        if doc is None:
+            raise HTTPException(404, f"document {doc_id!r} is not in the index")
+        return S.DocumentOut(id=doc.doc_id, fields=doc.fields, vector=doc.vector.tolist() if vector else None)
+
+    @app.delete("/documents/{doc_id:path}", response_model=S.DeleteResponse, dependencies=auth,
+                responses={**errors, 404: {"model": S.Error}}, tags=["documents"])
+    def delete_document(doc_id: S.DocId):
+        if not store.delete([doc_id]):
+            raise HTTPException(404, f"document {doc_id!r} is not in the index")
+        return S.DeleteResponse(deleted=doc_id)
+
+    # ------------------------------------------------------------------ images
+    @app.get("/images/{path:path}", dependencies=auth, responses={**errors, 404: {"model": S.Error}},
+             response_class=FileResponse, tags=["page"])
+    def image(path: str):
+        """An image file under the configured image root; paths that leave the root are refused (403)."""
+        from gcl.data.images import resolve_image_path
+
+        if settings.image_root is None:
+            raise HTTPException(404, "no image root is configured")
+        try:
+            target = resolve_image_path(path, settings.image_root)
+        except DataError as exc:
+            raise HTTPException(403, str(exc)) from exc
+        if target.suffix.lower() not in IMAGE_TYPES or not target.is_file():
+            raise HTTPException(404, f"no image {path!r} under the image root")
+        return FileResponse(target, media_type=mimetypes.guess_type(target.name)[0] or "application/octet-stream")
+
+    # ------------------------------------------------------------------ operations
+    @app.get("/health", response_model=S.Health, tags=["operations"])
+    def health():
+        return S.Health(status="ok", documents=len(store), dim=store.dim, model=encoders.name,
+                        image_search=encoders.has_image_tower)
+
+    @app.get("/metrics", dependencies=auth, responses=errors, tags=["operations"])
+    def get_metrics() -> dict:
+        snap = metrics.snapshot()
+        snap["index"] = {"documents": len(store), "dim": store.dim, "kind": store.index.kind,
+                         "tombstones": store.index.n_tombstones, "logged_writes_pending": store.pending,
+                         "checkpoints": store.checkpoints, "replayed_at_start": store.replayed}
+        return snap
+
+    @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+    def openapi_spec():
+        return JSONResponse(app.openapi())
+
+    # ------------------------------------------------------------------ page
+    static = resources.files("gcl.service") / "static"
+    page = (static / "index.html").read_text(encoding="utf-8")
+    for name, value in (("PAGE_SIZE", settings.page_size), ("AUTH", int(settings.api_key is not None)),
+                        ("IMAGE_FIELD", settings.image_field if settings.image_root else ""),
+                        ("TITLE_FIELD", settings.title_field), ("MAX_K", settings.max_k)):
+        page = page.replace("{{%s}}" % name, html.escape(str(value), quote=True))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page():
+        return HTMLResponse(page)
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    return app
+
+
+__all__ = ["create_app", "ServiceSettings", "ConfigError"]

@@ -1,0 +1,57 @@
+"""What ``create_app`` needs: one dataclass, filled by ``gcl serve`` or by a test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gcl.data.errors import ConfigError
+
+
+@dataclass
+class ServiceSettings:
+    """Settings of the search service.
+
+    ``index_dir``: a directory written by ``gcl index build`` (or ``VectorIndex.save``).
+    ``model``: the encoder (gcl model dir, sentence-transformers dir or name); ``None`` takes the
+    one recorded in the index manifest. ``api_key``: when set, every endpoint but ``/health`` and
+    the page's static files needs it (header ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``).
+    Limits: ``max_request_bytes`` (whole request body, 413 beyond), ``max_k`` (largest
+    ``offset + k`` of a search), ``max_batch`` (documents per ``POST /documents``),
+    ``max_query_chars``, ``max_fields`` / ``max_field_chars`` per document. ``page_size``: results
+    per page on the web page. ``image_root``: directory that document image paths are relative to
+    (``None``: no thumbnails, ``/images`` answers 404); ``image_field`` / ``title_field``: the
+    document fields the page shows. ``checkpoint_every``: logged writes between full saves of the
+    index (see :mod:`gcl.service.durable`).
+    """
+
+    index_dir: Path
+    model: str | None = None
+    api_key: str | None = None
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_k: int = 100
+    max_batch: int = 256
+    max_query_chars: int = 1000
+    max_fields: int = 64
+    max_field_chars: int = 10_000
+    page_size: int = 12
+    image_root: Path | None = None
+    image_field: str = "image"
+    title_field: str = "title"
+    checkpoint_every: int = 1000
+
+    def __post_init__(self) -> None:
+        self.index_dir = Path(self.index_dir)
+        if self.image_root is not None:
+            self.image_root = Path(self.image_root)
+            if not self.image_root.is_dir():
+                raise ConfigError(f"image root {self.image_root} is not a directory")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key is empty; leave it unset to disable authentication")
+        for name in ("max_request_bytes", "max_k", "max_batch", "max_query_chars", "max_fields", "max_field_chars",
+                     "page_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.page_size > self.max_k:
+            raise ConfigError(f"page_size ({self.page_size}) cannot exceed max_k ({self.max_k})")
