@@ -25,6 +25,7 @@ Writes are durable when acknowledged (see :mod:`gcl.service.durable`).
 import html
 import json
 import logging
+import math
 import mimetypes
 import secrets
 import time
@@ -43,6 +44,21 @@ log = logging.getLogger("gcl.service")
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 
 
+def _jsonable(value):
+    """A strict-JSON copy of validation errors: they may echo NaN, bytes or exception objects."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value[:200]).decode("utf-8", "replace")
+    return str(value)
+
+
 class BodyLimitMiddleware:
     """413 for a request body over ``max_bytes``: by ``Content-Length`` up front, else while it streams."""
 
@@ -53,7 +69,7 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        from starlette.exceptions import HTTPException
+        from fastapi import HTTPException  # FastAPI's own class: its body reader re-raises it unchanged
         from starlette.responses import JSONResponse
 
         length = dict(scope.get("headers") or []).get(b"content-length")
@@ -81,6 +97,33 @@ class BodyLimitMiddleware:
         from starlette.responses import JSONResponse
 
         await JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, 413)(scope, receive, send)
+
+
+class ObserveMiddleware:
+    """Counts every request by route template and status, with its server-side latency."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = 500
+
+        async def observed_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = scope.get("route")
+            name = f"{scope['method']} {route.path}" if route is not None and hasattr(route, "path") else "other"
+            self.metrics.observe(name, status, time.perf_counter() - t0)
 
 
 def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
@@ -146,22 +189,9 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        detail = json.loads(json.dumps(exc.errors(), default=str))  # errors may hold non-JSON objects (ctx)
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"detail": _jsonable(exc.errors())}, status_code=422)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            name = f"{request.method} {route.path}" if route is not None and hasattr(route, "path") else "other"
-            metrics.observe(name, status, time.perf_counter() - t0)
-
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
 
     # ------------------------------------------------------------------ search
