@@ -127,11 +127,20 @@ class BiEncoder(nn.Module):
 
     @classmethod
     def load(cls, path_or_name: str | Path, *, device: str = "cpu") -> "BiEncoder":
-        """Load a saved gcl model, or wrap any sentence-transformers model by name/path."""
+        """Load a saved gcl model, or wrap any sentence-transformers model by name/path.
+
+        A directory saved by :class:`gcl.encoders.multifield.MultiFieldModel` (``"format":
+        "multifield"`` in ``gcl_model.json``) loads as that class, which has the same
+        ``encode_queries`` / ``encode_documents`` / ``dim`` interface.
+        """
         p = Path(path_or_name)
         cfg_file = p / MODEL_CONFIG_FILE
         if cfg_file.is_file():
             raw = json.loads(cfg_file.read_text())
+            if raw.get("format") == "multifield":
+                from gcl.encoders.multifield import MultiFieldModel
+
+                return MultiFieldModel.load(p, device=device)  # type: ignore[return-value]
             try:
                 cfg = BiEncoderConfig(**{**raw, "text_model": str(p)})
             except TypeError as exc:

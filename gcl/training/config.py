@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from gcl.data.errors import ConfigError
+from gcl.data.schema import Field, FieldKind
+from gcl.encoders.config import MultiFieldConfig
 
 
 @dataclass
@@ -16,7 +18,14 @@ class DataConfig:
     query_col: str = "query"  # column mapping for generic files
     doc_id_col: str = "doc_id"
     score_col: str = "score"
-    doc_fields: list[str] = field(default_factory=lambda: ["title"])
+    # document fields read from the source; a name starting with "image" is an image field (as in
+    # the Marqo-GS layout), so a Parquet column of image bytes is read as images, not as text
+    doc_fields: list[Union[str, Field]] = field(default_factory=lambda: ["title"])
+
+    def __post_init__(self) -> None:
+        self.doc_fields = [
+            Field(f, FieldKind.IMAGE) if isinstance(f, str) and f.startswith("image") else f for f in self.doc_fields
+        ]
 
 
 @dataclass
@@ -26,6 +35,18 @@ class ModelConfig:
     query_fields: list[str] = field(default_factory=lambda: ["query"])
     doc_fields: list[str] = field(default_factory=lambda: ["title"])
     doc_field_weights: dict[str, float] = field(default_factory=dict)
+    # A multi-field model (text and image towers, per-side fields with fusion weights; see
+    # docs/multimodal.md). When set, text_model/max_seq_length/*_fields above are not used.
+    multifield: Optional[MultiFieldConfig] = None
+
+
+@dataclass
+class FieldPairConfig:
+    """An extra loss term between one query field and one document field (multi-field models)."""
+
+    query: str
+    doc: str
+    weight: float = 1.0
 
 
 @dataclass
@@ -42,6 +63,9 @@ class LossConfig:
     mine_depth: int = 30  # mined from each training query's top mine_skip + mine_depth
     mine_skip: int = 3  # top results skipped (likely unjudged positives)
     mine_every: int = 100  # steps between re-encoding the training documents for mining
+    # multi-field models: L = fused_weight * GCL(fused) + sum_t weight_t * GCL(query field_t, doc field_t)
+    fused_weight: float = 1.0
+    field_pairs: list[FieldPairConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +99,16 @@ class EvalConfig:
 
 
 @dataclass
+class ImagesConfig:
+    """Image loading in training (multi-field models with image fields)."""
+
+    root: Optional[str] = None  # image paths are relative to this; default: the data directory (or file's folder)
+    workers: int = 0  # DataLoader workers decoding images (per step for trained image towers)
+    cache_dir: Optional[str] = None  # on-disk cache of frozen image-backbone features (EmbeddingCache)
+    batch_size: int = 32  # images per forward when pre-computing frozen features
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -82,6 +116,7 @@ class TrainConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     seed: int = 0
     out_dir: str = "runs/train"
     device: str = "cpu"
@@ -98,7 +133,14 @@ class TrainConfig:
             raise ConfigError("optim.steps must be >= 1")
         if self.loss.temperature <= 0:
             raise ConfigError("loss.temperature must be > 0")
+        if self.loss.fused_weight < 0 or any(p.weight < 0 for p in self.loss.field_pairs):
+            raise ConfigError("loss.fused_weight and loss.field_pairs weights must be >= 0")
+        if self.loss.field_pairs and self.model.multifield is None:
+            raise ConfigError("loss.field_pairs needs a multi-field model (model.multifield)")
+        if self.images.workers < 0 or self.images.batch_size < 1:
+            raise ConfigError("images.workers must be >= 0 and images.batch_size >= 1")
 
 
 # Settings that may differ between a run and its resumption; everything else must match.
-RESUME_MUTABLE = {"out_dir", "progress", "log_every", "checkpoint_every", "device", "eval.every", "optim.steps"}
+RESUME_MUTABLE = {"out_dir", "progress", "log_every", "checkpoint_every", "device", "eval.every", "optim.steps",
+                  "images.root", "images.workers", "images.cache_dir", "images.batch_size"}

@@ -75,7 +75,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:
+    """ConfigError when a setting outside RESUME_MUTABLE differs. Keys a checkpoint predates
+    (settings added later) count as their default value."""
     a, b = _flatten(saved), _flatten(current)
+    defaults = _flatten(to_dict(TrainConfig()))
+    a = {**{k: v for k, v in defaults.items() if k not in a}, **a}
     diffs = [k for k in sorted(set(a) | set(b)) if k not in RESUME_MUTABLE and a.get(k) != b.get(k)]
     if diffs:
         detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diffs[:5])
@@ -103,15 +107,18 @@ class Trainer:
         if splits is None:
             from gcl.data.sources import load_benchmark
 
-            splits = load_benchmark(cfg.data)
+            splits = load_benchmark(self._data_config())
         self.splits = splits
         self.out_dir = Path(cfg.out_dir)
         seed_everything(cfg.seed)
+        self.multifield = cfg.model.multifield is not None
         device = cfg.device
         if self.dist.enabled and device == "cuda":  # one GPU per process (NCCL cannot share one)
             device = f"cuda:{self.dist.local_rank}"
             torch.cuda.set_device(device)
-        self.model = model or BiEncoder(
+        if self.multifield:
+            self.model = model or self._build_multifield_model(device)
+        self.model = self.model if self.multifield else model or BiEncoder(
             BiEncoderConfig(
                 text_model=cfg.model.text_model,
                 query_fields=cfg.model.query_fields,
@@ -130,10 +137,14 @@ class Trainer:
             weights = weight_fn(train.judgments)
         except ValueError as exc:  # NaN / infinite scores, bad user-function output
             raise DataError(f"cannot weight the training judgments: {exc}", source=getattr(train, "name", None)) from exc
-        self.pairs = TrainPairs.from_dataset(train, weights, query_field=cfg.model.query_fields[0], doc_field=cfg.model.doc_fields[0])
-        tok = self.model.tower.tokenizer
-        self.q_tokens = TokenCache(tok, self.pairs.query_texts, cfg.model.max_seq_length)
-        self.d_tokens = TokenCache(tok, self.pairs.doc_texts, cfg.model.max_seq_length)
+        if self.multifield:
+            self._setup_fields(train, weights)
+        else:
+            self.pairs = TrainPairs.from_dataset(train, weights, query_field=cfg.model.query_fields[0],
+                                                 doc_field=cfg.model.doc_fields[0])
+            tok = self.model.tower.tokenizer
+            self.q_tokens = TokenCache(tok, self.pairs.query_texts, cfg.model.max_seq_length)
+            self.d_tokens = TokenCache(tok, self.pairs.doc_texts, cfg.model.max_seq_length)
         bc = cfg.batch
         if bc.sampler == "query_grouped":
             self.sampler = QueryGroupedSampler(self.pairs, bc.batch_size, cfg.seed, bc.docs_per_query)
@@ -169,6 +180,106 @@ class Trainer:
         self.bad_evals = 0
         self.history: list[dict] = []
         self._evaluator = None
+
+    # ------------------------------------------------------------------ multi-field models
+    def _data_config(self):
+        """``cfg.data``, plus (multi-field) the model's document fields typed text/image."""
+        mf = self.cfg.model.multifield
+        if mf is None:
+            return self.cfg.data
+        from dataclasses import replace
+
+        from gcl.data.schema import Field, FieldKind
+
+        fields = [Field(f.name, FieldKind(mf.kind_of(f))) for f in mf.doc_fields]
+        names = {f.name for f in fields}
+        extra = [f for f in self.cfg.data.doc_fields if (f if isinstance(f, str) else f.name) not in names]
+        return replace(self.cfg.data, doc_fields=fields + extra)
+
+    def _image_root(self) -> str | None:
+        """``images.root``, else the data source's directory (a Marqo-GS directory, a file's folder)."""
+        if self.cfg.images.root:
+            return str(Path(self.cfg.images.root).resolve())
+        src = Path(self.cfg.data.source)
+        if self.cfg.data.source in ("homedepot", "synthetic") or not src.exists():
+            return None
+        return str((src if src.is_dir() else src.parent).resolve())
+
+    def _build_multifield_model(self, device: str):
+        from dataclasses import replace
+
+        from gcl.encoders.multifield import MultiFieldModel
+
+        mf = self.cfg.model.multifield
+        if mf.image_root is None:
+            mf = replace(mf, image_root=self._image_root())
+        return MultiFieldModel(mf, device=device)
+
+    def _setup_fields(self, train, weights) -> None:
+        import pandas as pd
+
+        from gcl.data.schema import DOC_ID, QUERY_ID
+        from gcl.training.multifield import FieldInputs
+
+        cfg, model = self.cfg, self.model
+        if cfg.batch.grad_cache_chunk:
+            raise ConfigError("batch.grad_cache_chunk is not supported with multi-field models yet")
+        if cfg.loss.mined_negatives > 0:
+            raise ConfigError("loss.mined_negatives is not supported with multi-field models yet")
+        q_names, d_names = [f.name for f in model.query_fields], [f.name for f in model.doc_fields]
+        for pair in cfg.loss.field_pairs:
+            if pair.query not in q_names or pair.doc not in d_names:
+                raise ConfigError(f"loss.field_pairs: ({pair.query!r}, {pair.doc!r}) is not (query field, document "
+                                  f"field) of the model; query fields {q_names}, document fields {d_names}")
+        if model.config.image_root is None:
+            model.config.image_root = self._image_root()
+        model.image_workers = cfg.images.workers
+        model.image_cache_dir = cfg.images.cache_dir
+        q_text = [f.name for f in model.query_fields if model.field_kind(f) == "text"]
+        d_text = [f.name for f in model.doc_fields if model.field_kind(f) == "text"]
+        self.pairs = TrainPairs.from_dataset(train, weights, query_field=(q_text or q_names)[0],
+                                             doc_field=(d_text or d_names)[0])
+        _, q_uniques = pd.factorize(train.judgments[QUERY_ID])  # the order of pairs.query_code
+        _, d_uniques = pd.factorize(train.judgments[DOC_ID])
+        root = model.image_root()
+        kw = dict(root=root, workers=cfg.images.workers, image_batch_size=cfg.images.batch_size)
+        self.q_inputs = FieldInputs(model, train.queries.loc[q_uniques], model.query_fields, source="training queries", **kw)
+        self.d_inputs = FieldInputs(model, train.documents.loc[d_uniques], model.doc_fields,
+                                    source="training documents", **kw)
+
+    def _micro_step_fields(self, rows: np.ndarray, loss_scale: float) -> float:
+        """:meth:`_micro_step` of a multi-field model: fused loss + per-field-pair terms."""
+        from gcl.training.multifield import multi_field_loss
+
+        p, model, lc = self.pairs, self.model, self.cfg.loss
+        local = rows[self.dist.rows(len(rows))]
+        meta = dict(
+            query_ids=torch.as_tensor(p.query_code[rows]),
+            doc_ids=torch.as_tensor(p.doc_code[rows]),
+            scores=torch.as_tensor(p.score[rows]),
+        )
+        weights = torch.as_tensor(p.weight[rows], dtype=torch.float32)
+        hn_codes = p.doc_code[hard_negative_rows(p, rows, lc.hard_negatives, self.hn_rng)]
+        if len(hn_codes):
+            with torch.no_grad():  # fixed negatives: no gradient through them (as in the text path)
+                hn_emb = model.fuse_side("doc", *self.d_inputs.embed(hn_codes, self._autocast))
+            meta.update(hard_neg_emb=hn_emb, hard_neg_doc_ids=torch.as_tensor(hn_codes))
+        q_embs, q_present = self.q_inputs.embed(p.query_code[local], self._autocast)
+        d_embs, d_present = self.d_inputs.embed(p.doc_code[local], self._autocast)
+        q_all = D.gather_rows(model.fuse_side("query", q_embs, q_present), self.dist)
+        d_all = D.gather_rows(model.fuse_side("doc", d_embs, d_present), self.dist)
+        q_names = [f.name for f in model.query_fields]
+        d_names = [f.name for f in model.doc_fields]
+        terms = []
+        for pair in lc.field_pairs:
+            a, b = q_names.index(pair.query), d_names.index(pair.doc)
+            both = (q_present[a] & d_present[b]).float()
+            terms.append((pair.weight, D.gather_rows(q_embs[a], self.dist), D.gather_rows(d_embs[b], self.dist),
+                          D.gather_rows(both.to(model.device), self.dist).cpu()))
+        loss = multi_field_loss(self.loss_fn, q_all, d_all, weights, fused_weight=lc.fused_weight,
+                                field_terms=terms, **meta)
+        (loss * loss_scale).backward()
+        return float(loss.detach())
 
     # ------------------------------------------------------------------ encoding
     def _autocast(self):
@@ -225,6 +336,8 @@ class Trainer:
 
     def _micro_step(self, rows: np.ndarray, loss_scale: float) -> float:
         """Forward + backward of one micro-batch (global rows; this process encodes its slice)."""
+        if self.multifield:
+            return self._micro_step_fields(rows, loss_scale)
         p = self.pairs
         local = rows[self.dist.rows(len(rows))]
         q_codes, d_codes = p.query_code[local], p.doc_code[local]
