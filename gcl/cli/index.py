@@ -2,6 +2,12 @@
 
     gcl index build --model runs/gcl --data homedepot --corpus corpus_1 --out indexes/hd --kind hnsw
     gcl search --index indexes/hd "cordless drill" -k 10
+    gcl index build --backend milvus --uri http://milvus:19530 --collection hd --model runs/gcl
+    gcl search --index http://milvus:19530 --collection hd "cordless drill"
+
+``--index``/``--out`` is a location: a directory (the embedded faiss index) or a Milvus URI
+(``milvus://host:port``, ``http(s)://host:port``, a milvus-lite ``.db`` file); see
+:func:`gcl.index.open_index`.
 
 The index manifest remembers the model path, so ``gcl search`` needs ``--model`` only to override
 it. An interrupted ``gcl index build`` resumes where it stopped when run again with the same
@@ -32,7 +38,11 @@ def add_parser(sub) -> None:
     add_data_args(b)
     b.add_argument("--corpus", choices=CORPORA, default="corpus_1",
                    help="corpus_1: the training corpus (D0); corpus_2: the novel corpus (D1); all: both")
-    b.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
+    b.add_argument("--out", "--uri", dest="out", required=True,
+                   help="where to write the index: a directory (replaced atomically) or a Milvus URI / .db file")
+    b.add_argument("--backend", choices=("auto", "faiss", "milvus"), default="auto",
+                   help="auto (default): milvus for a Milvus URI or .db file, faiss for a directory")
+    add_milvus_args(b)
     b.add_argument("--kind", choices=("exact", "hnsw"), default="exact")
     b.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree M (default 32)")
     b.add_argument("--ef-construction", type=int, default=200)
@@ -44,12 +54,14 @@ def add_parser(sub) -> None:
     b.set_defaults(func=run_build)
 
     i = isub.add_parser("info", help="print an index's manifest as JSON")
-    i.add_argument("--index", required=True)
+    i.add_argument("--index", required=True, help="index directory or Milvus URI")
+    add_milvus_args(i)
     i.set_defaults(func=run_info)
 
     s = sub.add_parser("search", help="query a vector index built by 'gcl index build'",
                        description="Encode query text with the index's model and print the top-k documents.")
-    s.add_argument("--index", required=True, help="index directory")
+    s.add_argument("--index", required=True, help="index directory or Milvus URI (milvus://host:port, a .db file)")
+    add_milvus_args(s)
     s.add_argument("--model", default=None, help="query encoder (default: the model recorded in the index)")
     s.add_argument("queries", nargs="+", metavar="QUERY", help="query text (several: one result block each)")
     s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
@@ -58,6 +70,17 @@ def add_parser(sub) -> None:
     s.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth for this query")
     s.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     s.set_defaults(func=run_search)
+
+
+def add_milvus_args(p) -> None:
+    g = p.add_argument_group("Milvus (when the index location is a Milvus URI or .db file)")
+    g.add_argument("--collection", default=None, help="collection name (default gcl_documents, or the URI's path)")
+    g.add_argument("--token", default=None, help="user:password or API key (default: $GCL_MILVUS_TOKEN)")
+    g.add_argument("--db-name", default=None, help="Milvus database (default: the server's default)")
+
+
+def _milvus_options(args) -> dict:
+    return {k: v for k, v in (("collection", args.collection), ("token", args.token), ("db_name", args.db_name)) if v}
 
 
 def _model_ref(name: str) -> str:
@@ -92,6 +115,14 @@ def run_build(args) -> int:
     from gcl.encoders.model import BiEncoder
     from gcl.index.build import build_index
 
+    from gcl.index.factory import is_milvus_location
+
+    milvus = is_milvus_location(args.out)
+    if args.backend == "milvus" and not milvus:
+        raise ConfigError(f"--backend milvus needs a Milvus URI (milvus://host:port, http(s)://host:port) or a "
+                          f".db file for milvus-lite, got {args.out!r}")
+    if args.backend == "faiss" and milvus:
+        raise ConfigError(f"--backend faiss writes a directory, but {args.out!r} is a Milvus location")
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     documents = select_corpus(bench, args.corpus)
     model = BiEncoder.load(args.model)
@@ -99,19 +130,23 @@ def run_build(args) -> int:
         model, documents, args.out, kind=args.kind, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, model_path=_model_ref(args.model), hnsw_m=args.hnsw_m,
         ef_construction=args.ef_construction, ef_search=args.ef_search, restart=args.restart,
-        show_progress=not args.no_progress,
+        show_progress=not args.no_progress, **_milvus_options(args),
     )
     resumed = f", resumed after {result.resumed_rows} already encoded" if result.resumed_rows else ""
     print(f"indexed {result.n_documents} documents of {bench.name}/{args.corpus} ({args.kind}, dim "
-          f"{result.index.dim}) in {result.seconds:.1f}s{resumed} -> {result.out_dir}")
+          f"{result.index.dim}) in {result.seconds:.1f}s{resumed} -> {result.location}")
     return 0
 
 
 def run_info(args) -> int:
-    from gcl.index.store import MANIFEST_FILE, VectorIndex
+    from gcl.index.factory import is_milvus_location, open_index
+    from gcl.index.store import MANIFEST_FILE
 
-    VectorIndex.load(args.index)  # validates the whole index, not just the manifest
-    print((Path(args.index) / MANIFEST_FILE).read_text().strip())
+    index = open_index(args.index, **_milvus_options(args))  # validates the whole index, not just the manifest
+    if is_milvus_location(args.index):
+        print(json.dumps(index.manifest(), indent=2))
+    else:
+        print((Path(args.index) / MANIFEST_FILE).read_text().strip())
     return 0
 
 
@@ -127,12 +162,12 @@ def _parse_filters(items: list[str]) -> dict[str, str]:
 
 def run_search(args) -> int:
     from gcl.encoders.query import encode_query_texts, load_index_encoder
-    from gcl.index.store import VectorIndex
+    from gcl.index.factory import open_index
 
     if args.k < 1:
         raise ConfigError(f"-k must be a positive integer, got {args.k}")
     filters = _parse_filters(args.filter)
-    index = VectorIndex.load(args.index)
+    index = open_index(args.index, **_milvus_options(args))
     model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}")
     if args.ef_search is not None:
         index.ef_search = args.ef_search

@@ -1,17 +1,25 @@
-"""Single-stage search: a persistent faiss-backed vector index and a resumable index builder.
+"""Single-stage search: vector indexes (faiss in a directory, or Milvus) and a resumable builder.
 
-Needs the ``[index]`` extra (``faiss-cpu``). Importing this package is cheap; faiss is imported
-when an index is first created or loaded.
+Needs the ``[index]`` extra (``faiss-cpu``); the Milvus backend the ``[milvus]`` extra
+(``pymilvus``, ``milvus-lite``). Importing this package is cheap; faiss and pymilvus are imported
+when an index is first created or opened. :func:`open_index` picks the backend from a location.
 """
 
+from gcl.index.base import SearchIndex
+from gcl.index.factory import open_index
 from gcl.index.store import IndexedDocument, SearchHit, VectorIndex
 
-__all__ = ["IndexedDocument", "SearchHit", "VectorIndex", "build_index", "BuildResult"]
+__all__ = ["IndexedDocument", "SearchHit", "SearchIndex", "VectorIndex", "MilvusIndex", "open_index",
+           "build_index", "BuildResult"]
 
 
-def __getattr__(name: str):  # lazy: the builder pulls in pandas/tqdm
+def __getattr__(name: str):  # lazy: the builder pulls in pandas/tqdm, MilvusIndex nothing heavy until used
     if name in ("build_index", "BuildResult"):
         from gcl.index import build
 
         return getattr(build, name)
+    if name == "MilvusIndex":
+        from gcl.index.milvus import MilvusIndex
+
+        return MilvusIndex
     raise AttributeError(f"module 'gcl.index' has no attribute {name!r}")

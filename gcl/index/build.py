@@ -15,6 +15,15 @@ after a hard kill at most ``checkpoint_every - 1`` batches are encoded again. A 
 same documents, model and batch size resumes at ``encoded_rows``; one with different ones is
 refused (``restart=True`` discards the log). When every row is encoded, the index is built from the
 shards with the documents' fields, saved atomically to ``out_dir``, and the work directory removed.
+
+``out_dir`` may also be a Milvus location (``milvus://host:19530``, ``http(s)://...`` or a
+milvus-lite ``.db`` file; see :mod:`gcl.index.factory`). Encoding and its shard log are the same
+(the work directory defaults to ``<file>.partial`` beside a ``.db`` file, and to
+``.gcl-index-build/<host>-<collection>.partial`` in the working directory for a server); at the
+end the collection is dropped and recreated, the shards are upserted into it (an upsert by id, so
+a build killed while loading and run again still holds every document once) and the log is
+removed. Unlike the directory backend, readers of the collection see it empty or partly loaded
+while this final step runs.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from tqdm.auto import tqdm
 from gcl.atomic import write_atomic
 from gcl.data.errors import ConfigError, DataError
 from gcl.data.schema import DOC_ID
+from gcl.index.base import SearchIndex
+from gcl.index.factory import is_milvus_location
 from gcl.index.store import MANIFEST_FILE, VectorIndex
 
 PROGRESS_FILE = "progress.json"
@@ -50,15 +61,22 @@ class DocumentEncoder(Protocol):
 class BuildResult:
     """The built (and saved) index and what this run did."""
 
-    index: VectorIndex
+    index: SearchIndex  # a VectorIndex, or a MilvusIndex when the output was a Milvus location
     out_dir: Path
     n_documents: int
     encoded_batches: int  # batches encoded by this run
     resumed_rows: int  # rows found already encoded in the shard log when this run started
     seconds: float
+    location: str = ""  # where the index is: the directory, or the Milvus URI
 
 
-def default_work_dir(out_dir: str | Path) -> Path:
+def default_work_dir(out_dir: str | Path, collection: str | None = None) -> Path:
+    if is_milvus_location(out_dir) and "://" in str(out_dir):
+        from gcl.index.milvus import DEFAULT_COLLECTION, parse_uri
+
+        uri, named = parse_uri(out_dir)
+        name = f"{uri.split('://', 1)[1]}-{collection or named or DEFAULT_COLLECTION}"
+        return Path(".gcl-index-build") / ("".join(c if c.isalnum() or c in "-_." else "_" for c in name) + ".partial")
     out_dir = Path(out_dir)
     return out_dir.with_name(out_dir.name + ".partial")
 
@@ -132,13 +150,16 @@ def build_index(
     work_dir: str | Path | None = None,
     restart: bool = False,
     show_progress: bool = True,
+    collection: str | None = None,
+    token: str | None = None,
+    db_name: str | None = None,
 ) -> BuildResult:
     """Encode ``documents`` (ids in the index or a ``doc_id`` column) and save a :class:`VectorIndex`.
 
     ``fields``: the columns stored with each document (default: all of them). ``model_path`` is
     recorded in the index manifest so that ``gcl search`` can encode queries with the same model
     (default: ``model.config.text_model`` when the model has one). See the module docstring for
-    the shard log and resuming.
+    the shard log and resuming. ``collection``, ``token``, ``db_name``: for a Milvus ``out_dir``.
     """
     t0 = time.perf_counter()
     for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
@@ -147,12 +168,21 @@ def build_index(
     if len(documents) == 0:
         raise DataError("no documents to index")
     VectorIndex(dim=1, kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # check params
+    location = str(out_dir)
+    milvus = is_milvus_location(location)
+    if milvus:
+        from gcl.index.milvus import parse_uri
+
+        parse_uri(location)  # a malformed URI fails now, not after encoding
+    elif collection or token or db_name:
+        raise ConfigError("collection, token and db_name apply to a Milvus output only")
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
-        raise ConfigError(f"{out_dir} is not empty and holds no index; choose another output directory")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} exists and is not a directory")
-    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
+    if not milvus:
+        if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
+            raise ConfigError(f"{out_dir} is not empty and holds no index; choose another output directory")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"{out_dir} exists and is not a directory")
+    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(location, collection)
     if model_path is None:
         model_path = getattr(getattr(model, "config", None), "text_model", None)
     ids = _doc_ids(documents)
@@ -212,14 +242,25 @@ def build_index(
     finally:
         bar.close()
 
-    index = VectorIndex(dim=progress["dim"], kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                        ef_search=ef_search, model=model_path)
+    params = dict(dim=progress["dim"], kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                  ef_search=ef_search, model=model_path)
+    if milvus:
+        from gcl.index.milvus import MilvusIndex
+
+        index = MilvusIndex(uri=location, collection=collection, token=token, db_name=db_name, replace=True, **params)
+        write = index.upsert  # idempotent: a load killed half-way and run again leaves each document once
+    else:
+        index = VectorIndex(**params)
+        write = index.add
     table = documents[field_cols]
     for shard in progress["shards"]:
         lo, hi = shard["start"], shard["stop"]
         vectors = np.load(work_dir / shard["file"])
-        index.add(ids[lo:hi], vectors, table.iloc[lo:hi].to_dict("records") if field_cols else None)
-    index.save(out_dir)
+        write(ids[lo:hi], vectors, table.iloc[lo:hi].to_dict("records") if field_cols else None)
+    if milvus:
+        index.flush()
+    else:
+        index.save(out_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return BuildResult(index=index, out_dir=out_dir, n_documents=n, encoded_batches=encoded_batches,
-                       resumed_rows=resumed_rows, seconds=time.perf_counter() - t0)
+                       resumed_rows=resumed_rows, seconds=time.perf_counter() - t0, location=location)

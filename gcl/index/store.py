@@ -30,6 +30,12 @@ Behaviour worth knowing:
   counts), ``vectors.faiss``, ``documents.jsonl`` (one ``{"id", "label", "fields"}`` per live
   document, in label order) and ``tombstones.npy`` into a temporary sibling directory, then
   renames it into place: a reader sees the old index or the new one, never half of one.
+  :meth:`flush` saves again to the directory last saved to or loaded from.
+* **Threads.** One index may be used from several threads: searches and reads (``search``,
+  ``get``, ``save``) share a readers/writer lock, writes (``add``, ``upsert``, ``delete``,
+  ``compact``, setting ``ef_search``) hold it alone, so a search never sees half of a write
+  (faiss itself is not safe against an add during a search). The lock is not reentrant and is
+  held only inside these methods.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +54,8 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from gcl.data.errors import ConfigError, DataError
+from gcl.index.base import SearchIndex, check_filters, check_ids, check_k, matches, normalise
+from gcl.index.locks import ReadWriteLock
 
 KINDS = ("exact", "hnsw")
 FORMAT = "gcl-vector-index"
@@ -107,7 +116,7 @@ def _json_value(value: Any, *, doc_id: str, name: str) -> Any:
                     source=f"document {doc_id!r}", field=name)
 
 
-class VectorIndex:
+class VectorIndex(SearchIndex):
     """String-keyed cosine vector index: exact (flat) or HNSW, with fields, filters and persistence.
 
     >>> index = VectorIndex(dim=3)
@@ -147,6 +156,9 @@ class VectorIndex:
         self._fields: dict[int, dict[str, Any]] = {}
         self._tombstones: set[int] = set()
         self._next_label = 0
+        self._lock = ReadWriteLock()
+        self._save_lock = threading.Lock()
+        self._path: Path | None = None  # where save()/load() last put it; flush() saves there
 
     # ------------------------------------------------------------------ properties
     @property
@@ -170,9 +182,10 @@ class VectorIndex:
     def ef_search(self, value: int) -> None:
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"ef_search must be a positive integer, got {value!r}")
-        self._ef_search = int(value)
-        if self._kind == "hnsw":
-            self._inner().hnsw.efSearch = self._ef_search
+        with self._lock.write():
+            self._ef_search = int(value)
+            if self._kind == "hnsw":
+                self._inner().hnsw.efSearch = self._ef_search
 
     @property
     def n_tombstones(self) -> int:
@@ -208,31 +221,11 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ input checks
     def _prepare(self, vectors: Any, what: str) -> np.ndarray:
-        x = np.asarray(vectors, dtype=np.float32)
-        if x.ndim == 1:
-            x = x.reshape(1, -1)
-        if x.ndim != 2 or x.shape[1] != self._dim:
-            raise DataError(f"{what} vectors must have shape (n, {self._dim}), got {tuple(np.shape(vectors))}")
-        if not np.isfinite(x).all():
-            bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-            raise DataError(f"{what} vector {bad} has a NaN or infinite component")
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        if (norms == 0).any():
-            bad = int(np.flatnonzero(norms[:, 0] == 0)[0])
-            raise DataError(f"{what} vector {bad} is all zeros and cannot be normalised")
-        return np.ascontiguousarray(x / norms, dtype=np.float32)
+        return normalise(vectors, self._dim, what)
 
     @staticmethod
     def _check_ids(ids: Iterable[str]) -> list[str]:
-        ids = list(ids) if not isinstance(ids, str) else [ids]
-        for doc_id in ids:
-            if not isinstance(doc_id, str):
-                raise DataError(f"document ids must be strings, got {doc_id!r} ({type(doc_id).__name__})")
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            dup = next(d for d in ids if d in seen or seen.add(d))
-            raise DataError(f"document id {dup!r} appears twice in one call")
-        return [str(d) for d in ids]  # numpy/pandas str subclasses -> plain str
+        return check_ids(ids)
 
     def _check_fields(self, ids: list[str], fields: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
         if fields is None:
@@ -257,10 +250,12 @@ class VectorIndex:
         x = self._prepare(vectors, "document")
         if len(ids) != len(x):
             raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
-        present = [d for d in ids if d in self._label_of]
-        if present:
-            raise DataError(f"document id {present[0]!r} is already in the index ({len(present)} such); use upsert")
-        self._append(ids, x, self._check_fields(ids, fields))
+        checked = self._check_fields(ids, fields)
+        with self._lock.write():
+            present = [d for d in ids if d in self._label_of]
+            if present:
+                raise DataError(f"document id {present[0]!r} is already in the index ({len(present)} such); use upsert")
+            self._append(ids, x, checked)
 
     def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Add or replace documents: an existing id gets the new vector *and* the new fields (``None`` -> ``{}``)."""
@@ -269,17 +264,19 @@ class VectorIndex:
         if len(ids) != len(x):
             raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
         checked = self._check_fields(ids, fields)
-        self._remove([d for d in ids if d in self._label_of])
-        self._append(ids, x, checked)
+        with self._lock.write():
+            self._remove([d for d in ids if d in self._label_of])
+            self._append(ids, x, checked)
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         """Remove documents; returns how many were removed. Unknown ids raise unless ``missing_ok``."""
         ids = self._check_ids(ids)
-        missing = [d for d in ids if d not in self._label_of]
-        if missing and not missing_ok:
-            raise DataError(f"document id {missing[0]!r} is not in the index ({len(missing)} such)")
-        known = [d for d in ids if d in self._label_of]
-        self._remove(known)
+        with self._lock.write():
+            missing = [d for d in ids if d not in self._label_of]
+            if missing and not missing_ok:
+                raise DataError(f"document id {missing[0]!r} is not in the index ({len(missing)} such)")
+            known = [d for d in ids if d in self._label_of]
+            self._remove(known)
         return len(known)
 
     def _append(self, ids: list[str], x: np.ndarray, fields: list[dict[str, Any]]) -> None:
@@ -307,6 +304,10 @@ class VectorIndex:
 
     def compact(self) -> int:
         """Rebuild the faiss index without tombstoned vectors; returns how many were dropped."""
+        with self._lock.write():
+            return self._compact()
+
+    def _compact(self) -> int:
         dropped = len(self._tombstones)
         if not dropped:
             return 0
@@ -322,11 +323,12 @@ class VectorIndex:
     # ------------------------------------------------------------------ reads
     def get(self, doc_id: str) -> IndexedDocument | None:
         """The stored vector and fields of ``doc_id``, or ``None`` if it is not in the index."""
-        label = self._label_of.get(doc_id)
-        if label is None:
-            return None
-        vector = self._faiss_index.reconstruct(label)
-        return IndexedDocument(doc_id=doc_id, vector=vector, fields=dict(self._fields[label]))
+        with self._lock.read():
+            label = self._label_of.get(doc_id)
+            if label is None:
+                return None
+            vector = self._faiss_index.reconstruct(label)
+            return IndexedDocument(doc_id=doc_id, vector=vector, fields=dict(self._fields[label]))
 
     def search(
         self, query_vectors: Any, k: int, *, filters: Mapping[str, str] | None = None
@@ -336,13 +338,13 @@ class VectorIndex:
         ``filters`` keeps documents whose every named field equals the given string (see the
         module docstring for how post-filtering and tombstones over-fetch).
         """
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        k = check_k(k)
         q = self._prepare(query_vectors, "query")
-        filters = dict(filters or {})
-        for name, value in filters.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ConfigError(f"filters map field names to strings, got {name!r}: {value!r}")
+        filters = check_filters(filters)
+        with self._lock.read():
+            return self._search(q, k, filters)
+
+    def _search(self, q: np.ndarray, k: int, filters: dict[str, str]) -> list[list[SearchHit]]:
         results: list[list[SearchHit]] = [[] for _ in range(len(q))]
         n_stored = int(self._faiss_index.ntotal)
         if not self._label_of or not len(q):
@@ -397,11 +399,7 @@ class VectorIndex:
 
     @staticmethod
     def _matches(fields: dict[str, Any], filters: dict[str, str]) -> bool:
-        for name, value in filters.items():
-            got = fields.get(name)
-            if got is None or str(got) != value:
-                return False
-        return True
+        return matches(fields, filters)
 
     # ------------------------------------------------------------------ persistence
     def manifest(self) -> dict[str, Any]:
@@ -426,7 +424,18 @@ class VectorIndex:
         An existing ``directory`` is replaced only if it is empty or holds an index (a
         ``manifest.json``); anything else is refused rather than deleted.
         """
-        directory = Path(directory)
+        with self._save_lock, self._lock.read():  # saves one at a time; searches go on
+            out = self._save(Path(directory))
+        self._path = out
+        return out
+
+    def flush(self) -> None:
+        """Save again to the directory last saved to or loaded from (a :class:`ConfigError` if none)."""
+        if self._path is None:
+            raise ConfigError("this index has never been saved or loaded; call save(directory) first")
+        self.save(self._path)
+
+    def _save(self, directory: Path) -> Path:
         if directory.exists():
             if not directory.is_dir():
                 raise ConfigError(f"{directory} exists and is not a directory")
@@ -508,4 +517,5 @@ class VectorIndex:
             raise DataError(f"{FAISS_FILE} and {DOCUMENTS_FILE} disagree about the stored documents "
                             f"({raw.ntotal} vectors, {len(index._doc_of)} documents, {len(tombstones)} tombstones)",
                             source=str(directory))
+        index._path = directory
         return index

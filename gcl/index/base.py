@@ -1,0 +1,119 @@
+"""What every gcl vector index offers, and the input checks they share.
+
+Two backends satisfy :class:`SearchIndex`: the embedded :class:`gcl.index.store.VectorIndex`
+(faiss, one directory) and :class:`gcl.index.milvus.MilvusIndex` (a Milvus collection, embedded
+milvus-lite file or a cluster). Code written against this interface - ``gcl search``, the HTTP
+service - runs on either; :func:`gcl.index.open_index` picks the backend from a location.
+
+Contract (both backends, tested by the same tests):
+
+* ids are strings; vectors are L2-normalised on the way in (a zero or non-finite vector, a wrong
+  width, a repeated id in one call are :class:`DataError`); scores are cosines;
+* ``add`` refuses an id already present, ``upsert`` replaces vector *and* fields, ``delete``
+  refuses unknown ids unless ``missing_ok``;
+* ``search(query_vectors, k, filters=...)`` returns one best-first list of :class:`SearchHit`
+  per query; equal scores are ordered by write order (earlier first); ``filters`` keep documents
+  whose named fields equal the given strings;
+* ``flush()`` makes every write so far durable where the index lives.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from gcl.data.errors import ConfigError, DataError
+
+
+class SearchIndex(ABC):
+    """The index interface shared by the faiss and Milvus backends (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def kind(self) -> str: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __contains__(self, doc_id: object) -> bool: ...
+
+    @abstractmethod
+    def add(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None: ...
+
+    @abstractmethod
+    def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None: ...
+
+    @abstractmethod
+    def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int: ...
+
+    @abstractmethod
+    def get(self, doc_id: str): ...
+
+    @abstractmethod
+    def search(self, query_vectors: Any, k: int, *, filters: Mapping[str, str] | None = None) -> list: ...
+
+    @abstractmethod
+    def flush(self) -> None: ...
+
+    @abstractmethod
+    def manifest(self) -> dict[str, Any]: ...
+
+
+def check_k(k: Any) -> int:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def check_filters(filters: Mapping[str, str] | None) -> dict[str, str]:
+    filters = dict(filters or {})
+    for name, value in filters.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ConfigError(f"filters map field names to strings, got {name!r}: {value!r}")
+    return filters
+
+
+def normalise(vectors: Any, dim: int, what: str) -> np.ndarray:
+    """``(n, dim)`` float32 rows scaled to unit length; a 1-D vector is one row."""
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise DataError(f"{what} vectors must have shape (n, {dim}), got {tuple(np.shape(vectors))}")
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        raise DataError(f"{what} vector {bad} has a NaN or infinite component")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        bad = int(np.flatnonzero(norms[:, 0] == 0)[0])
+        raise DataError(f"{what} vector {bad} is all zeros and cannot be normalised")
+    return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
+def check_ids(ids: Iterable[str]) -> list[str]:
+    """A list of plain ``str`` ids, none repeated (a single string is one id)."""
+    ids = list(ids) if not isinstance(ids, str) else [ids]
+    for doc_id in ids:
+        if not isinstance(doc_id, str):
+            raise DataError(f"document ids must be strings, got {doc_id!r} ({type(doc_id).__name__})")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(d for d in ids if d in seen or seen.add(d))
+        raise DataError(f"document id {dup!r} appears twice in one call")
+    return [str(d) for d in ids]  # numpy/pandas str subclasses -> plain str
+
+
+def matches(fields: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
+    """The filter rule: every named field present and ``str(value) == wanted``."""
+    for name, value in filters.items():
+        got = fields.get(name)
+        if got is None or str(got) != value:
+            return False
+    return True

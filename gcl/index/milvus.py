@@ -1,0 +1,441 @@
+"""The gcl index interface on Milvus (pymilvus): an embedded milvus-lite file or a Milvus cluster.
+
+``MilvusIndex`` keeps one document per row of a Milvus collection::
+
+    id      VARCHAR primary key   the document id (any string up to 65,535 bytes)
+    label   INT64                 write order (see "Ordering"), for deterministic ties
+    vector  FLOAT_VECTOR(dim)     the L2-normalised vector; metric IP, so scores are cosines
+    fields  JSON                  the stored fields
+
+and its own settings (kind, HNSW parameters, model path) in the collection property
+``gcl.meta``. ``kind="exact"`` is a Milvus ``FLAT`` index, ``kind="hnsw"`` an ``HNSW`` index
+(``M``, ``efConstruction``; ``ef`` at search time). Where the code runs is decided by the URI
+alone: a path ending in ``.db`` is milvus-lite (embedded, one process), ``http(s)://host:19530``
+a Milvus server or cluster (``token`` = ``"user:password"`` or an API key, ``db_name`` a
+database); nothing else changes.
+
+Behaviour matches :class:`gcl.index.store.VectorIndex` (the shared tests run on both):
+
+* **Normalisation, ids, fields, errors**: the same checks (:mod:`gcl.index.base`); ``add`` of a
+  present id and ``delete`` of an unknown one are refused before anything is written.
+* **Ordering.** Score descending, then ``label`` ascending. Labels come from the wall clock in
+  nanoseconds, kept increasing within a process (``max(time_ns, last + 1)``), so equal scores
+  are ordered by write time; an upsert gets a new label, as in ``VectorIndex``. Milvus returns
+  tied scores in no fixed order, so the index fetches one more candidate than asked and widens
+  the fetch while the cut falls inside a group of equal scores.
+* **Filters** are pushed into Milvus as an expression that keeps a superset of the matches
+  (``fields["brand"] == "acme"``, plus the numeric or boolean literal when the value reads as
+  one), then checked with the exact rule of ``VectorIndex`` (``str(value) == wanted``). Unlike
+  ``VectorIndex``'s post-filtering, Milvus filters *before* the vector search, so a selective
+  filter on HNSW still returns ``k`` hits when ``k`` documents match.
+* **Deletes** are Milvus deletes (no tombstones to manage here); ``compact()`` asks Milvus to
+  compact its segments and returns 0.
+* **Durability.** Writes are durable when Milvus acknowledges them (its write-ahead log);
+  ``flush()`` seals the segments. Consistency level ``Strong``: a search sees every write
+  acknowledged before it.
+* A search asks Milvus for at most 16,384 candidates per query (Milvus's ``topk`` limit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from gcl.data.errors import ConfigError, DataError
+from gcl.index.base import SearchIndex, check_filters, check_ids, check_k, matches, normalise
+from gcl.index.store import KINDS, IndexedDocument, SearchHit, _json_value
+
+DEFAULT_COLLECTION = "gcl_documents"
+META_PROPERTY = "gcl.meta"
+FORMAT = "gcl-milvus-collection"
+MAX_ID_BYTES = 65535  # Milvus VARCHAR limit
+MAX_TOPK = 16384  # Milvus search limit
+WRITE_CHUNK = 2048  # rows per insert/upsert request (gRPC messages stay well under 64 MB)
+ID_CHUNK = 1000  # ids per existence query
+TOKEN_ENV = "GCL_MILVUS_TOKEN"
+_INDEX_TYPES = {"exact": "FLAT", "hnsw": "HNSW"}
+
+
+def _pymilvus():
+    try:
+        import pymilvus
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("the Milvus backend needs pymilvus (and milvus-lite for a local .db file): "
+                          "pip install 'gcl[milvus]'") from exc
+    return pymilvus
+
+
+def is_milvus_uri(location: str | os.PathLike) -> bool:
+    """``milvus://``, ``http(s)://`` and ``tcp://`` URIs, and paths ending in ``.db`` (milvus-lite)."""
+    s = str(location)
+    return s.startswith(("milvus://", "http://", "https://", "tcp://")) or s.endswith(".db")
+
+
+def parse_uri(location: str | os.PathLike) -> tuple[str, str | None]:
+    """(pymilvus uri, collection named in the URI or None).
+
+    ``milvus://host:19530`` -> ``http://host:19530``; ``milvus://host:19530/products`` names the
+    collection ``products``; ``http(s)://`` URIs are passed as they are (a path after the port
+    also names the collection); a ``.db`` path is a milvus-lite file (made absolute).
+    """
+    s = str(location)
+    if s.endswith(".db") and "://" not in s:
+        return str(Path(s).expanduser().resolve()), None
+    scheme, sep, rest = s.partition("://")
+    if not sep or scheme not in ("milvus", "http", "https", "tcp"):
+        raise ConfigError(f"not a Milvus location: {s!r} (use milvus://host:port, http(s)://host:port or a .db file)")
+    host, _, path = rest.partition("/")
+    if not host:
+        raise ConfigError(f"no host in Milvus URI {s!r}")
+    collection = path.strip("/") or None
+    return f"{'http' if scheme == 'milvus' else scheme}://{host}", collection
+
+
+def _literals(value: str) -> list[str]:
+    """Milvus expression literals that a stored JSON value ``v`` with ``str(v) == value`` can equal."""
+    out = [json.dumps(value, ensure_ascii=False)]
+    if value in ("True", "False"):
+        out.append(value.lower())
+    else:
+        try:
+            if str(int(value)) == value:
+                out.append(value)
+        except ValueError:
+            try:
+                if str(float(value)) == value and np.isfinite(float(value)):
+                    out.append(value)
+            except ValueError:
+                pass
+    return out
+
+
+def _id_expression(ids: list[str]) -> str:
+    """``id in [...]`` with the ids as JSON string literals (pymilvus's own quoting breaks on a backslash)."""
+    return f"id in {json.dumps(ids, ensure_ascii=False)}"
+
+
+def filter_expression(filters: Mapping[str, str]) -> str:
+    """A Milvus boolean expression true for (at least) every document ``filters`` keeps."""
+    parts = []
+    for name, value in filters.items():
+        key = f"fields[{json.dumps(name, ensure_ascii=False)}]"
+        alts = [f"{key} == {lit}" for lit in _literals(value)]
+        parts.append(alts[0] if len(alts) == 1 else "(" + " or ".join(alts) + ")")
+    return " and ".join(parts)
+
+
+class MilvusIndex(SearchIndex):
+    """A gcl index in a Milvus collection (milvus-lite ``.db`` file or a server/cluster URI).
+
+    Opens the collection when it exists (``dim`` and ``kind`` may then be omitted; given, they
+    must agree) and creates it otherwise (``dim`` required). Keyword-only, like ``VectorIndex``.
+
+    >>> index = MilvusIndex(uri="indexes/demo.db", dim=3)            # doctest: +SKIP
+    >>> index.add(["a", "b"], [[1, 0, 0], [0, 1, 1]], [{"title": "A"}, {"title": "B"}])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        uri: str | os.PathLike,
+        collection: str | None = None,
+        dim: int | None = None,
+        kind: Literal["exact", "hnsw"] | None = None,
+        hnsw_m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int | None = None,
+        model: str | None = None,
+        token: str | None = None,
+        db_name: str | None = None,
+        replace: bool = False,
+    ) -> None:
+        """``replace``: drop an existing gcl collection of that name first (a new, empty index)."""
+        from gcl.index.store import VectorIndex
+
+        pm_uri, uri_collection = parse_uri(uri)
+        self.collection = collection or uri_collection or DEFAULT_COLLECTION
+        if dim is not None or kind is not None:  # same parameter checks as VectorIndex
+            VectorIndex(dim=dim if dim is not None else 1, kind=kind or "exact", hnsw_m=hnsw_m,
+                        ef_construction=ef_construction, ef_search=ef_search or 128)
+        pymilvus = _pymilvus()
+        self.uri = pm_uri
+        self._lite = pm_uri.endswith(".db") and "://" not in pm_uri
+        if self._lite:
+            Path(pm_uri).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"uri": pm_uri}
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        if token:
+            kwargs["token"] = token
+        if db_name:
+            kwargs["db_name"] = db_name
+        try:
+            self._client = pymilvus.MilvusClient(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises several types for a bad address
+            raise ConfigError(f"cannot connect to Milvus at {self._redacted()}: {exc}") from exc
+        self._label_lock = threading.Lock()
+        self._last_label = 0
+        if replace and self._client.has_collection(self.collection):
+            self._open(None, None)  # refuses to drop a collection that is not a gcl index
+            self._client.drop_collection(self.collection)
+        if self._client.has_collection(self.collection):
+            self._open(dim, kind)
+            if model is not None and model != self.model:
+                self.model = model
+                self._client.alter_collection_properties(self.collection, properties={META_PROPERTY: json.dumps(self._meta())})
+        else:
+            if dim is None:
+                raise DataError(f"no collection {self.collection!r} at {self._redacted()} (give dim to create one)")
+            self._dim, self._kind = int(dim), kind or "exact"
+            self._params = {"hnsw_m": int(hnsw_m), "ef_construction": int(ef_construction),
+                            "ef_search": int(ef_search or 128)}
+            self.model = model
+            self._create()
+        self._ef_search = int(ef_search) if ef_search is not None else int(self._params["ef_search"])
+
+    # ------------------------------------------------------------------ collection plumbing
+    def _redacted(self) -> str:
+        return self.uri if self._lite else self.uri.split("@")[-1]
+
+    def _create(self) -> None:
+        pymilvus = _pymilvus()
+        DataType = pymilvus.DataType
+        schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+        schema.add_field("label", DataType.INT64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self._dim)
+        schema.add_field("fields", DataType.JSON)
+        index_params = self._client.prepare_index_params()
+        params = {"M": self._params["hnsw_m"], "efConstruction": self._params["ef_construction"]} if self._kind == "hnsw" else {}
+        index_params.add_index(field_name="vector", index_type=_INDEX_TYPES[self._kind], metric_type="IP", params=params)
+        self._client.create_collection(self.collection, schema=schema, index_params=index_params,
+                                       consistency_level="Strong")
+        self._client.alter_collection_properties(self.collection, properties={META_PROPERTY: json.dumps(self._meta())})
+
+    def _meta(self) -> dict[str, Any]:
+        return {"format": FORMAT, "kind": self._kind, "params": self._params, "model": self.model}
+
+    def _open(self, dim: int | None, kind: str | None) -> None:
+        desc = self._client.describe_collection(self.collection)
+        by_name = {f["name"]: f for f in desc.get("fields", [])}
+        if set(by_name) != {"id", "label", "vector", "fields"}:
+            raise DataError(f"collection {self.collection!r} is not a gcl index (fields {sorted(by_name)})",
+                            source=self._redacted())
+        self._dim = int(by_name["vector"]["params"]["dim"])
+        raw = (desc.get("properties") or {}).get(META_PROPERTY)
+        try:
+            meta = json.loads(raw) if raw else {}
+        except json.JSONDecodeError as exc:
+            raise DataError(f"collection property {META_PROPERTY} is not JSON ({exc})", source=self._redacted()) from exc
+        index_type = self._client.describe_index(self.collection, "vector").get("index_type", "FLAT")
+        self._kind = meta.get("kind") or ("hnsw" if index_type == "HNSW" else "exact")
+        self._params = {"hnsw_m": 32, "ef_construction": 200, "ef_search": 128, **meta.get("params", {})}
+        self.model = meta.get("model")
+        if dim is not None and int(dim) != self._dim:
+            raise ConfigError(f"collection {self.collection!r} holds {self._dim}-d vectors, not {dim}-d")
+        if kind is not None and kind != self._kind:
+            raise ConfigError(f"collection {self.collection!r} is a {self._kind} index, not {kind}")
+
+    def _next_labels(self, n: int) -> np.ndarray:
+        with self._label_lock:
+            start = max(time.time_ns(), self._last_label + 1)
+            self._last_label = start + n - 1
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), ID_CHUNK):
+            chunk = ids[i : i + ID_CHUNK]
+            rows = self._client.query(self.collection, filter=_id_expression(chunk), output_fields=["id"])
+            found.update(r["id"] for r in rows)
+        return found
+
+    def _rows(self, ids: list[str], x: np.ndarray, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        labels = self._next_labels(len(ids)).tolist()
+        return [{"id": d, "label": lab, "vector": v, "fields": f} for d, lab, v, f in zip(ids, labels, x.tolist(), fields)]
+
+    def _check(self, ids: Sequence[str], vectors: Any, fields) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        ids = check_ids(ids)
+        too_long = [d for d in ids if len(d.encode("utf-8")) > MAX_ID_BYTES]
+        if too_long:
+            raise DataError(f"document id {too_long[0][:40]!r}... is longer than {MAX_ID_BYTES} bytes")
+        x = normalise(vectors, self._dim, "document")
+        if len(ids) != len(x):
+            raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
+        if fields is None:
+            checked = [{} for _ in ids]
+        else:
+            fields = list(fields)
+            if len(fields) != len(ids):
+                raise DataError(f"got {len(fields)} field dicts for {len(ids)} ids")
+            checked = []
+            for doc_id, f in zip(ids, fields):
+                if f is not None and not isinstance(f, Mapping):
+                    raise DataError(f"fields must be a dict, got {type(f).__name__}", source=f"document {doc_id!r}")
+                checked.append({str(k): _json_value(v, doc_id=doc_id, name=str(k)) for k, v in (f or {}).items()})
+        return ids, x, checked
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def params(self) -> dict[str, int]:
+        return {**self._params, "ef_search": self._ef_search}
+
+    @property
+    def ef_search(self) -> int:
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"ef_search must be a positive integer, got {value!r}")
+        self._ef_search = int(value)
+
+    @property
+    def n_tombstones(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, str) and bool(self._existing([doc_id]))
+
+    def __repr__(self) -> str:
+        return f"MilvusIndex(uri={self._redacted()!r}, collection={self.collection!r}, dim={self._dim}, kind={self._kind!r})"
+
+    # ------------------------------------------------------------------ writes
+    def add(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add new documents; an id already in the collection is a :class:`DataError` (use :meth:`upsert`)."""
+        ids, x, checked = self._check(ids, vectors, fields)
+        present = self._existing(ids)
+        if present:
+            first = next(d for d in ids if d in present)
+            raise DataError(f"document id {first!r} is already in the index ({len(present)} such); use upsert")
+        rows = self._rows(ids, x, checked)
+        for i in range(0, len(rows), WRITE_CHUNK):
+            self._client.insert(self.collection, rows[i : i + WRITE_CHUNK])
+
+    def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add or replace documents (vector and fields; ``None`` fields -> ``{}``)."""
+        ids, x, checked = self._check(ids, vectors, fields)
+        rows = self._rows(ids, x, checked)
+        for i in range(0, len(rows), WRITE_CHUNK):
+            self._client.upsert(self.collection, rows[i : i + WRITE_CHUNK])
+
+    def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
+        """Remove documents; returns how many were removed. Unknown ids raise unless ``missing_ok``."""
+        ids = check_ids(ids)
+        known = self._existing(ids)
+        missing = [d for d in ids if d not in known]
+        if missing and not missing_ok:
+            raise DataError(f"document id {missing[0]!r} is not in the index ({len(missing)} such)")
+        known_ids = [d for d in ids if d in known]
+        for i in range(0, len(known_ids), ID_CHUNK):
+            self._client.delete(self.collection, filter=_id_expression(known_ids[i : i + ID_CHUNK]))
+        return len(known_ids)
+
+    def compact(self) -> int:
+        """Ask Milvus to compact the collection's segments (deleted rows are already invisible); returns 0."""
+        self._client.compact(self.collection)
+        return 0
+
+    def flush(self) -> None:
+        """Seal the collection's growing segments (writes are already durable once acknowledged)."""
+        self._client.flush(self.collection)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "MilvusIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def drop(self) -> None:
+        """Delete the whole collection."""
+        self._client.drop_collection(self.collection)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, doc_id: str) -> IndexedDocument | None:
+        """The stored (normalised) vector and fields of ``doc_id``, or ``None``."""
+        if not isinstance(doc_id, str):
+            return None
+        rows = self._client.query(self.collection, filter=_id_expression([doc_id]), output_fields=["vector", "fields"])
+        if not rows:
+            return None
+        r = rows[0]
+        return IndexedDocument(doc_id=doc_id, vector=np.asarray(r["vector"], dtype=np.float32), fields=dict(r["fields"] or {}))
+
+    def search(self, query_vectors: Any, k: int, *, filters: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
+        """Top-``k`` documents per query, best first (see the module docstring for ties and filters)."""
+        k = check_k(k)
+        q = normalise(query_vectors, self._dim, "query")
+        filters = check_filters(filters)
+        results: list[list[SearchHit]] = [[] for _ in range(len(q))]
+        if not len(q):
+            return results
+        n = len(self)
+        if n == 0:
+            return results
+        limit = min(n, MAX_TOPK)
+        fetch = min(limit, k + 1)
+        expr = filter_expression(filters) if filters else ""
+        pending = np.arange(len(q))
+        while len(pending):
+            params: dict[str, Any] = {"metric_type": "IP"}
+            if self._kind == "hnsw":
+                params["params"] = {"ef": max(self._ef_search, fetch)}
+            raw = self._client.search(self.collection, data=q[pending].tolist(), limit=fetch, filter=expr,
+                                      output_fields=["label", "fields"], search_params=params)
+            retry = []
+            for row, found in zip(pending.tolist(), raw):
+                hits, complete = self._collect(found, k, filters, fetch)
+                if complete or fetch >= limit:
+                    results[row] = hits
+                else:
+                    retry.append(row)
+            pending = np.asarray(retry, dtype=np.int64)
+            fetch = min(limit, 2 * fetch)
+        return results
+
+    @staticmethod
+    def _collect(found, k: int, filters: dict[str, str], fetch: int) -> tuple[list[SearchHit], bool]:
+        cands = [(float(h["distance"]), int(h["entity"]["label"]), h["id"], h["entity"].get("fields") or {}) for h in found]
+        exhausted = len(cands) < fetch  # Milvus had no more (filtered) documents to give
+        if filters:
+            cands = [c for c in cands if matches(c[3], filters)]
+        cands.sort(key=lambda c: (-c[0], c[1]))
+        complete = exhausted or (len(cands) > k and cands[k][0] != cands[k - 1][0])
+        hits = [SearchHit(doc_id=d, score=s, fields=dict(f)) for s, _, d, f in cands[:k]]
+        return hits, complete
+
+    # ------------------------------------------------------------------ description
+    def manifest(self) -> dict[str, Any]:
+        pymilvus = _pymilvus()
+        return {
+            "format": FORMAT,
+            "uri": self._redacted(),
+            "collection": self.collection,
+            "dim": self._dim,
+            "kind": self._kind,
+            "metric": "cosine",
+            "params": self.params,
+            "model": self.model,
+            "count": len(self),
+            "pymilvus_version": pymilvus.__version__,
+        }
