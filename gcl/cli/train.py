@@ -36,7 +36,12 @@ def run(args) -> int:
         from gcl.cli.main import main as cli_main
 
         model_dir = result.out_dir / ("best" if cfg.eval.keep_best and (result.out_dir / "best").exists() else "final")
+        mf = cfg.model.multifield
+        doc_fields = [f.name for f in mf.doc_fields] if mf is not None else \
+            [f if isinstance(f, str) else f.name for f in cfg.data.doc_fields]
         return cli_main(["evaluate", "--model", str(model_dir), "--data", cfg.data.source,
-                         "--split-seed", str(cfg.data.split_seed), "--out", str(result.out_dir / "eval")]
+                         "--split-seed", str(cfg.data.split_seed), "--out", str(result.out_dir / "eval"),
+                         "--query-col", cfg.data.query_col, "--doc-id-col", cfg.data.doc_id_col,
+                         "--score-col", cfg.data.score_col, "--doc-fields", ",".join(doc_fields)]
                         + (["--data-dir", cfg.data.data_dir] if cfg.data.data_dir else []))
     return 0
