@@ -34,14 +34,24 @@ def build_tiny_index(model, model_dir: Path, out: Path, docs) -> Path:
     return index.save(out)
 
 
-def write_pngs(root: Path, names, size: int = 24) -> None:
-    from PIL import Image
+def write_pngs(root: Path, names, size: int = 24, titles=None) -> None:
+    """Small PNGs at ``root/name``: random pixels, or (``titles``) a swatch of the colour named in each title."""
+    from PIL import Image, ImageColor, ImageDraw
 
     rng = np.random.default_rng(0)
-    for name in names:
+    for i, name in enumerate(names):
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        if titles is None:
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+            continue
+        words = [w.lower() for w in titles[i].split()]
+        colour = next((w for w in words if w in ImageColor.colormap), "grey")
+        img = Image.new("RGB", (size, size), "white")
+        draw = ImageDraw.Draw(img)
+        draw.ellipse([size // 8, size // 8, size - size // 8, size - size // 8], fill=colour, outline="black")
+        draw.text((size // 10, size - size // 6), words[-1], fill="black")
+        img.save(path)
 
 
 def free_port() -> int:
