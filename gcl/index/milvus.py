@@ -240,6 +240,7 @@ class MilvusIndex(SearchIndex):
             raise ConfigError(f"collection {self.collection!r} holds {self._dim}-d vectors, not {dim}-d")
         if kind is not None and kind != self._kind:
             raise ConfigError(f"collection {self.collection!r} is a {self._kind} index, not {kind}")
+        self._client.load_collection(self.collection)  # a collection released (e.g. by a killed process) serves nothing
 
     def _next_labels(self, n: int) -> np.ndarray:
         with self._label_lock:
