@@ -72,7 +72,8 @@ class MultiFieldModel(nn.Module):
         built: dict[str, Tower] = dict(towers or {})
         dim = config.dim
         # text towers first: without an explicit dim the first one decides it
-        order = sorted(config.towers, key=lambda n: config.towers[n].type != "text")
+        rank = {"text": 0, "hf_clip": 1, "open_clip": 1, "efficientnet": 2}
+        order = sorted(config.towers, key=lambda n: rank[config.towers[n].type])
         for name in order:
             if name not in built:
                 built[name] = build_tower(config.towers[name], dim, device=device)
@@ -105,6 +106,8 @@ class MultiFieldModel(nn.Module):
                     raise ConfigError(f"{side} field {f.name!r}: weight must be >= 0, got {f.weight}")
             if sum(f.weight for f in fields) <= 0:
                 raise ConfigError(f"the {side} field weights sum to 0")
+            for f in fields:
+                cfg.kind_of(f)  # a CLIP tower's field must say text or image
 
     # ------------------------------------------------------------------ properties
     @property
@@ -244,9 +247,7 @@ class MultiFieldModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         for name, tower in self.towers.items():
             save_tower(tower, path / "towers" / name)
-        cfg = dataclasses.asdict(self.config)
-        for name in cfg["towers"]:
-            cfg["towers"][name]["model"] = f"towers/{name}"  # informative: weights live in this directory
+        cfg = dataclasses.asdict(self.config)  # tower sources are kept for the record; weights load from towers/
         cfg["dim"] = self.dim
         tmp = path / f".{MODEL_CONFIG_FILE}.tmp"
         tmp.write_text(json.dumps({"format": FORMAT, "version": 1, "config": cfg}, indent=2))
@@ -266,8 +267,6 @@ class MultiFieldModel(nn.Module):
             raise ConfigError(f"{cfg_file} is not a multi-field model")
         config = from_dict(MultiFieldConfig, raw["config"])
         towers = {name: load_tower(path / "towers" / name, config.dim, device=device) for name in config.towers}
-        for name, t in towers.items():  # the saved tower.json holds the original source; keep the config's
-            t.config = config.towers[name] = dataclasses.replace(t.config, model=config.towers[name].model)
         return cls(config, device=device, towers=towers)
 
 

@@ -110,6 +110,12 @@ class Tower(nn.Module):
         """True when image features do not change in training (cacheable)."""
         return "image" in self.modalities and self.config.freeze
 
+    def make_token_cache(self, texts: list[str]):
+        """Texts tokenised once for training (``collate(codes)`` -> features of ``embed_text``)."""
+        from gcl.training.batching import TokenCache
+
+        return TokenCache(self.tokenizer, texts, self.max_seq_length)
+
     def _project(self, x: torch.Tensor, projection: nn.Module | None) -> torch.Tensor:
         if projection is not None:
             x = projection(x)
@@ -256,9 +262,9 @@ def build_tower(config: TowerConfig, dim: int | None, *, device: str = "cpu") ->
     """A fresh tower from its config (``dim=None``: the tower's native width; text towers only)."""
     if config.type == "text":
         return TextTower(config, dim, device=device).to(device)
-    if dim is None:
-        raise ConfigError(f"a {config.type} tower needs the model's dim (set it, or put a text tower first)")
     if config.type == "efficientnet":
+        if dim is None:
+            raise ConfigError("an efficientnet tower needs the model's dim (set dim, or add a text tower)")
         return EfficientNetTower(config, dim).to(device)
     from gcl.encoders.clip import build_clip_tower
 

@@ -35,7 +35,7 @@ from gcl.training.batching import TokenCache
 
 @dataclass
 class _TextInput:
-    tokens: TokenCache
+    tokens: TokenCache  # or any object with collate(codes) -> tower features
     present: torch.Tensor  # (n,) bool
 
 
@@ -66,7 +66,7 @@ class FieldInputs:
             tower = model.tower(f)
             if model.field_kind(f) == "text":
                 texts = ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
-                self.inputs.append(_TextInput(TokenCache(tower.tokenizer, texts, tower.max_seq_length),
+                self.inputs.append(_TextInput(tower.make_token_cache(texts),
                                               torch.tensor([bool(t.strip()) for t in texts], dtype=torch.bool)))
             elif tower.image_frozen:
                 enc = model.image_features(f, values, root=root, batch_size=image_batch_size, warn=False)
