@@ -230,11 +230,12 @@ class DurableIndex:
         finally:
             self._checkpointing.release()
 
-    def close(self) -> None:
-        """Checkpoint pending writes and close the log (the object is unusable afterwards)."""
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Checkpoint pending writes (unless ``checkpoint=False``) and close the log; unusable afterwards."""
         if self._wal.closed:
             return
-        self.checkpoint()
+        if checkpoint:
+            self.checkpoint()
         self._wal.close()
 
     # ------------------------------------------------------------------ recovery
