@@ -49,7 +49,7 @@ import numpy as np
 
 from gcl.data.errors import ConfigError, DataError
 from gcl.index.base import SearchIndex, check_filters, check_ids, check_k, matches, normalise
-from gcl.index.store import KINDS, IndexedDocument, SearchHit, _json_value
+from gcl.index.store import IndexedDocument, SearchHit, _json_value
 
 DEFAULT_COLLECTION = "gcl_documents"
 META_PROPERTY = "gcl.meta"
