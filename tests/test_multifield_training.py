@@ -177,3 +177,10 @@ def test_a_corrupt_training_image_is_counted_and_skipped(tmp_path):
     with pytest.warns(UserWarning, match="1 missing and 1 corrupt"):
         tr = Trainer(mm_config(tmp_path / "run", data__source=str(src)))
     tr.train_step()  # no crash; those documents fall back to their titles
+
+
+def test_dev_evaluation_and_keep_best_with_a_multifield_model(tmp_path):
+    tr = Trainer(mm_config(tmp_path, optim__steps=2, eval__every=2, eval__dev_corpus_size=40))
+    result = tr.fit()
+    assert result.best_step == 2 and 0.0 <= result.best_metric <= 1.0
+    assert isinstance(BiEncoder.load(tmp_path / "best"), type(tr.model))
