@@ -1,31 +1,62 @@
 """Diagnostic: how well does each model order a query's *judged* documents by grade?
 
 Retrieval metrics mix two abilities: finding relevant documents in a large corpus and ordering
-them by grade. This script isolates the second. For a fixed sample of queries (training queries
-by default: the "in-domain" case where graded training should help most) it ranks only the
-query's judged documents by cosine similarity and scores that order against the reference grades
-(nDCG@10 and ERR over judged documents only). Queries whose judged documents all have the same
-grade carry no ordering information and are left out (counted).
+them by grade. This script isolates the second. It ranks only a query's judged documents by
+cosine similarity and scores that order against the reference grades (nDCG@10 and ERR over the
+judged documents only). Queries whose judged documents all have the same grade carry no ordering
+information and are left out (counted).
 
-    python experiments/judged_rerank.py --models runs/experiment --out docs/results/homedepot/judged_rerank.md
+The paper's in-domain claim is about queries the model was trained on. With a short run most
+training queries are never drawn, so for each training seed the script replays that run's batch
+sampler (the sampler is deterministic given the seed: :class:`gcl.training.batching.QueryGroupedSampler`)
+and splits the informative training queries into
+
+* ``seen``: drawn as a group (its documents together in one batch) during the run's ``--steps``;
+* ``unseen``: training queries the run never drew (in-distribution, but not trained on).
+
+A model trained with seed ``s`` is scored on seed ``s``'s sets; the zero-shot model on every seed's
+sets, so each fine-tuned figure has a zero-shot reference on exactly the same queries. Pairs of
+runs with the same seed saw the same batches, so the per-seed difference to ``binary`` is paired.
+
+    python experiments/judged_rerank.py --models runs/experiment --steps 100 \
+        --out docs/results/homedepot/judged_rerank.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+GROUPS = ("seen", "unseen")
+METRICS = ("ndcg@10", "err")
+
+
+def seen_queries(train, seed: int, steps: int, batch_size: int, docs_per_query: int) -> set:
+    """Query ids of which the trainer's query-grouped sampler put >= 2 documents in one batch."""
+    from gcl.training.batching import QueryGroupedSampler, TrainPairs
+
+    pairs = TrainPairs.from_dataset(train, np.ones(len(train.judgments)))
+    sampler = QueryGroupedSampler(pairs, batch_size, seed, docs_per_query)
+    codes: set[int] = set()
+    for _ in range(steps):
+        q, n = np.unique(pairs.query_code[sampler.next_batch()], return_counts=True)
+        codes.update(int(c) for c in q[n >= 2])  # two or more of its documents met in the loss
+    ids = train.judgments["query_id"].drop_duplicates().to_numpy()  # factorize order = code order
+    return {ids[c] for c in codes}
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="runs/experiment", help="directory of <variant>-s<seed>/final models")
-    p.add_argument("--split", default="train", choices=("train", "novel_query"))
-    p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=100, help="training steps of those runs (to replay the sampler)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--docs-per-query", type=int, default=4)
+    p.add_argument("--queries", type=int, default=800, help="queries per group and seed")
     p.add_argument("--out", default="docs/results/homedepot/judged_rerank.md")
     args = p.parse_args(argv)
 
@@ -36,58 +67,109 @@ def main(argv=None) -> int:
     from gcl.training.config import DataConfig
 
     bench = load_benchmark(DataConfig(source="homedepot"))
-    ds = bench.train if args.split == "train" else bench.eval_split(args.split)
-    j = ds.judgments.copy()
+    train = bench.train
+    j = train.judgments.copy()
     j["grade"] = reference_grades(j["score"].to_numpy())
-    informative = j.groupby("query_id")["grade"].nunique()
-    informative = informative[informative > 1].index.sort_values()
-    rng = np.random.default_rng(args.seed)
-    picked = informative[np.sort(rng.choice(len(informative), size=min(args.queries, len(informative)), replace=False))]
-    j = j[j["query_id"].isin(set(picked))]
-    qrels: dict[str, dict[str, float]] = {}
-    for q, d, g in j[["query_id", "doc_id", "grade"]].itertuples(index=False):
-        qrels.setdefault(q, {})[d] = float(g)
-    docs = ds.documents.loc[j["doc_id"].unique()]
-    queries = ds.queries.loc[list(picked)]
+    n_grades = j.groupby("query_id")["grade"].nunique()
+    informative = set(n_grades[n_grades > 1].index)
 
-    models = {"zero-shot": None}
+    models: dict[str, tuple[int | None, Path | None]] = {}
     for d in sorted(Path(args.models).glob("*-s*/final")):
-        models[d.parent.name] = d
-    rows = {}
-    for name, path in models.items():
-        model = BiEncoder(BiEncoderConfig(max_seq_length=32)) if path is None else BiEncoder.load(path)
+        m = re.fullmatch(r"(.+)-s(\d+)", d.parent.name)
+        if m:
+            models[d.parent.name] = (int(m.group(2)), d)
+    seeds = sorted({s for s, _ in models.values()})
+    if not seeds:
+        raise SystemExit(f"no <variant>-s<seed>/final models under {args.models}")
+
+    sets: dict[tuple[int, str], list] = {}
+    for seed in seeds:
+        seen = seen_queries(train, seed, args.steps, args.batch_size, args.docs_per_query) & informative
+        unseen = informative - seen
+        rng = np.random.default_rng(seed)
+        for group, pool in (("seen", seen), ("unseen", unseen)):
+            pool = sorted(pool)
+            k = min(args.queries, len(pool))
+            sets[(seed, group)] = [pool[i] for i in np.sort(rng.choice(len(pool), size=k, replace=False))]
+        print(f"seed {seed}: {len(seen)} informative queries seen, {len(unseen)} unseen", flush=True)
+
+    def score(model, seed: int) -> dict[str, dict[str, float]]:
+        out = {}
+        for group in GROUPS:
+            qids = sets[(seed, group)]
+            jj = j[j["query_id"].isin(set(qids))]
+            docs = train.documents.loc[jj["doc_id"].unique()]
+            queries = train.queries.loc[qids]
+            de = dict(zip(docs.index, model.encode_documents(docs)))
+            qe = dict(zip(queries.index, model.encode_queries(queries)))
+            qrels: dict[str, dict[str, float]] = {}
+            for q, d, g in jj[["query_id", "doc_id", "grade"]].itertuples(index=False):
+                qrels.setdefault(q, {})[d] = float(g)
+            run = {q: {d: float(qe[q] @ de[d]) for d in ds} for q, ds in qrels.items()}
+            m = compute_metrics(judge_run(run, qrels), METRICS)
+            out[group] = {k: float(np.mean(v)) for k, v in m.items()}
+        return out
+
+    rows: dict[str, dict] = {}
+    zero = BiEncoder(BiEncoderConfig(max_seq_length=32))
+    zero.eval()
+    for seed in seeds:
+        rows[f"zero-shot-s{seed}"] = {"variant": "zero-shot", "seed": seed, **score(zero, seed)}
+        print(f"zero-shot-s{seed}", rows[f"zero-shot-s{seed}"], flush=True)
+    for name, (seed, path) in models.items():
+        model = BiEncoder.load(path)
         model.eval()
-        de = dict(zip(docs.index, model.encode_documents(docs)))
-        qe = dict(zip(queries.index, model.encode_queries(queries)))
-        run = {q: {d: float(qe[q] @ de[d]) for d in ds_docs} for q, ds_docs in qrels.items()}
-        m = compute_metrics(judge_run(run, qrels), ("ndcg@10", "err"))
-        rows[name] = {k: float(np.mean(v)) for k, v in m.items()}
+        rows[name] = {"variant": name.rsplit("-s", 1)[0], "seed": seed, **score(model, seed)}
         print(name, rows[name], flush=True)
 
-    variants: dict[str, list[dict]] = {}
-    for name, r in rows.items():
-        variants.setdefault(name.rsplit("-s", 1)[0] if name != "zero-shot" else name, []).append(r)
-    lines = [
-        f"# Ordering judged documents by grade ({args.split} queries)",
-        "",
-        f"`python experiments/judged_rerank.py --split {args.split} --queries {args.queries}`: "
-        f"{len(qrels)} queries with at least two distinct grades (of {j['query_id'].nunique()} sampled; "
-        f"seed {args.seed}), {len(j)} judged pairs; each query's judged documents ranked by cosine, "
-        "scored against the reference grades (1..100). Mean ± std over training seeds.",
-        "",
-        "| model | n | nDCG@10 (judged only) | ERR (judged only) |",
-        "|---|---|---|---|",
-    ]
-    for v, rs in variants.items():
-        cells = []
-        for k in ("ndcg@10", "err"):
-            vals = np.array([r[k] for r in rs])
-            cells.append(f"{vals.mean():.4f} ± {vals.std(ddof=1):.4f}" if len(vals) > 1 else f"{vals.mean():.4f}")
-        lines.append(f"| {v} | {len(rs)} | " + " | ".join(cells) + " |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text(render(rows, args, seeds, sets))
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    print("\n".join(lines))
+    print(Path(args.out).read_text())
     return 0
+
+
+def render(rows: dict, args, seeds: list[int], sets: dict) -> str:
+    by_variant: dict[str, list[dict]] = {}
+    for r in rows.values():
+        by_variant.setdefault(r["variant"], []).append(r)
+    sizes = ", ".join(f"seed {s}: {len(sets[(s, 'seen')])} seen / {len(sets[(s, 'unseen')])} unseen" for s in seeds)
+    lines = [
+        "# Ordering a training query's judged documents by grade",
+        "",
+        f"`python experiments/judged_rerank.py --models {args.models} --steps {args.steps} --queries {args.queries}`. "
+        "Informative training queries (at least two distinct reference grades) are split per training seed into "
+        "those the run drew as a group during its steps (*seen*) and those it never drew (*unseen*); up to "
+        f"{args.queries} of each are sampled ({sizes}). Each query's judged documents alone are ranked by cosine "
+        "and scored against the reference grades 1..100. Mean ± std over seeds (zero-shot: over the same "
+        "per-seed query sets).",
+        "",
+        "| model | n | seen nDCG@10 | seen ERR | unseen nDCG@10 | unseen ERR |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v, rs in by_variant.items():
+        cells = []
+        for g in GROUPS:
+            for k in METRICS:
+                vals = np.array([r[g][k] for r in rs])
+                cells.append(f"{vals.mean():.4f} ± {vals.std(ddof=1):.4f}" if len(vals) > 1 else f"{vals.mean():.4f}")
+        lines.append(f"| {v} | {len(rs)} | " + " | ".join(cells) + " |")
+    base = {r["seed"]: r for r in by_variant.get("binary", [])}
+    if base:
+        lines += ["", "Paired difference to `binary` (same seed: same batches, same query sets), mean ± std over "
+                  "seeds, and the number of seeds where the variant is ahead:", "",
+                  "| model | seen nDCG@10 | seen ERR | unseen nDCG@10 | unseen ERR |", "|---|---|---|---|---|"]
+        for v, rs in by_variant.items():
+            rs = [r for r in rs if r["seed"] in base]
+            if v == "binary" or not rs:
+                continue
+            cells = []
+            for g in GROUPS:
+                for k in METRICS:
+                    d = np.array([r[g][k] - base[r["seed"]][g][k] for r in rs])
+                    spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
+                    cells.append(f"{d.mean():+.4f}{spread} ({int((d > 0).sum())}/{len(d)})")
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
