@@ -184,3 +184,22 @@ def test_dev_evaluation_and_keep_best_with_a_multifield_model(tmp_path):
     result = tr.fit()
     assert result.best_step == 2 and 0.0 <= result.best_metric <= 1.0
     assert isinstance(BiEncoder.load(tmp_path / "best"), type(tr.model))
+
+
+def test_hard_negatives_enter_the_fused_term(tmp_path):
+    tr = Trainer(mm_config(tmp_path, loss__hard_negatives=2, batch__sampler="query_grouped", batch__docs_per_query=1, optim__steps=6))
+    seen = {}
+    original = tr.loss_fn.forward
+
+    def spy(q, d, w, **meta):
+        seen.setdefault("calls", []).append(meta.get("hard_neg_emb"))
+        return original(q, d, w, **meta)
+
+    tr.loss_fn.forward = spy
+    for _ in range(5):
+        tr.train_step()
+    found = [h for h in seen["calls"] if h is not None]
+    assert found, "no batch had a lower-scored judged document to use"
+    hn = found[0]
+    assert hn is not None and hn.shape[1] == tr.model.dim and not hn.requires_grad
+    assert torch.allclose(hn.norm(dim=1), torch.ones(len(hn)), atol=1e-5)
