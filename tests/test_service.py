@@ -421,3 +421,24 @@ def test_app_refuses_a_model_of_another_dimension(tiny, tmp_path):
     other.save(tmp_path / "idx3")
     with pytest.raises(ConfigError, match="makes 32-d vectors but the index holds 3-d ones"):
         create_app(ServiceSettings(index_dir=tmp_path / "idx3"), model=tiny[1])
+
+
+# ---------------------------------------------------------------------------- gcl serve (argument errors; the
+# server itself runs in tests/test_service_page.py and tests/test_service_kill.py)
+def test_serve_cli_user_errors(make_client, tmp_path, monkeypatch, capsys):
+    from gcl.cli.main import build_parser, main
+    from gcl.cli.serve import settings_from_args
+
+    index_dir = str(make_client.index_dir)
+    monkeypatch.delenv("GCL_TEST_KEY", raising=False)
+    assert main(["serve", "--index", index_dir, "--api-key-env", "GCL_TEST_KEY"]) == 2
+    assert "GCL_TEST_KEY: that environment variable is not set" in capsys.readouterr().err
+    assert main(["serve", "--index", str(tmp_path / "none")]) == 2
+    assert "no index here" in capsys.readouterr().err
+    assert main(["serve", "--index", index_dir, "--port", "70000"]) == 2
+    assert main(["serve", "--index", index_dir, "--max-k", "5", "--page-size", "10"]) == 2
+    assert "page_size (10) cannot exceed max_k (5)" in capsys.readouterr().err
+    monkeypatch.setenv("GCL_TEST_KEY", "k3y")
+    args = build_parser().parse_args(["serve", "--index", index_dir, "--api-key-env", "GCL_TEST_KEY", "--max-k", "50"])
+    s = settings_from_args(args)
+    assert s.api_key == "k3y" and s.max_k == 50 and str(s.index_dir) == index_dir and args.host == "127.0.0.1"

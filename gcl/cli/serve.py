@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--page-size", type=int, default=12, help="results per page on the web page (default 12)")
     p.add_argument("--checkpoint-every", type=int, default=1000,
                    help="logged writes between full saves of the index (default 1000)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and faiss threads per request (default 1: requests run side by side instead; "
+                        "intra-op threads fight over a small, shared CPU)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run_serve)
 
@@ -52,6 +55,21 @@ def settings_from_args(args):
     )
 
 
+def set_threads(n: int) -> None:
+    """Threads used inside one request by torch (query encoding) and faiss (search)."""
+    if n < 1:
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:  # pragma: no cover - the index load reports the missing extra
+        pass
+
+
 def run_serve(args) -> int:
     try:
         import uvicorn
@@ -59,6 +77,8 @@ def run_serve(args) -> int:
         raise ConfigError("gcl serve needs the [serve] extra: pip install 'gcl[serve]'") from exc
     from gcl.service.app import create_app
 
-    app = create_app(settings_from_args(args))
+    settings = settings_from_args(args)
+    set_threads(args.threads)
+    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
     return 0
