@@ -1,10 +1,8 @@
-"""The service's write-ahead-logged index: replay, torn tails, damaged logs, interrupted saves, the lock."""
+"""The service's write-ahead-logged index: replay, torn tails, damaged logs, interrupted saves."""
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ pytest.importorskip("faiss")
 from gcl.data.errors import DataError  # noqa: E402
 from gcl.index.store import VectorIndex  # noqa: E402
 from gcl.service.durable import WAL_FILE, DurableIndex, recover_interrupted_save  # noqa: E402
-from gcl.service.locks import ReadWriteLock  # noqa: E402
 
 
 @pytest.fixture
@@ -125,32 +122,42 @@ def test_missing_index_is_a_clear_error(tmp_path):
         DurableIndex(tmp_path / "nothing")
 
 
-def test_rwlock_excludes_writers_from_readers():
-    lock, events = ReadWriteLock(), []
+def test_micro_batcher_shares_calls_and_returns_each_callers_row():
+    import threading
+    import time
 
-    def reader(i):
-        with lock.read():
-            events.append(("r+", i))
-            time.sleep(0.05)
-            events.append(("r-", i))
+    from gcl.service.encoding import MicroBatcher
 
-    def writer():
-        with lock.write():
-            events.append(("w+", 0))
-            time.sleep(0.02)
-            events.append(("w-", 0))
+    seen = []
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(3)] + [threading.Thread(target=writer)]
-    threads[0].start()
-    time.sleep(0.01)
-    for t in threads[1:]:
+    def slow_square(xs):
+        seen.append(list(xs))
+        time.sleep(0.05)
+        if -1 in xs:
+            raise ValueError("bad item -1")
+        return [x * x for x in xs]
+
+    batcher = MicroBatcher(slow_square, max_batch=4)
+    results, errors = {}, {}
+
+    def call(x):
+        try:
+            results[x] = batcher.submit(x)
+        except ValueError as exc:
+            errors[x] = str(exc)
+
+    threads = [threading.Thread(target=call, args=(x,)) for x in range(10)]
+    for t in threads:
         t.start()
     for t in threads:
         t.join()
-    w_start, w_end = events.index(("w+", 0)), events.index(("w-", 0))
-    assert w_end == w_start + 1  # nothing happened while the writer held the lock
-    active = 0
-    for kind, _ in events:  # and no reader was inside when it entered
-        active += {"r+": 1, "r-": -1}.get(kind, 0)
-        if kind == "w+":
-            assert active == 0
+    assert results == {x: x * x for x in range(10)} and not errors
+    assert batcher.calls == len(seen) < 10 and max(len(b) for b in seen) <= 4  # shared calls, capped
+    assert sorted(x for b in seen for x in b) == list(range(10))  # each item encoded exactly once
+    threads = [threading.Thread(target=call, args=(x,)) for x in (-1, 11)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "bad item -1" in errors[-1]  # the failing batch's callers get the error; others are unaffected
+    assert results.get(11) == 121 or errors.get(11) == "bad item -1"

@@ -41,7 +41,7 @@ import numpy as np
 
 from gcl.data.errors import DataError
 from gcl.index.store import MANIFEST_FILE, SearchHit, VectorIndex
-from gcl.service.locks import ReadWriteLock
+from gcl.index.locks import ReadWriteLock
 
 WAL_FILE = "service-wal.jsonl"
 log = logging.getLogger("gcl.service")

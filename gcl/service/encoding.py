@@ -2,19 +2,72 @@
 
 One lock serialises calls into the model: Hugging Face fast tokenizers are not safe to call from
 several threads at once ("Already borrowed"), and on a small CPU concurrent forwards only
-compete for the same cores.
+compete for the same cores. Query texts that arrive while the model is busy are encoded together
+in one call when it frees up (:class:`MicroBatcher`): one forward of n short queries costs far
+less than n forwards. (Padding to the longest query in a batch changes an embedding by float
+rounding only, ~1e-7.)
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from gcl.data.errors import ConfigError, DataError
 from gcl.encoders.query import check_encoder_dim, encode_query_texts, load_index_encoder
+
+
+class MicroBatcher:
+    """``submit(x)`` -> ``fn([x, ...])[i]``: callers that arrive while ``fn`` runs share the next call.
+
+    No extra thread: the first caller to find ``fn`` idle runs it on up to ``max_batch`` waiting
+    items (its own among them, in arrival order) and hands each caller its row; the others wait.
+    An exception in ``fn`` is raised in every caller of that batch.
+    """
+
+    def __init__(self, fn: Callable[[list], Sequence], *, max_batch: int = 32) -> None:
+        self._fn = fn
+        self._max = max_batch
+        self._cond = threading.Condition()
+        self._pending: list[list] = []  # [item, done, result, error]
+        self._running = False
+        self.calls = 0  # how many times fn ran (for tests and metrics)
+
+    def submit(self, item):
+        slot = [item, False, None, None]
+        with self._cond:
+            self._pending.append(slot)
+            while not slot[1]:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                batch, self._pending = self._pending[: self._max], self._pending[self._max:]
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+        if slot[3] is not None:
+            raise slot[3]
+        return slot[2]
+
+    def _run(self, batch: list[list]) -> None:
+        self.calls += 1
+        try:
+            out = self._fn([s[0] for s in batch])
+            for s, row in zip(batch, out):
+                s[2] = row
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of this batch
+            for s in batch:
+                s[3] = exc
+        for s in batch:
+            s[1] = True
 
 
 def _text(value: Any) -> str:
@@ -42,6 +95,7 @@ class ServiceEncoders:
                                   f"holds {index_dim}-d ones")
             self.image_tower.eval()
         self._lock = threading.Lock()
+        self._query_batcher = MicroBatcher(self._encode_queries)
 
     @classmethod
     def load(cls, index_dim: int, index_model: str | None, override: str | None = None) -> "ServiceEncoders":
@@ -65,8 +119,14 @@ class ServiceEncoders:
         return self.image_tower is not None
 
     def queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, d) query embeddings; concurrent callers are encoded in one model call."""
+        if len(texts) != 1:
+            return self._encode_queries(texts)
+        return self._query_batcher.submit(texts[0])[None, :]
+
+    def _encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
-            return encode_query_texts(self.model, texts)
+            return encode_query_texts(self.model, list(texts))
 
     def documents(self, ids: Sequence[str], fields: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The fused document embedding of each document from the model's document fields.
