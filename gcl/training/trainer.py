@@ -97,7 +97,9 @@ class TrainResult:
 
 
 class Trainer:
-    """Train a :class:`BiEncoder` with :class:`GCLLoss` on the benchmark's training split."""
+    """Train a :class:`BiEncoder` (text) or, when ``model.multifield`` is set, a
+    :class:`~gcl.encoders.multifield.MultiFieldModel` (text and image fields, see
+    docs/multimodal.md) with :class:`GCLLoss` on the benchmark's training split."""
 
     def __init__(self, cfg: TrainConfig, *, splits=None, model: BiEncoder | None = None, dist: D.DistInfo | None = None):
         self.cfg = cfg
@@ -116,18 +118,21 @@ class Trainer:
         if self.dist.enabled and device == "cuda":  # one GPU per process (NCCL cannot share one)
             device = f"cuda:{self.dist.local_rank}"
             torch.cuda.set_device(device)
-        if self.multifield:
-            self.model = model or self._build_multifield_model(device)
-        self.model = self.model if self.multifield else model or BiEncoder(
-            BiEncoderConfig(
-                text_model=cfg.model.text_model,
-                query_fields=cfg.model.query_fields,
-                doc_fields=cfg.model.doc_fields,
-                doc_field_weights=cfg.model.doc_field_weights,
-                max_seq_length=cfg.model.max_seq_length,
-            ),
-            device=device,
-        )
+        if model is not None:
+            self.model = model
+        elif self.multifield:
+            self.model = self._build_multifield_model(device)
+        else:
+            self.model = BiEncoder(
+                BiEncoderConfig(
+                    text_model=cfg.model.text_model,
+                    query_fields=cfg.model.query_fields,
+                    doc_fields=cfg.model.doc_fields,
+                    doc_field_weights=cfg.model.doc_field_weights,
+                    max_seq_length=cfg.model.max_seq_length,
+                ),
+                device=device,
+            )
         train = splits.train
         try:
             weight_fn = get_weight_fn(cfg.loss.weight_fn, **cfg.loss.weight_params)
