@@ -15,6 +15,7 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from gcl.data.errors import GCLError  # noqa: E402
 from gcl.encoders.query import encode_query_texts  # noqa: E402
 from gcl.index.store import VectorIndex  # noqa: E402
 from gcl.service import ServiceSettings, create_app  # noqa: E402
@@ -442,3 +443,33 @@ def test_serve_cli_user_errors(make_client, tmp_path, monkeypatch, capsys):
     args = build_parser().parse_args(["serve", "--index", index_dir, "--api-key-env", "GCL_TEST_KEY", "--max-k", "50"])
     s = settings_from_args(args)
     assert s.api_key == "k3y" and s.max_k == 50 and str(s.index_dir) == index_dir and args.host == "127.0.0.1"
+
+
+# ---------------------------------------------------------------------------- the same service on milvus-lite
+def test_service_on_milvus_lite(tiny, tmp_path):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from gcl.index.milvus import MilvusIndex
+
+    model_dir, model, docs, base = tiny
+    db = tmp_path / "svc.db"
+    faiss_index = VectorIndex.load(base)
+    ids = list(docs.index)
+    lite = MilvusIndex(uri=db, collection="svc", dim=model.dim, model=str(model_dir))
+    lite.add(ids, np.stack([faiss_index.get(d).vector for d in ids]), [faiss_index.get(d).fields for d in ids])
+    lite.close()
+    settings = ServiceSettings(index_dir=db, collection="svc")
+    client = TestClient(create_app(settings, model=model))
+    body = client.post("/search", json={"query": "red chair", "k": 10}).json()
+    assert [h["doc_id"] for h in body["hits"]] == [h.doc_id for h in direct(tiny, "red chair", 10)]
+    assert client.put("/documents/m1", json={"fields": {"title": "Milvus Marble Mortar"}}).status_code == 201
+    assert client.delete("/documents/d00001").status_code == 200
+    assert client.post("/search", json={"query": "Milvus Marble Mortar", "k": 1}).json()["hits"][0]["doc_id"] == "m1"
+    assert client.get("/metrics").json()["index"]["backend"] == "MilvusIndex"
+    client.app.state.store.close()
+    again = TestClient(create_app(settings, model=model))  # acknowledged writes are in Milvus
+    assert again.get("/documents/m1").json()["fields"] == {"title": "Milvus Marble Mortar"}
+    assert again.get("/documents/d00001").status_code == 404 and again.get("/health").json()["documents"] == 80
+    again.app.state.store.close()
+    with pytest.raises(GCLError, match="apply to a Milvus index only"):
+        create_app(ServiceSettings(index_dir=base, collection="svc"), model=model)

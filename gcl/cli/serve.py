@@ -16,7 +16,10 @@ from gcl.data.errors import ConfigError
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve an index over HTTP (search API + web page)",
                        description="Run the search service: JSON API (OpenAPI at /openapi.json) and a search page at /.")
-    p.add_argument("--index", required=True, help="index directory (from 'gcl index build')")
+    p.add_argument("--index", required=True,
+                   help="index directory (from 'gcl index build') or Milvus location (x.db, milvus://host:19530)")
+    p.add_argument("--collection", default=None, help="Milvus collection (default gcl_documents)")
+    p.add_argument("--db-name", default=None, help="Milvus database (default: default)")
     p.add_argument("--model", default=None, help="query/document encoder (default: the model recorded in the index)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -38,6 +41,12 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_serve)
 
 
+def _is_milvus(location: str) -> bool:
+    from gcl.index.factory import is_milvus_location
+
+    return is_milvus_location(location)
+
+
 def settings_from_args(args):
     from gcl.service.settings import ServiceSettings
 
@@ -49,7 +58,9 @@ def settings_from_args(args):
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     return ServiceSettings(
-        index_dir=args.index, model=args.model, api_key=api_key, max_request_bytes=args.max_request_bytes,
+        index_dir=args.index, model=args.model, collection=args.collection, db_name=args.db_name,
+        token=(os.environ.get("GCL_MILVUS_TOKEN") or None) if _is_milvus(args.index) else None,
+        api_key=api_key, max_request_bytes=args.max_request_bytes,
         max_k=args.max_k, max_batch=args.max_batch, page_size=args.page_size, image_root=args.image_root,
         image_field=args.image_field, title_field=args.title_field, checkpoint_every=args.checkpoint_every,
     )

@@ -126,6 +126,21 @@ class ObserveMiddleware:
             self.metrics.observe(name, status, time.perf_counter() - t0)
 
 
+def open_store(settings: ServiceSettings):
+    """The write-ahead-logged faiss directory (:class:`DurableIndex`), or Milvus written straight through."""
+    from gcl.index.factory import is_milvus_location, open_index
+
+    if is_milvus_location(settings.index_dir):
+        from gcl.service.direct import DirectIndex
+
+        options = {k: v for k, v in (("collection", settings.collection), ("token", settings.token),
+                                     ("db_name", settings.db_name)) if v}
+        return DirectIndex(open_index(settings.index_dir, **options))
+    if settings.collection or settings.token or settings.db_name:
+        raise ConfigError(f"collection, token and db_name apply to a Milvus index only; {settings.index_dir} is a directory")
+    return DurableIndex(settings.index_dir, checkpoint_every=settings.checkpoint_every)
+
+
 def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     """Build the app: load (repair, replay) the index and the encoder now, so errors surface at start.
 
@@ -139,7 +154,7 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     from fastapi.staticfiles import StaticFiles
 
     S = build_schemas(settings)
-    store = DurableIndex(settings.index_dir, checkpoint_every=settings.checkpoint_every)
+    store = open_store(settings)
     try:
         if model is None:
             encoders = ServiceEncoders.load(store.dim, store.model, settings.model)
@@ -302,7 +317,7 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     def get_metrics() -> dict:
         snap = metrics.snapshot()
         snap["index"] = {"documents": len(store), "dim": store.dim, "kind": store.index.kind,
-                         "tombstones": store.index.n_tombstones, "logged_writes_pending": store.pending,
+                         "backend": type(store.index).__name__, "tombstones": getattr(store.index, "n_tombstones", 0), "logged_writes_pending": store.pending,
                          "checkpoints": store.checkpoints, "replayed_at_start": store.replayed}
         return snap
 

@@ -12,7 +12,9 @@ from gcl.data.errors import ConfigError
 class ServiceSettings:
     """Settings of the search service.
 
-    ``index_dir``: a directory written by ``gcl index build`` (or ``VectorIndex.save``).
+    ``index_dir``: a directory written by ``gcl index build`` (or ``VectorIndex.save``), or a
+    Milvus location (``x.db`` for milvus-lite, ``milvus://host:19530``, ``http(s)://...``) with
+    ``collection`` / ``token`` / ``db_name`` as for :func:`gcl.index.factory.open_index`.
     ``model``: the encoder (gcl model dir, sentence-transformers dir or name); ``None`` takes the
     one recorded in the index manifest. ``api_key``: when set, every endpoint but ``/health`` and
     the page's static files needs it (header ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``).
@@ -25,8 +27,11 @@ class ServiceSettings:
     index (see :mod:`gcl.service.durable`).
     """
 
-    index_dir: Path
+    index_dir: Path | str
     model: str | None = None
+    collection: str | None = None
+    token: str | None = None
+    db_name: str | None = None
     api_key: str | None = None
     max_request_bytes: int = 4 * 1024 * 1024
     max_k: int = 100
@@ -41,7 +46,12 @@ class ServiceSettings:
     checkpoint_every: int = 1000
 
     def __post_init__(self) -> None:
-        self.index_dir = Path(self.index_dir)
+        from gcl.index.factory import is_milvus_location
+
+        if not is_milvus_location(self.index_dir):
+            self.index_dir = Path(self.index_dir)
+        elif not isinstance(self.index_dir, Path):
+            self.index_dir = str(self.index_dir)  # a URI: Path() would fold its "//"
         if self.image_root is not None:
             self.image_root = Path(self.image_root)
             if not self.image_root.is_dir():
