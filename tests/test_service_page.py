@@ -36,9 +36,7 @@ PAGE_SIZE = 8
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, one_torch_thread):
-    """(base URL, model, index dir, documents) of a uvicorn server running in a thread."""
-    import uvicorn
-
+    """(base URL, model, index dir, documents, work dir) of a uvicorn server running in a thread."""
     from gcl.encoders.model import BiEncoder
     from tiny_models import make_tiny_sentence_transformer
 
@@ -53,6 +51,15 @@ def served(tmp_path_factory, one_torch_thread):
     write_pngs(root / "images", list(with_image["image"]), size=64, titles=list(with_image["title"]))
     app = create_app(ServiceSettings(index_dir=root / "index", image_root=root / "images", page_size=PAGE_SIZE),
                      model=model)
+    url, stop = _serve(app)
+    yield url, model, root / "index", docs, root
+    stop()
+
+
+def _serve(app):
+    """Run ``app`` with uvicorn on a free port of 127.0.0.1 in a thread: (base URL, stop function)."""
+    import uvicorn
+
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -62,9 +69,12 @@ def served(tmp_path_factory, one_torch_thread):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", model, root / "index", docs
-    server.should_exit = True
-    thread.join(timeout=10)
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{port}", stop
 
 
 @pytest.fixture
@@ -91,7 +101,7 @@ def _cards(page):
 
 
 def test_search_page_grid_and_paging(served, page, tmp_path):
-    base, model, index_dir, docs = served
+    base, model, index_dir, docs, _ = served
     row = next(i for i in range(0, len(docs), 2)  # an even row (it has an image) of a vivid colour
                if {"red", "blue", "green", "orange"} & set(docs["title"].iloc[i].lower().split()))
     query = docs["title"].iloc[row]
@@ -135,3 +145,28 @@ def test_search_page_shows_errors_and_empty_results(served, page):
     page.press("#query", "Enter")
     page.wait_for_selector("#status.error")
     assert "Error 422" in page.text_content("#status") and page.query_selector(".card") is None
+
+
+def test_search_page_with_an_api_key(served, page):
+    _, model, index_dir, docs, root = served
+    keyed_dir = root / "index-keyed"
+    shutil.copytree(index_dir, keyed_dir)
+    app = create_app(ServiceSettings(index_dir=keyed_dir, image_root=root / "images", page_size=PAGE_SIZE,
+                                     api_key="pa55"), model=model)
+    url, stop = _serve(app)
+    try:
+        page.goto(url + "/")
+        assert page.is_visible("#api-key")
+        page.fill("#query", docs["title"].iloc[0])
+        page.press("#query", "Enter")  # no key yet: the 401 is shown
+        page.wait_for_selector("#status.error")
+        assert "Error 401" in page.text_content("#status")
+        page.fill("#api-key", "pa55")
+        page.press("#query", "Enter")
+        page.wait_for_function(f"document.querySelectorAll('.card').length === {PAGE_SIZE}")
+        # thumbnails are fetched with the key (an <img> alone would get a 401)
+        page.wait_for_function("[...document.querySelectorAll('img.thumb')].length > 0 && "
+                               "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+        assert page.eval_on_selector(".card", "c => c.dataset.docId") == docs.index[0]
+    finally:
+        stop()
