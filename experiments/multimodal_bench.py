@@ -105,6 +105,28 @@ def summarise(rows: list[dict], variants: list[str]) -> dict:
     return out
 
 
+PAIRS = (("gcl_image+title", "gcl_title_only"), ("gcl_image+title", "gcl_image_only"),
+         ("gcl_image+title", "binary_image+title"))
+
+
+def paired_lines(rows: list[dict], variants: list[str]) -> list[str]:
+    """Per-seed differences a - b (same seed: same data order and initialisation), mean ± std."""
+    val = {(r["variant"], r["seed"], r["split"]): r for r in rows}
+    lines = ["**Paired differences** (same seed), mean ± std over seeds, and seeds where the first is ahead", "",
+             "| a − b | metric | " + " | ".join(SPLITS) + " |", "|---|---|" + "---:|" * len(SPLITS)]
+    for a, b in PAIRS:
+        if a not in variants or b not in variants:
+            continue
+        for m in ("ndcg@10", "err"):
+            cells = []
+            for s in SPLITS:
+                seeds = sorted({r["seed"] for r in rows if r["variant"] == a and (b, r["seed"], s) in val})
+                d = np.array([val[(a, k, s)][m] - val[(b, k, s)][m] for k in seeds if (a, k, s) in val])
+                cells.append(f"{d.mean():+.4f} ± {d.std():.4f} ({int((d > 0).sum())}/{len(d)})" if len(d) else "-")
+            lines.append(f"| {a} − {b} | {m} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_docs(args, rows: list[dict], variants: list[str], seconds: float) -> None:
     import matplotlib
 
@@ -117,9 +139,12 @@ def write_docs(args, rows: list[dict], variants: list[str], seconds: float) -> N
         for r in rows:
             fh.write(json.dumps(r) + "\n")
     summ = summarise(rows, variants)
+    per_run = {(r["variant"], r["seed"]): r["train_seconds"] for r in rows}
+    train_mean = float(np.mean(list(per_run.values()))) if per_run else float("nan")
     lines = [f"Generated: `python experiments/multimodal_bench.py {' '.join(sys.argv[1:])}`".rstrip(), "",
              f"{args.products} products, {args.queries} queries, {args.image_size} px images, seeds "
-             f"{args.seeds}, {args.steps} steps of batch {args.batch}; wall time {seconds / 60:.1f} min.", ""]
+             f"{args.seeds}, {args.steps} steps of batch {args.batch}; training {train_mean:.0f} s per run on average "
+             f"({len(per_run)} runs; this invocation {seconds / 60:.1f} min, runs already done are skipped).", ""]
     for m in ("ndcg@10", "err", "mrr@1000"):
         lines += [f"**{m}** (mean ± std over seeds)", "", "| variant | " + " | ".join(SPLITS) + " |",
                   "|---|" + "---:|" * len(SPLITS)]
@@ -127,6 +152,7 @@ def write_docs(args, rows: list[dict], variants: list[str], seconds: float) -> N
             cells = [f"{summ[(v, s)][m][0]:.4f} ± {summ[(v, s)][m][1]:.4f}" if (v, s) in summ else "-" for s in SPLITS]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += paired_lines(rows, variants)
     (docs / "results.md").write_text("\n".join(lines))
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(variants)
