@@ -1,5 +1,6 @@
 """CLIP-style towers: Hugging Face CLIP / SigLIP from a local directory (tiny random models built
-here, no download) and open_clip (skipped when it is not installed: it needs torchvision)."""
+here, no download) and open_clip (skipped when it is not installed: it needs torchvision;
+tests/test_open_clip_stub.py runs it against an open_clip installed aside, with a torchvision stub)."""
 
 from __future__ import annotations
 
@@ -151,7 +152,8 @@ def test_open_clip_tower_without_open_clip_is_a_config_error():
 
 
 def test_open_clip_tower_from_name_and_local_checkpoint(tmp_path, images):
-    open_clip = pytest.importorskip("open_clip")  # needs torchvision: not installed in the dev environment
+    # needs torchvision: not installed in the dev environment; see tests/test_open_clip_stub.py
+    open_clip = pytest.importorskip("open_clip")
     from open_clip import factory
 
     factory._MODEL_CONFIGS["gcl-tiny-clip"] = {
@@ -159,19 +161,63 @@ def test_open_clip_tower_from_name_and_local_checkpoint(tmp_path, images):
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
     }
+    torch.manual_seed(0)
     ref = open_clip.create_model("gcl-tiny-clip", pretrained=None).eval()
     ckpt = tmp_path / "marqo-like.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, ckpt)
-    m = MultiFieldModel(from_dict(MultiFieldConfig, {
-        "towers": {"clip": {"type": "open_clip", "model": "gcl-tiny-clip", "checkpoint": str(ckpt)}},
-        "query_fields": [{"name": "query", "tower": "clip", "kind": "text"}],
-        "doc_fields": [{"name": "image", "tower": "clip", "kind": "image"}],
-        "image_root": str(images)}))
-    q = m.encode_queries(pd.DataFrame({"query": ["red mug"]}))
+
+    def model(dim=None) -> MultiFieldModel:
+        return MultiFieldModel(from_dict(MultiFieldConfig, {
+            "towers": {"clip": {"type": "open_clip", "model": "gcl-tiny-clip", "checkpoint": str(ckpt)}},
+            "query_fields": [{"name": "query", "tower": "clip", "kind": "text"}],
+            "doc_fields": [{"name": "image", "tower": "clip", "kind": "image", "weight": 0.9},
+                           {"name": "title", "tower": "clip", "kind": "text", "weight": 0.1}],
+            "dim": dim, "image_root": str(images)}))
+
+    m = model()
+    tower = m.towers["clip"]
+    assert tower.dim == 16 and tower.heads is None and tower.max_seq_length == 16
+    spec = tower.preprocess_spec
+    assert (spec.image_size, spec.resize_size) == (32, 32) and spec.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    # the checkpoint's weights were loaded (a fresh model with another seed differs)
+    torch.manual_seed(1)
+    assert not torch.equal(open_clip.create_model("gcl-tiny-clip", pretrained=None).visual.conv1.weight,
+                           tower.clip.visual.conv1.weight)
+    assert torch.equal(ref.visual.conv1.weight, tower.clip.visual.conv1.weight)
+
+    queries = pd.DataFrame({"query": ["red mug", "a green lamp for the desk"]})
+    docs = pd.DataFrame({"title": ["red mug", "green lamp"], "image": ["0.png", "1.png"]})
     tok = open_clip.get_tokenizer("gcl-tiny-clip")
+    pixels = preprocess([load_image(v, root=images) for v in docs["image"]], spec)  # gcl's pixels
     with torch.no_grad():
-        want = torch.nn.functional.normalize(ref.encode_text(tok(["red mug"])), dim=-1)
-    np.testing.assert_allclose(q, want.numpy(), atol=1e-5)
-    m.save(tmp_path / "saved")
-    docs = pd.DataFrame({"image": ["0.png"]})
-    np.testing.assert_array_equal(BiEncoder.load(tmp_path / "saved").encode_documents(docs), m.encode_documents(docs))
+        q_want = torch.nn.functional.normalize(ref.encode_text(tok(queries["query"].tolist())), dim=-1)
+        title = ref.encode_text(tok(docs["title"].tolist()))
+        img = ref.encode_image(pixels)
+    np.testing.assert_allclose(m.encode_queries(queries), q_want.numpy(), atol=1e-5)
+    d_want = naive_fuse([img.double(), title.double()], [0.9, 0.1], None)
+    np.testing.assert_allclose(m.encode_documents(docs), d_want.numpy(), atol=1e-5)
+    # training features (the fixed-length token cache) give the same text embeddings
+    with torch.no_grad():
+        via_cache = tower.embed_text(tower.make_token_cache(queries["query"].tolist()).collate(np.array([1, 0])))
+    np.testing.assert_allclose(via_cache.numpy(), q_want.numpy()[[1, 0]], atol=1e-5)
+
+    # saved and loaded (weights in open_clip.safetensors), also with projection heads
+    for dim in (None, 24):
+        m = model(dim)
+        if dim:
+            assert m.towers["clip"].heads["text"].weight.shape == (24, 16)
+        m.save(tmp_path / f"saved-{dim}")
+        loaded = BiEncoder.load(tmp_path / f"saved-{dim}")
+        assert any((tmp_path / f"saved-{dim}").rglob("open_clip.safetensors"))
+        np.testing.assert_array_equal(loaded.encode_documents(docs), m.encode_documents(docs))
+        np.testing.assert_array_equal(loaded.encode_queries(queries), m.encode_queries(queries))
+
+    # one optimiser step through both modalities reaches the open_clip weights
+    from gcl.losses import GCLLoss
+
+    tower.train()
+    qe = tower.embed_text(tower.tokenize(queries["query"].tolist()))
+    de = tower.embed_image(pixels)
+    GCLLoss(temperature=0.1)(qe, de, torch.ones(2)).backward()
+    assert tower.clip.visual.conv1.weight.grad.abs().sum() > 0
+    assert tower.clip.token_embedding.weight.grad.abs().sum() > 0
