@@ -179,6 +179,47 @@ def test_fit_writes_outputs_and_final_loads_in_sentence_transformers(tmp_path):
     assert not np.allclose(b, init.encode_texts(texts), atol=1e-4)
 
 
+def test_tensorboard_gets_the_same_scalars_as_the_jsonl(tmp_path):
+    """tensorboard: true writes every logged number, train and dev, under <out_dir>/tensorboard."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_config(tmp_path / "run", optim__steps=3, log_every=2, tensorboard=True, eval__every=3,
+                      eval__dev_corpus_size=200)
+    Trainer(cfg, splits=synthetic_splits()).fit()
+    out = tmp_path / "run"
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    expected: dict[str, list] = {}
+    for rec in logs:
+        for key, value in rec.items():
+            if key != "step":
+                expected.setdefault(key, []).append((rec["step"], value))
+    assert set(acc.Tags()["scalars"]) == set(expected) and "dev/ndcg@10" in expected and "loss" in expected
+    for key, points in expected.items():
+        got = [(e.step, e.value) for e in acc.Scalars(key)]
+        assert [s for s, _ in got] == [s for s, _ in points], key
+        assert np.allclose([v for _, v in got], [v for _, v in points], rtol=1e-6), key  # float32 in the event file
+
+
+def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    cfg = make_config(tmp_path / "run", optim__steps=1, tensorboard=True)
+    with pytest.raises(ConfigError, match=r"tensorboard.*pip install"):
+        Trainer(cfg, splits=synthetic_splits()).fit()
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
 def test_keep_best_and_early_stopping(tmp_path):
     """lr = 0: the dev metric cannot improve, so patience 1 stops at the second evaluation."""
     cfg = make_config(tmp_path / "run", optim__steps=10, optim__lr=0.0, eval__every=1, eval__patience=1,

@@ -123,6 +123,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     progress: bool = True
+    tensorboard: bool = False  # also write metrics to <out_dir>/tensorboard (needs the [tensorboard] extra)
 
     def __post_init__(self) -> None:
         if self.batch.batch_size < 2:
@@ -142,5 +143,5 @@ class TrainConfig:
 
 
 # Settings that may differ between a run and its resumption; everything else must match.
-RESUME_MUTABLE = {"out_dir", "progress", "log_every", "checkpoint_every", "device", "eval.every", "optim.steps",
+RESUME_MUTABLE = {"out_dir", "progress", "tensorboard", "log_every", "checkpoint_every", "device", "eval.every", "optim.steps",
                   "images.root", "images.workers", "images.cache_dir", "images.batch_size"}

@@ -41,6 +41,7 @@ from gcl.training.checkpoint import (
     set_rng_state,
 )
 from gcl.training.config import RESUME_MUTABLE, TrainConfig
+from gcl.training.metrics_log import MetricsLog
 
 
 def lr_factor(step: int, cfg) -> float:
@@ -458,7 +459,14 @@ class Trainer:
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        log_path = self.out_dir / "metrics.jsonl"
+        log = MetricsLog(self.out_dir, enabled=self.dist.is_main, tensorboard=cfg.tensorboard)
+        try:
+            return self._loop(log, stop_after)
+        finally:
+            log.close()
+
+    def _loop(self, log: MetricsLog, stop_after: int | None) -> TrainResult:
+        cfg = self.cfg
         bar = tqdm(total=cfg.optim.steps, initial=self.step, disable=not (cfg.progress and self.dist.is_main), desc="train")
         stopped_early = False
         t0, pairs_done, losses = time.perf_counter(), 0, []
@@ -472,12 +480,12 @@ class Trainer:
                 rec = {"step": self.step, "loss": float(np.mean(losses)), "lr": self.scheduler.get_last_lr()[0],
                        "pairs_per_s": rate, "temperature": float(self.loss_fn.temperature)}
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", pairs_s=f"{rate:.0f}")
-                self._log(log_path, rec)
+                log.log(rec)
                 losses = []
             final = self.step == cfg.optim.steps
             if cfg.eval.every >= 0 and (final or (cfg.eval.every > 0 and self.step % cfg.eval.every == 0)):
                 # rank 0 evaluates and decides; every rank must stop with it (else they hang in all_gather)
-                if D.any_flag(self._eval_and_keep(log_path), self.dist):
+                if D.any_flag(self._eval_and_keep(log), self.dist):
                     stopped_early = True
                     break
             if self.step % cfg.checkpoint_every == 0 or final:
@@ -489,14 +497,14 @@ class Trainer:
         D.barrier(self.dist)
         return TrainResult(self.out_dir, self.step, self.best_metric, self.best_step, self.history, stopped_early)
 
-    def _eval_and_keep(self, log_path: Path) -> bool:
+    def _eval_and_keep(self, log: MetricsLog) -> bool:
         """Evaluate on dev, keep the best model, return True when early stopping triggers."""
         if not self.dist.is_main or self.splits.dev is None:
             return False
         metrics = self.evaluate_dev()
         rec = {"step": self.step, **{f"dev/{k}": v for k, v in metrics.items()}}
         self.history.append(rec)
-        self._log(log_path, rec)
+        log.log(rec)
         value = metrics[self.cfg.eval.metric]
         if self.best_metric is None or value > self.best_metric:
             self.best_metric, self.best_step, self.bad_evals = value, self.step, 0
@@ -506,7 +514,3 @@ class Trainer:
             self.bad_evals += 1
         return bool(self.cfg.eval.patience and self.bad_evals >= self.cfg.eval.patience)
 
-    def _log(self, path: Path, record: dict) -> None:
-        if self.dist.is_main:
-            with open(path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
