@@ -11,7 +11,7 @@ import pytest
 
 from gcl.data.errors import ConfigError, DataError
 from gcl.index import VectorIndex
-from gcl.index.build import PROGRESS_FILE, build_index, default_work_dir
+from gcl.index.build import PROGRESS_FILE, build_index, default_work_dir, encoding_order
 
 pytest.importorskip("faiss")
 
@@ -94,7 +94,8 @@ def test_lost_shard_is_encoded_again_and_the_rest_kept(tmp_path):
     (work / "shard-0000000020.npy").unlink()  # rows 20-29 lost; rows 0-19 intact
     log.clear()
     result = build_index(CountingEncoder(log), docs, out, batch_size=10, show_progress=False)
-    assert result.resumed_rows == 20 and log == docs["title"].tolist()[20:]
+    order = encoding_order(docs, ["title"])  # "title 10".."title 49" (8 characters) before "title 0".."title 9"
+    assert result.resumed_rows == 20 and log == docs["title"].iloc[order[20:]].tolist()
     assert len(result.index) == 50
 
 
@@ -168,3 +169,50 @@ def tiny_model_dir(tmp_path_factory):
     from tiny_models import make_tiny_sentence_transformer
 
     return make_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny_model"))
+
+
+class BatchRecorder(CountingEncoder):
+    """Also records each call's titles, to see how the build batches the documents."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.batches: list[list[str]] = []
+
+    def encode_documents(self, documents: pd.DataFrame, *, batch_size: int = 256) -> np.ndarray:
+        self.batches.append(documents["title"].tolist())
+        return super().encode_documents(documents, batch_size=batch_size)
+
+
+def test_batches_are_length_sorted_and_every_id_keeps_its_own_vector(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 97
+    titles = ["x" * int(k) + f" {i}" for i, k in enumerate(rng.integers(1, 60, n))]
+    titles[5] = titles[6] = "same text"  # equal lengths keep table order
+    docs = pd.DataFrame({"title": titles, "brand": [f"b{i}" for i in range(n)]},
+                        index=pd.Index([f"d{i:03d}" for i in range(n)], name="doc_id"))
+    enc = BatchRecorder([])
+    result = build_index(enc, docs, tmp_path / "idx", batch_size=8, checkpoint_every=2, show_progress=False)
+    lengths = [len(t) for batch in enc.batches for t in batch]
+    assert lengths == sorted(lengths, reverse=True)  # longest first, across batches and shards
+    assert sorted(t for batch in enc.batches for t in batch) == sorted(titles)
+    index = VectorIndex.load(tmp_path / "idx")
+    assert len(index) == n and result.encoded_batches == len(enc.batches) == 13
+    for doc_id, row in docs.iterrows():
+        got = index.get(doc_id)
+        np.testing.assert_allclose(got.vector, vector_of(row["title"]), atol=1e-6)
+        assert got.fields == {"title": row["title"], "brand": row["brand"]}
+    order = encoding_order(docs, ["title"])
+    assert list(order).index(5) < list(order).index(6)
+
+
+def test_a_partial_build_from_before_length_ordering_is_refused(tmp_path):
+    """A shard log written in table order must not be resumed as if it were in encoding order."""
+    docs, out = make_documents(30), tmp_path / "idx"
+    with pytest.raises(Crash):
+        build_index(CountingEncoder([], crash_on=2), docs, out, batch_size=10, checkpoint_every=1, show_progress=False)
+    path = default_work_dir(out) / PROGRESS_FILE
+    progress = json.loads(path.read_text())
+    del progress["order"]  # what gcl wrote before the encoding order existed
+    path.write_text(json.dumps(progress))
+    with pytest.raises(ConfigError, match="order"):
+        build_index(CountingEncoder([]), docs, out, batch_size=10, show_progress=False)

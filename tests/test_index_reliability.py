@@ -39,7 +39,7 @@ ENCODER_SOURCE = textwrap.dedent('''
     import numpy as np
 
     class FakeEncoder:
-        """Deterministic title -> vector; logs each encoded batch as 'pid start stop' (rows by title)."""
+        """Deterministic title -> vector; logs each encoded batch as 'pid start stop' (encoding-order positions)."""
         dim = DIM
 
         def __init__(self, log_path=None, sleep=0.0, rows=None):
@@ -73,8 +73,10 @@ RUNNER = textwrap.dedent('''
     from gcl.training.config import DataConfig
     import gcl.encoders.model as model
 
+    from gcl.index.build import encoding_order
     corpus = load_benchmark(DataConfig(source="synthetic")).corpus_1
-    rows = {d: i for i, d in enumerate(corpus.index)}
+    # a batch is a run of consecutive positions in the build's encoding order (longest title first)
+    rows = {d: i for i, d in enumerate(corpus.index[encoding_order(corpus, ["title"])])}
     model.BiEncoder.load = classmethod(lambda cls, name, **kw: FakeEncoder(sys.argv[2], float(sys.argv[3]), rows))
     sys.exit(main(sys.argv[4:]))
 ''')

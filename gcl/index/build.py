@@ -4,12 +4,19 @@ Encoding a large corpus is the slow part of building an index, so it is checkpoi
 are encoded ``batch_size`` at a time, and every ``checkpoint_every`` batches the new vectors are
 appended to a *shard log* in a work directory beside the output (``<out_dir>.partial/``)::
 
-    shard-0000000000.npy     rows [0, 2560) of the documents table, float32 (rows, dim)
-    shard-0000002560.npy     rows [2560, 5120) ...
+    shard-0000000000.npy     positions [0, 2560) of the encoding order, float32 (rows, dim)
+    shard-0000002560.npy     positions [2560, 5120) ...
     progress.json            {"fingerprint", "batch_size", "model", "dim", "encoded_rows", "shards": [...]}
 
 Each shard is written to a temporary file and renamed, *then* ``progress.json`` is rewritten the
-same way, so the log on disk is always a consistent prefix of the table. When encoding fails with
+same way, so the log on disk is always a consistent prefix of the encoding order.
+
+The encoding order (:func:`encoding_order`) is the table's rows sorted by text length, longest
+first, ties in table order: it depends on the documents only, so a resumed build recomputes it.
+Batches of similar length pad little (a sentence-transformers model pads each batch to its
+longest text), which on Home Depot titles cuts the padded tokens encoded by about 1.4× against
+batches in table order. Documents enter the index in this order too (it is the write order that
+breaks exact score ties). When encoding fails with
 an exception, the batches already encoded in memory are flushed to the log before it propagates;
 after a hard kill at most ``checkpoint_every - 1`` batches are encoded again. A re-run with the
 same documents, model and batch size resumes at ``encoded_rows``; one with different ones is
@@ -88,6 +95,17 @@ def _doc_ids(documents: pd.DataFrame) -> list[str]:
         dup = pd.Index(ids)[pd.Index(ids).duplicated()][0]
         raise DataError(f"duplicate document id {dup!r}", field=DOC_ID)
     return ids
+
+
+def encoding_order(documents: pd.DataFrame, text_cols: Sequence[str]) -> np.ndarray:
+    """Row positions, longest text first (summed over ``text_cols``), ties in table order."""
+    cols = [c for c in text_cols if c in documents.columns]
+    if not cols:
+        return np.arange(len(documents))
+    length = np.zeros(len(documents), dtype=np.int64)
+    for c in cols:
+        length += documents[c].fillna("").astype(str).str.len().to_numpy(dtype=np.int64)
+    return np.argsort(-length, kind="stable")
 
 
 def _fingerprint(ids: list[str], documents: pd.DataFrame, text_cols: list[str]) -> str:
@@ -192,8 +210,11 @@ def build_index(
         raise DataError(f"field(s) {unknown} not in the documents; have {list(documents.columns)}")
     text_cols = list(getattr(getattr(model, "config", None), "doc_fields", None) or
                      [c for c in documents.columns if c != DOC_ID])
+    text_cols = [c for c in text_cols if c in documents.columns]
+    order = encoding_order(documents, text_cols)
     expect = {
-        "fingerprint": _fingerprint(ids, documents, [c for c in text_cols if c in documents.columns]),
+        "fingerprint": _fingerprint(ids, documents, text_cols),
+        "order": "length",  # shards hold positions of encoding_order(), not table rows
         "n_documents": len(ids),
         "batch_size": batch_size,
         "model": model_path,
@@ -221,7 +242,7 @@ def build_index(
     bar = tqdm(total=n, initial=resumed_rows, unit="doc", desc="encode", disable=not show_progress)
     try:
         for start in range(resumed_rows, n, batch_size):
-            batch = documents.iloc[start : start + batch_size]
+            batch = documents.iloc[order[start : start + batch_size]]
             emb = np.asarray(model.encode_documents(batch, batch_size=batch_size), dtype=np.float32)
             if emb.ndim != 2 or emb.shape[0] != len(batch) or (progress["dim"] not in (None, emb.shape[1])):
                 raise DataError(f"the model returned vectors of shape {emb.shape} for {len(batch)} documents"
@@ -253,10 +274,11 @@ def build_index(
         index = VectorIndex(**params)
         write = index.add
     table = documents[field_cols]
+    id_array = np.asarray(ids, dtype=object)
     for shard in progress["shards"]:
-        lo, hi = shard["start"], shard["stop"]
+        rows = order[shard["start"] : shard["stop"]]
         vectors = np.load(work_dir / shard["file"])
-        write(ids[lo:hi], vectors, table.iloc[lo:hi].to_dict("records") if field_cols else None)
+        write(id_array[rows].tolist(), vectors, table.iloc[rows].to_dict("records") if field_cols else None)
     if milvus:
         index.flush()
     else:
