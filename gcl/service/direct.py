@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from gcl.index.locks import ReadWriteLock
-from gcl.service.durable import UpsertResult, normalise_vectors
+from gcl.service.durable import LockedIndex, UpsertResult, normalise_vectors
 
 
-class DirectIndex:
+class DirectIndex(LockedIndex):
     """Same interface as :class:`gcl.service.durable.DurableIndex` over any ``SearchIndex`` (here: Milvus)."""
 
     replayed = 0
@@ -24,29 +24,6 @@ class DirectIndex:
     def __init__(self, index) -> None:
         self.index = index
         self._lock = ReadWriteLock()
-
-    @property
-    def dim(self) -> int:
-        return self.index.dim
-
-    @property
-    def model(self) -> str | None:
-        return self.index.model
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __contains__(self, doc_id: object) -> bool:
-        with self._lock.read():
-            return doc_id in self.index
-
-    def search(self, vectors: Any, k: int, *, filters: Mapping[str, str] | None = None):
-        with self._lock.read():
-            return self.index.search(vectors, k, filters=filters)
-
-    def get(self, doc_id: str):
-        with self._lock.read():
-            return self.index.get(doc_id)
 
     def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]]) -> UpsertResult:
         ids = [str(d) for d in ids]

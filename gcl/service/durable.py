@@ -108,7 +108,37 @@ def recover_interrupted_save(directory: Path) -> str | None:
     return None
 
 
-class DurableIndex:
+class LockedIndex:
+    """What both service stores share: ``self.index`` (a ``SearchIndex``) behind ``self._lock``."""
+
+    index: Any
+    _lock: ReadWriteLock
+
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    @property
+    def model(self) -> str | None:
+        return self.index.model
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, doc_id: object) -> bool:
+        with self._lock.read():
+            return doc_id in self.index
+
+    def search(self, vectors: Any, k: int, *, filters: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
+        with self._lock.read():
+            return self.index.search(vectors, k, filters=filters)
+
+    def get(self, doc_id: str):
+        with self._lock.read():
+            return self.index.get(doc_id)
+
+
+class DurableIndex(LockedIndex):
     """A loaded index with a write-ahead log, a readers/writer lock and periodic checkpoints.
 
     ``DurableIndex(directory, checkpoint_every=1000)`` loads (and, if needed, repairs and replays)
@@ -133,31 +163,8 @@ class DurableIndex:
         self.checkpoints = 0
         self._wal = open(self.directory / WAL_FILE, "ab")
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def dim(self) -> int:
-        return self.index.dim
-
-    @property
-    def model(self) -> str | None:
-        return self.index.model
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __contains__(self, doc_id: object) -> bool:
-        with self._lock.read():
-            return doc_id in self.index
 
     # ------------------------------------------------------------------ reads
-    def search(self, vectors: Any, k: int, *, filters: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
-        with self._lock.read():
-            return self.index.search(vectors, k, filters=filters)
-
-    def get(self, doc_id: str):
-        with self._lock.read():
-            return self.index.get(doc_id)
-
     # ------------------------------------------------------------------ writes
     def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]]) -> UpsertResult:
         """Add or replace documents (vector and fields); logged and fsync'ed before returning."""
