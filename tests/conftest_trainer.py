@@ -66,7 +66,12 @@ BASE = {
 def make_config(out_dir: Path | str, *, dropout: float = 0.1, **overrides: Any) -> TrainConfig:
     """A TrainConfig for the tiny model; keyword names use ``__`` for dots (``optim__lr=0``)."""
     items = {**BASE, "model.text_model": str(tiny_model(dropout)), "out_dir": str(out_dir)}
-    items.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return config_from_items(items, overrides)
+
+
+def config_from_items(items: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+    """TrainConfig from dotted keys (``"optim.lr"``) plus keyword overrides using ``__`` for dots."""
+    items = {**items, **{k.replace("__", "."): v for k, v in overrides.items()}}
     data: dict[str, Any] = {}
     for key, value in items.items():
         node = data

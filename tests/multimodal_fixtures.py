@@ -15,9 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conftest_trainer import tiny_model
+from conftest_trainer import config_from_items, tiny_model
 
-from gcl.config import from_dict
 from gcl.training.config import TrainConfig
 
 _ROOT = Path(tempfile.mkdtemp(prefix="gcl-mm-tests-"))
@@ -64,12 +63,4 @@ def mm_config(out_dir: Path | str, *, freeze_image: bool = True, dropout: float 
         "progress": False,
         "out_dir": str(out_dir),
     }
-    items.update({k.replace("__", "."): v for k, v in overrides.items()})
-    data: dict[str, Any] = {}
-    for key, value in items.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return from_dict(TrainConfig, data)
+    return config_from_items(items, overrides)

@@ -55,6 +55,20 @@ class _ClipBase(Tower):
     modalities = frozenset({"text", "image"})
     heads: nn.ModuleDict | None
 
+    def _finish(self, dim: int | None, device: str) -> None:
+        """End of construction, once ``clip``, ``native`` and ``_spec`` are set: heads, freezing, device."""
+        self.dim = dim or self.native
+        self.heads = _heads(self.native, self.dim, self.config.project)
+        self.apply_freezing()
+        self.to(device)
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.clip]
+
+    @property
+    def preprocess_spec(self) -> PreprocessSpec:
+        return self._spec
+
     def head_modules(self) -> list[nn.Module]:
         return [self.heads] if self.heads is not None else []
 
@@ -122,17 +136,7 @@ class HFClipTower(_ClipBase):
         self.native = int(cfg.projection_dim if kind == "clip" else cfg.text_config.hidden_size)
         self._spec = _preprocess_from_dir(path, int(cfg.vision_config.image_size))
         self._source = path
-        self.dim = dim = dim or self.native
-        self.heads = _heads(self.native, dim, config.project)
-        self.apply_freezing()
-        self.to(device)
-
-    def backbone_modules(self) -> list[nn.Module]:
-        return [self.clip]
-
-    @property
-    def preprocess_spec(self) -> PreprocessSpec:
-        return self._spec
+        self._finish(dim, device)
 
     @property
     def max_seq_length(self) -> int:
@@ -223,17 +227,7 @@ class OpenClipTower(_ClipBase):
         self._spec = PreprocessSpec(image_size=int(size), resize_size=int(size),
                                     mean=tuple(pre.get("mean", CLIP_MEAN)), std=tuple(pre.get("std", CLIP_STD)))
         self.native = int(getattr(visual, "output_dim", None) or self.clip.text_projection.shape[1])
-        self.dim = dim = dim or self.native
-        self.heads = _heads(self.native, dim, config.project)
-        self.apply_freezing()
-        self.to(device)
-
-    def backbone_modules(self) -> list[nn.Module]:
-        return [self.clip]
-
-    @property
-    def preprocess_spec(self) -> PreprocessSpec:
-        return self._spec
+        self._finish(dim, device)
 
     @property
     def max_seq_length(self) -> int:
