@@ -59,13 +59,18 @@ def structured(rng: np.random.Generator, n: int, centres: np.ndarray, spread: fl
     return out
 
 
-def machine_info(threads: int) -> str:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
     cpu = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
-        pass
+        return cpu
+
+
+def machine_info(threads: int) -> str:
+    cpu = cpu_name()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (f"machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, "
             f"load average {load}\nsoftware: Python {platform.python_version()}, numpy {np.__version__}, "

@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's gcl, whatever the installed one points at
 
+from bench_index import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from gcl.cli.index import select_corpus  # noqa: E402
 from gcl.data.sources import load_benchmark  # noqa: E402
 from gcl.encoders.model import BiEncoder  # noqa: E402
@@ -93,12 +94,7 @@ def machine_info(threads: int) -> str:
     import sentence_transformers
     import transformers
 
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, "
             f"load average {load_average()}\n"
             f"software: Python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
