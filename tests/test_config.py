@@ -141,3 +141,57 @@ def test_resume_mutable_keys_exist():
 
     walk(to_dict(TrainConfig()))
     assert RESUME_MUTABLE <= flat
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("optim.lr=-1e-4", r"optim\.lr must be > 0, got -0\.0001"),
+        ("optim.lr=0", r"optim\.lr must be > 0"),
+        ("optim.lr=nan", r"optim\.lr must be a finite number, got nan"),
+        ("optim.lr=.inf", r"optim\.lr must be a finite number, got inf"),
+        ("optim.warmup_steps=-1", r"optim\.warmup_steps must be >= 0, got -1"),
+        ("optim.weight_decay=-0.1", r"optim\.weight_decay must be >= 0"),
+        ("optim.clip_grad_norm=-1", r"optim\.clip_grad_norm must be >= 0"),
+        ("loss.temperature=-0.05", r"loss\.temperature must be > 0"),
+        ("loss.weight_params={p: .nan}", r"loss\.weight_params\.p must be a finite number"),
+        ("loss.mine_every=0", r"loss\.mine_every must be >= 1"),
+        ("loss.hard_negatives=-2", r"loss\.hard_negatives must be >= 0"),
+        ("batch.grad_accum=0", r"batch\.grad_accum must be >= 1"),
+        ("batch.grad_cache_chunk=0", r"batch\.grad_cache_chunk must be >= 1"),
+        ("batch.docs_per_query=0", r"batch\.docs_per_query must be >= 1"),
+        ("model.max_seq_length=0", r"model\.max_seq_length must be >= 1"),
+        ("model.doc_field_weights={title: -1}", r"model\.doc_field_weights must be >= 0"),
+        ("eval.every=-2", r"eval\.every must be >= -1"),
+        ("eval.dev_corpus_size=0", r"eval\.dev_corpus_size must be >= 1"),
+        ("eval.patience=-1", r"eval\.patience must be >= 0"),
+        ("seed=-1", r"seed must be >= 0"),
+        ("log_every=0", r"log_every must be >= 1"),
+        ("checkpoint_every=0", r"checkpoint_every must be >= 1"),
+        ("eval.metric=recall@10", r"eval\.metric 'recall@10' is not computed by the dev evaluation; choose one of "
+                                  r"\['ndcg@10'"),
+    ],
+)
+def test_numeric_values_are_checked_at_load_time(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(TrainConfig, None, [override])
+
+
+def test_every_bound_names_a_numeric_setting():
+    from gcl.training.config import BOUNDS
+
+    cfg = TrainConfig()
+    for key in BOUNDS:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert value is None or isinstance(value, (int, float)), key
+
+
+def test_dev_evaluation_computes_every_allowed_metric():
+    from gcl.metrics import parse_metric
+    from gcl.training.config import DEV_METRICS
+
+    assert TrainConfig().eval.metric in DEV_METRICS
+    for name in DEV_METRICS:
+        parse_metric(name)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Literal, Optional, Union
 
 from gcl.data.errors import ConfigError
@@ -126,20 +127,67 @@ class TrainConfig:
     tensorboard: bool = False  # also write metrics to <out_dir>/tensorboard (needs the [tensorboard] extra)
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.batch.batch_size < 2:
             raise ConfigError("batch.batch_size must be at least 2 (in-batch negatives)")
-        if self.batch.grad_accum < 1 or self.batch.batch_size % self.batch.grad_accum:
+        if self.batch.batch_size % self.batch.grad_accum:
             raise ConfigError("batch.grad_accum must be >= 1 and divide batch.batch_size")
-        if self.optim.steps < 1:
-            raise ConfigError("optim.steps must be >= 1")
-        if self.loss.temperature <= 0:
-            raise ConfigError("loss.temperature must be > 0")
-        if self.loss.fused_weight < 0 or any(p.weight < 0 for p in self.loss.field_pairs):
-            raise ConfigError("loss.fused_weight and loss.field_pairs weights must be >= 0")
+        if any(p.weight < 0 for p in self.loss.field_pairs):
+            raise ConfigError("loss.field_pairs weights must be >= 0")
+        if any(w < 0 for w in self.model.doc_field_weights.values()):
+            raise ConfigError("model.doc_field_weights must be >= 0")
         if self.loss.field_pairs and self.model.multifield is None:
             raise ConfigError("loss.field_pairs needs a multi-field model (model.multifield)")
-        if self.images.workers < 0 or self.images.batch_size < 1:
-            raise ConfigError("images.workers must be >= 0 and images.batch_size >= 1")
+        if self.eval.metric not in DEV_METRICS:
+            raise ConfigError(f"eval.metric {self.eval.metric!r} is not computed by the dev evaluation; "
+                              f"choose one of {list(DEV_METRICS)}")
+
+
+#: Metrics the dev evaluation computes (:mod:`gcl.training.dev_eval`); ``eval.metric`` is one of them.
+DEV_METRICS: tuple[str, ...] = ("ndcg@10", "err", "rbp@0.9", "map@100", "mrr@100")
+
+# Lower bounds checked when a config is loaded: dotted key -> (bound, strict). ``None`` (off) passes.
+BOUNDS: dict[str, tuple[float, bool]] = {
+    "data.split_seed": (0, False), "seed": (0, False), "model.max_seq_length": (1, False),
+    "loss.temperature": (0, True), "loss.hard_negatives": (0, False), "loss.mined_negatives": (0, False),
+    "loss.mine_depth": (1, False), "loss.mine_skip": (0, False), "loss.mine_every": (1, False),
+    "loss.fused_weight": (0, False),
+    "batch.docs_per_query": (1, False), "batch.grad_cache_chunk": (1, False), "batch.grad_accum": (1, False),
+    "batch.length_buckets": (1, False),
+    "optim.steps": (1, False), "optim.lr": (0, True), "optim.weight_decay": (0, False),
+    "optim.warmup_steps": (0, False), "optim.clip_grad_norm": (0, False),  # clip_grad_norm 0: no clipping
+    "eval.every": (-1, False), "eval.dev_corpus_size": (1, False), "eval.patience": (0, False),
+    "images.workers": (0, False), "images.batch_size": (1, False),
+    "log_every": (1, False), "checkpoint_every": (1, False),
+}
+
+
+def check_numbers(cfg: "TrainConfig") -> None:
+    """Every float in ``cfg`` is finite and every key of :data:`BOUNDS` within its bound."""
+    for key, value in _floats(cfg, ""):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    for key, (bound, strict) in BOUNDS.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is not None and (value <= bound if strict else value < bound):
+            raise ConfigError(f"{key} must be {'>' if strict else '>='} {bound}, got {value}")
+
+
+def _floats(obj, key: str):
+    """``(dotted key, value)`` for every float inside dataclasses, dicts and lists."""
+    if is_dataclass(obj):
+        for f in fields(obj):
+            yield from _floats(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _floats(v, f"{key}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _floats(v, f"{key}[{i}]")
+    elif isinstance(obj, float):
+        yield key, obj
 
 
 # Settings that may differ between a run and its resumption; everything else must match.

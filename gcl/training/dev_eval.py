@@ -12,6 +12,7 @@ import numpy as np
 
 from gcl.evaluation.evaluator import Protocol, evaluate_task, prepare_task
 from gcl.evaluation.retrievers import DenseRetriever
+from gcl.training.config import DEV_METRICS
 
 
 class DevEvaluator:
@@ -26,7 +27,7 @@ class DevEvaluator:
         docs = corpus.loc[list(judged) + list(fill)]
         sub = dev.subset(doc_ids=docs.index, name="dev")
         sub.documents = docs
-        self.protocol = Protocol(name="all", depth=100, metrics=("ndcg@10", "err", "rbp@0.9", "map@100", "mrr@100"))
+        self.protocol = Protocol(name="all", depth=100, metrics=DEV_METRICS)
         self.task = prepare_task(sub, self.protocol, name="dev")
 
     def __call__(self, model) -> dict[str, float]:
