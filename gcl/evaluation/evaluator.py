@@ -195,7 +195,7 @@ def write_results(
         r.per_query.to_csv(out / f"{r.name}_per_query.csv", index_label=QUERY_ID)
     if trec and tasks:
         from gcl.data.marqo import write_ground_truth
-        from gcl.evaluation.trec import write_trec_files
+        from gcl.evaluation.trec import write_qrels, write_run
 
         for r, t in zip(results, tasks):
             doc_ids = t.documents.index.to_numpy()
