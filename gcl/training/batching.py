@@ -12,7 +12,7 @@ so a resumed run draws exactly the batches the uninterrupted run would have draw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -211,3 +211,26 @@ class TokenCache:
             return [np.arange(len(codes))]
         order = np.argsort(self.lengths[codes], kind="stable")
         return [order[i : i + chunk] for i in range(0, len(order), chunk)]
+
+
+def keep_positives(ds: GradedDataset, threshold: float | None) -> GradedDataset:
+    """``ds`` with only the judged pairs of ``score >= threshold`` (the training positives).
+
+    The thresholded binary baseline (``loss.positive_threshold``): a user with binary labels keeps
+    the pairs raters called relevant and drops the rest from training (they are then neither
+    positives nor weighted). ``None`` keeps every pair. Queries left without a pair are dropped;
+    the documents table is kept whole. Raises :class:`DataError` when no pair is left.
+    """
+    if threshold is None:
+        return ds
+    keep = ds.judgments[SCORE].to_numpy(dtype=np.float64) >= float(threshold)
+    if not keep.any():
+        raise DataError(
+            f"loss.positive_threshold={threshold}: no training pair has score >= {threshold} "
+            f"(scores range {ds.judgments[SCORE].min()}..{ds.judgments[SCORE].max()})",
+            source=ds.name,
+        )
+    judgments = ds.judgments[keep]
+    queries = ds.queries.loc[ds.queries.index.isin(judgments[QUERY_ID].unique())]
+    return replace(ds, queries=queries, judgments=judgments.reset_index(drop=True),
+                   notes=[*ds.notes, f"positive_threshold {threshold}: kept {int(keep.sum())} of {len(keep)} pairs"])

@@ -54,6 +54,7 @@ class FieldPairConfig:
 class LossConfig:
     weight_fn: str = "linear"  # constant (binary baseline) | linear | reciprocal_rank | power | exponential | module:function
     weight_params: dict[str, float] = field(default_factory=dict)
+    positive_threshold: Optional[float] = None  # train only on pairs with score >= this (thresholded binary baseline)
     temperature: float = 0.05
     learnable_temperature: bool = False
     symmetric: bool = True

@@ -31,7 +31,8 @@ from gcl.data.errors import ConfigError, DataError
 from gcl.encoders.model import BiEncoder, BiEncoderConfig
 from gcl.losses import GCLLoss, get_weight_fn
 from gcl.training import distributed as D
-from gcl.training.batching import QueryGroupedSampler, RandomPairSampler, TokenCache, TrainPairs, hard_negative_rows
+from gcl.training.batching import (QueryGroupedSampler, RandomPairSampler, TokenCache, TrainPairs, hard_negative_rows,
+                                   keep_positives)
 from gcl.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -134,7 +135,7 @@ class Trainer:
                 ),
                 device=device,
             )
-        train = splits.train
+        train = keep_positives(splits.train, cfg.loss.positive_threshold)
         try:
             weight_fn = get_weight_fn(cfg.loss.weight_fn, **cfg.loss.weight_params)
         except ValueError as exc:  # unknown name, bad parameters, failed import: a config mistake
