@@ -1,10 +1,15 @@
 """The search page in a real browser: Debian's headless Chromium driven by playwright.
 
 Starts uvicorn on 127.0.0.1 (a free port) in a thread, types a query, checks the result grid
-against a direct index search, pages forward and back, and saves a screenshot
-(``<pytest tmp>/serve.png``; set ``GCL_SCREENSHOT_TO=path`` to copy it elsewhere, e.g. for docs, and
-``GCL_SCREENSHOT_MODEL=minilm`` to rank with MiniLM instead of the tiny random encoder).
-Skipped when /usr/bin/chromium or playwright is missing (CI installs chromium best-effort).
+against a direct index search, pages forward and back, and checks the page's states: before any
+search (no pager), a blank query, an API error, no results, the ``max_k`` end, the URL (back
+button, shared links), a phone-width viewport, long words, text-only indexes and broken images.
+Every page is served under a strict Content-Security-Policy (no inline code) and a violation fails
+the test. Screenshots are saved under the pytest tmp dir of each test (``serve.png``,
+``phone.png``, ...); ``GCL_SCREENSHOTS_DIR=dir`` copies every one there, ``GCL_SCREENSHOT_TO=path``
+copies the desktop one (``serve.png``, e.g. for docs), ``GCL_SCREENSHOT_MODEL=minilm`` ranks with
+MiniLM instead of the tiny random encoder. Skipped when /usr/bin/chromium or playwright is missing
+(CI installs chromium best-effort).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import os
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 
@@ -32,11 +40,17 @@ from service_helpers import build_tiny_index, free_port, make_documents, write_p
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGE_SIZE = 8
+PHONE = {"width": 390, "height": 844}
+# What the page must work under: no inline script or style; thumbnails fetched with a key are blob: URLs.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; object-src 'none'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, one_torch_thread):
-    """(base URL, model, index dir, documents, work dir) of a uvicorn server running in a thread."""
+    """A uvicorn server in a thread over 60 products (even rows have a PNG): url, model, model_dir,
+    index_dir, docs, root (work dir)."""
     from gcl.encoders.model import BiEncoder
     from tiny_models import make_tiny_sentence_transformer
 
@@ -52,8 +66,23 @@ def served(tmp_path_factory, one_torch_thread):
     app = create_app(ServiceSettings(index_dir=root / "index", image_root=root / "images", page_size=PAGE_SIZE),
                      model=model)
     url, stop = _serve(app)
-    yield url, model, root / "index", docs, root
+    yield SimpleNamespace(url=url, model=model, model_dir=model_dir, index_dir=root / "index", docs=docs, root=root)
     stop()
+
+
+def _with_csp(app):
+    """``app`` with :data:`CSP` on every response that has no Content-Security-Policy of its own."""
+    async def wrapped(scope, receive, send):
+        async def send_with_csp(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                    message = {**message, "headers": [*headers, (b"content-security-policy", CSP.encode())]}
+            await send(message)
+
+        await app(scope, receive, send_with_csp)
+
+    return wrapped
 
 
 def _serve(app):
@@ -61,7 +90,8 @@ def _serve(app):
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(_with_csp(app), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -77,18 +107,72 @@ def _serve(app):
     return f"http://127.0.0.1:{port}", stop
 
 
+@contextmanager
+def _other_server(served, name: str, docs=None, *, images=(), index_dir=None, image_root=None, **settings):
+    """A second server over ``docs`` (an index built now; ``None``: empty) or a copy of ``index_dir``;
+    its image root is ``image_root`` or a new one holding PNGs for the paths in ``images``."""
+    root = served.root / name
+    if index_dir is not None:
+        shutil.copytree(index_dir, root / "index")
+    elif docs is None:
+        VectorIndex(dim=served.model.dim, model=str(served.model_dir)).save(root / "index")
+    else:
+        build_tiny_index(served.model, served.model_dir, root / "index", docs)
+    if image_root is None:
+        image_root = root / "images"
+        image_root.mkdir(parents=True, exist_ok=True)
+        write_pngs(image_root, list(images), size=64)
+    app = create_app(ServiceSettings(index_dir=root / "index", image_root=image_root, page_size=PAGE_SIZE,
+                                     **settings), model=served.model)
+    url, stop = _serve(app)
+    try:
+        yield url
+    finally:
+        stop()
+
+
 @pytest.fixture
 def page(tmp_path):
+    """A fresh Chromium page (1280 x 900); a Content-Security-Policy violation fails the test at teardown."""
     from playwright.sync_api import sync_playwright
 
+    violations = []
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900})
         try:
-            yield context.new_page()
+            pg = context.new_page()
+            pg.set_default_timeout(15_000)
+            pg.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            yield pg
         finally:
             context.close()
+    assert not violations, violations
+
+
+def _shot(page, tmp_path, name: str) -> Path:
+    """A full-page screenshot ``<tmp_path>/<name>.png``, copied to ``$GCL_SCREENSHOTS_DIR`` when set."""
+    shot = tmp_path / f"{name}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 5_000
+    if os.environ.get("GCL_SCREENSHOTS_DIR"):
+        out = Path(os.environ["GCL_SCREENSHOTS_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, out / shot.name)
+    return shot
+
+
+def _until(page, expression: str) -> None:
+    """Wait until the JS ``expression`` is true (polled as a function: the page's CSP forbids eval)."""
+    page.wait_for_function("() => " + expression)
+
+
+def _search(page, query: str, n_cards: int | None = None) -> None:
+    page.fill("#query", query)
+    page.press("#query", "Enter")
+    if n_cards is not None:
+        _until(page, f"document.querySelectorAll('.card').length === {n_cards}")
 
 
 def _cards(page):
@@ -97,21 +181,34 @@ def _cards(page):
         title: c.querySelector('.title').textContent,
         score: parseFloat(c.querySelector('.score').textContent),
         img: c.querySelector('img.thumb') ? c.querySelector('img.thumb').naturalWidth : null,
+        placeholder: c.querySelector('.thumb.none') ? c.querySelector('.thumb.none').textContent : null,
     }))""")
 
 
+def _url_state(page) -> dict:
+    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def _page_width(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+def _wait_images_settled(page) -> None:
+    """Every thumbnail decoded or replaced by its placeholder (scrolled to the end: thumbnails load lazily)."""
+    page.evaluate("() => window.scrollTo(0, document.documentElement.scrollHeight)")
+    _until(page, "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+
+
 def test_search_page_grid_and_paging(served, page, tmp_path):
-    base, model, index_dir, docs, _ = served
+    docs = served.docs
     row = next(i for i in range(0, len(docs), 2)  # an even row (it has an image) of a vivid colour
                if {"red", "blue", "green", "orange"} & set(docs["title"].iloc[i].lower().split()))
     query = docs["title"].iloc[row]
-    want = VectorIndex.load(index_dir).search(encode_query_texts(model, [query]), 2 * PAGE_SIZE)[0]
+    want = VectorIndex.load(served.index_dir).search(encode_query_texts(served.model, [query]), 2 * PAGE_SIZE)[0]
 
-    page.goto(base + "/")
-    page.fill("#query", query)
-    page.press("#query", "Enter")
-    page.wait_for_function(f"document.querySelectorAll('.card').length === {PAGE_SIZE}")
-    page.wait_for_function("[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+    page.goto(served.url + "/")
+    _search(page, query, PAGE_SIZE)
+    _wait_images_settled(page)
     first = _cards(page)
     assert [c["id"] for c in first] == [h.doc_id for h in want[:PAGE_SIZE]]
     assert [c["title"] for c in first] == [h.fields["title"] for h in want[:PAGE_SIZE]]
@@ -120,53 +217,168 @@ def test_search_page_grid_and_paging(served, page, tmp_path):
     for card, hit in zip(first, want):  # thumbnails exactly where the document has an image, all decoded
         assert (card["img"] is not None) == ("image" in hit.fields)
         assert card["img"] in (None, 64)
+        assert (card["placeholder"] == "no image") == ("image" not in hit.fields)
     assert "Results 1–8" in page.text_content("#status") and page.is_disabled("#prev")
-    shot = tmp_path / "serve.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    assert not page.is_visible("#note")  # 60 documents, max_k 100: the ranking is not cut here
+    shot = _shot(page, tmp_path, "serve")
     if os.environ.get("GCL_SCREENSHOT_TO"):
         shutil.copyfile(shot, os.environ["GCL_SCREENSHOT_TO"])
 
     page.click("#next")
-    page.wait_for_function("document.querySelector('#page-label').textContent === 'Page 2'")
-    page.wait_for_function(f"document.querySelector('.card').dataset.docId === {want[PAGE_SIZE].doc_id!r}")
+    _until(page, "document.querySelector('#page-label').textContent === 'Page 2'")
+    _until(page, f"document.querySelector('.card').dataset.docId === {want[PAGE_SIZE].doc_id!r}")
     assert [c["id"] for c in _cards(page)] == [h.doc_id for h in want[PAGE_SIZE:2 * PAGE_SIZE]]
     assert "Results 9–16" in page.text_content("#status")
     page.click("#prev")
-    page.wait_for_function("document.querySelector('#page-label').textContent === 'Page 1'")
-    page.wait_for_function(f"document.querySelector('.card').dataset.docId === {want[0].doc_id!r}")
+    _until(page, "document.querySelector('#page-label').textContent === 'Page 1'")
+    _until(page, f"document.querySelector('.card').dataset.docId === {want[0].doc_id!r}")
     assert [c["id"] for c in _cards(page)] == [h.doc_id for h in want[:PAGE_SIZE]]
 
 
-def test_search_page_shows_errors_and_empty_results(served, page):
-    base = served[0]
-    page.goto(base + "/")
-    page.fill("#query", "x" * 1001)  # over max_query_chars: the API's 422 is shown, not a blank page
-    page.press("#query", "Enter")
+def test_no_pager_before_a_search(served, page, tmp_path):
+    page.goto(served.url + "/")
+    page.wait_for_load_state("load")
+    assert page.eval_on_selector("#pager", "n => getComputedStyle(n).display") == "none"
+    assert not page.is_visible("#prev") and not page.is_visible("#next")
+    assert not page.is_visible("#note") and page.text_content("#status") == ""
+    _shot(page, tmp_path, "start")
+
+
+def test_errors_blank_queries_and_a_page_past_the_end(served, page, tmp_path):
+    query = served.docs["title"].iloc[0]
+    page.goto(served.url + "/?" + urlencode({"q": query, "page": 9}))  # 60 documents, 8 a page: page 9 is empty
+    _until(page, "document.querySelector('#status').textContent.startsWith('No results on page 9')")
+    assert page.query_selector(".card") is None
+    assert page.is_visible("#pager") and page.is_enabled("#prev") and page.is_disabled("#next")
+    assert page.text_content("#page-label") == "Page 9"
+
+    _search(page, "x" * 1001)  # over max_query_chars: the API's 422 is shown, the pager goes
     page.wait_for_selector("#status.error")
     assert "Error 422" in page.text_content("#status") and page.query_selector(".card") is None
+    assert not page.is_visible("#pager") and not page.is_visible("#page-label")
+    assert page.text_content("#page-label") == ""  # no stale "Page 9"
+    _shot(page, tmp_path, "error")
+
+    for blank in ("   ", ""):  # a blank query says so and replaces the old error
+        _search(page, blank)
+        page.wait_for_selector("#status.hint")
+        assert page.text_content("#status") == "Type a query to search."
+        assert page.query_selector("#status.error") is None and not page.is_visible("#pager")
+    _shot(page, tmp_path, "blank")
+
+
+def test_empty_index_says_no_results(served, page, tmp_path):
+    with _other_server(served, "empty") as url:
+        page.goto(url + "/")
+        _search(page, "cordless drill")
+        _until(page, "document.querySelector('#status').textContent.startsWith('No results')")
+        assert page.text_content("#status") == "No results for “cordless drill”"
+        assert page.query_selector(".card") is None and page.query_selector("#status.error") is None
+        assert not page.is_visible("#pager") and not page.is_visible("#note")
+        _shot(page, tmp_path, "no-results")
+
+
+def test_query_and_page_live_in_the_url(served, page):
+    query = served.docs["title"].iloc[3]
+    want = [h.doc_id for h in
+            VectorIndex.load(served.index_dir).search(encode_query_texts(served.model, [query]), 2 * PAGE_SIZE)[0]]
+    first_card = "document.querySelector('.card') && document.querySelector('.card').dataset.docId === {!r}"
+    page.goto(served.url + "/")
+    _search(page, query, PAGE_SIZE)
+    assert _url_state(page) == {"q": query}
+    page.click("#next")
+    _until(page, first_card.format(want[PAGE_SIZE]))
+    assert _url_state(page) == {"q": query, "page": "2"}
+
+    page.go_back()  # back to page 1 of the same query
+    _until(page, first_card.format(want[0]))
+    assert _url_state(page) == {"q": query} and page.text_content("#page-label") == "Page 1"
+    page.go_back()  # back to the empty page
+    _until(page, "document.querySelectorAll('.card').length === 0")
+    assert _url_state(page) == {} and page.input_value("#query") == "" and not page.is_visible("#pager")
+    page.go_forward()
+    _until(page, first_card.format(want[0]))
+    assert page.input_value("#query") == query
+
+    page.goto(served.url + "/?" + urlencode({"q": query, "page": 2}))  # a shared link runs its search on load
+    _until(page, first_card.format(want[PAGE_SIZE]))
+    assert [c["id"] for c in _cards(page)] == want[PAGE_SIZE:]
+    assert page.input_value("#query") == query and page.text_content("#page-label") == "Page 2"
+
+
+def test_phone_width(served, page, tmp_path):
+    page.set_viewport_size(PHONE)
+    page.goto(served.url + "/")
+    page.wait_for_load_state("load")
+    assert _page_width(page) <= PHONE["width"]
+    box = page.locator("#search-button").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    _search(page, served.docs["title"].iloc[0], PAGE_SIZE)
+    _wait_images_settled(page)
+    assert _page_width(page) <= PHONE["width"]
+    _shot(page, tmp_path, "phone")
+
+
+def test_text_only_index_long_words_and_ids(served, page, tmp_path):
+    """No image field in the documents: no thumbnails or placeholders; long words wrap inside the card."""
+    docs = make_documents(12, seed=1).drop(columns=["image"])
+    docs.loc["SKU-" + "0123456789" * 8, :] = [LONG_WORD + " drill", "Acme"]
+    with _other_server(served, "text-only", docs) as url:
+        for viewport in ({"width": 1280, "height": 900}, PHONE):
+            page.set_viewport_size(viewport)
+            page.goto(url + "/")
+            _search(page, LONG_WORD + " drill", PAGE_SIZE)
+            assert page.query_selector(".thumb") is None
+            overflowing = page.eval_on_selector_all(".card, .card .title, .card .meta", """nodes => nodes
+                .filter(n => n.scrollWidth > n.clientWidth + 1).map(n => n.className)""")
+            assert overflowing == []
+            scores_wrapped = page.eval_on_selector_all(".score", """nodes => nodes.filter(n => {
+                const r = document.createRange(); r.selectNodeContents(n); return r.getClientRects().length > 1; })
+                .map(n => n.textContent)""")
+            assert scores_wrapped == []  # the score stays on one line beside a long id
+            assert LONG_WORD in page.text_content(".card .title")
+            assert _page_width(page) <= viewport["width"]
+            _shot(page, tmp_path, f"text-only-{viewport['width']}")
+
+
+def test_missing_image_shows_the_placeholder(served, page, tmp_path):
+    docs = make_documents(12, seed=2)
+    images = [p for p in docs["image"] if isinstance(p, str)]
+    with _other_server(served, "broken", docs, images=images[1:]) as url:  # the first image file is missing
+        page.goto(url + "/")
+        _search(page, docs["title"].iloc[0], PAGE_SIZE)
+        broken = f".card[data-doc-id={docs.index[0]!r}]"
+        page.wait_for_selector(f"{broken} .thumb.none")
+        assert page.query_selector(f"{broken} img") is None
+        assert page.text_content(f"{broken} .thumb.none") == "no image"  # not the alt text (the title)
+        _wait_images_settled(page)
+        assert all((c["img"] == 64) != (c["placeholder"] == "no image") for c in _cards(page))
+        _shot(page, tmp_path, "broken-image")
+
+
+def test_results_stop_at_max_k(served, page):
+    with _other_server(served, "max-k", index_dir=served.index_dir, max_k=10) as url:
+        page.goto(url + "/")
+        _search(page, served.docs["title"].iloc[0], PAGE_SIZE)
+        assert not page.is_visible("#note")
+        page.click("#next")  # results 9-10: the last ones max_k allows, though 60 documents match
+        _until(page, "document.querySelectorAll('.card').length === 2")
+        assert page.is_visible("#note") and page.is_disabled("#next")
+        assert "Results stop at 10" in page.text_content("#note") and "max_k" in page.text_content("#note")
 
 
 def test_search_page_with_an_api_key(served, page):
-    _, model, index_dir, docs, root = served
-    keyed_dir = root / "index-keyed"
-    shutil.copytree(index_dir, keyed_dir)
-    app = create_app(ServiceSettings(index_dir=keyed_dir, image_root=root / "images", page_size=PAGE_SIZE,
-                                     api_key="pa55"), model=model)
-    url, stop = _serve(app)
-    try:
+    with _other_server(served, "keyed", index_dir=served.index_dir, image_root=served.root / "images",
+                       api_key="pa55") as url:
         page.goto(url + "/")
         assert page.is_visible("#api-key")
-        page.fill("#query", docs["title"].iloc[0])
-        page.press("#query", "Enter")  # no key yet: the 401 is shown
+        _search(page, served.docs["title"].iloc[0])  # no key yet: the 401 is shown
         page.wait_for_selector("#status.error")
         assert "Error 401" in page.text_content("#status")
         page.fill("#api-key", "pa55")
         page.press("#query", "Enter")
-        page.wait_for_function(f"document.querySelectorAll('.card').length === {PAGE_SIZE}")
-        # thumbnails are fetched with the key (an <img> alone would get a 401)
-        page.wait_for_function("[...document.querySelectorAll('img.thumb')].length > 0 && "
+        _until(page, f"document.querySelectorAll('.card').length === {PAGE_SIZE}")
+        # thumbnails are fetched with the key (an <img> alone would get a 401), as blob: URLs the CSP allows
+        _until(page, "[...document.querySelectorAll('img.thumb')].length > 0 && "
                                "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
-        assert page.eval_on_selector(".card", "c => c.dataset.docId") == docs.index[0]
-    finally:
-        stop()
+        assert page.eval_on_selector(".card", "c => c.dataset.docId") == served.docs.index[0]
