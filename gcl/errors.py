@@ -1,4 +1,14 @@
-"""User-facing data errors: they name the file, row and field at fault."""
+"""User-facing errors (every layer imports them from here; importing this module is free).
+
+* :class:`GCLError` -- any error caused by user input; the CLI prints it without a traceback and
+  the service answers it with a 4xx;
+* :class:`DataError` -- bad input data: names the file (``source``), the row and the field;
+* :class:`ConfigError` -- bad configuration: an unknown key or option, a wrong value, a model or
+  index that does not fit the request.
+
+A programming error (a wrong type passed by code, not by a user) stays a ``ValueError`` /
+``TypeError``.
+"""
 
 from __future__ import annotations
 

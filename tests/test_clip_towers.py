@@ -20,7 +20,7 @@ from gcl.config import from_dict
 from gcl.data.errors import ConfigError
 from gcl.data.images import load_image, preprocess
 from gcl.encoders.config import FieldConfig, MultiFieldConfig, TowerConfig
-from gcl.encoders.model import BiEncoder
+from gcl.encoders.base import load_model
 from gcl.encoders.multifield import MultiFieldModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -106,7 +106,7 @@ def test_hf_tower_projects_saves_loads_and_trains(tmp_path, images):
     q = pd.DataFrame({"query": ["mug", "lamp"]})
     before_d, before_q = m.encode_documents(docs), m.encode_queries(q)
     m.save(tmp_path / "saved")
-    loaded = BiEncoder.load(tmp_path / "saved")
+    loaded = load_model(tmp_path / "saved")
     np.testing.assert_array_equal(loaded.encode_documents(docs), before_d)
     np.testing.assert_array_equal(loaded.encode_queries(q), before_q)
     # one optimiser step through both modalities changes the CLIP weights
@@ -207,7 +207,7 @@ def test_open_clip_tower_from_name_and_local_checkpoint(tmp_path, images):
         if dim:
             assert m.towers["clip"].heads["text"].weight.shape == (24, 16)
         m.save(tmp_path / f"saved-{dim}")
-        loaded = BiEncoder.load(tmp_path / f"saved-{dim}")
+        loaded = load_model(tmp_path / f"saved-{dim}")
         assert any((tmp_path / f"saved-{dim}").rglob("open_clip.safetensors"))
         np.testing.assert_array_equal(loaded.encode_documents(docs), m.encode_documents(docs))
         np.testing.assert_array_equal(loaded.encode_queries(queries), m.encode_queries(queries))

@@ -29,10 +29,16 @@ class CountingEncoder:
     number ``crash_on`` (1-based) of this instance.
     """
 
+    doc_field_names = ["title"]
+    source = None
+
     def __init__(self, log: list[str], crash_on: int | None = None) -> None:
         self.log = log
         self.crash_on = crash_on
         self.calls = 0
+
+    def field_kinds(self, side: str) -> dict[str, str]:
+        return {"title": "text"}
 
     def encode_documents(self, documents: pd.DataFrame, *, batch_size: int = 256) -> np.ndarray:
         self.calls += 1

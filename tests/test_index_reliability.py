@@ -45,6 +45,10 @@ ENCODER_SOURCE = textwrap.dedent('''
         def __init__(self, log_path=None, sleep=0.0, rows=None):
             self.log_path, self.sleep, self.rows = log_path, sleep, rows
             self.config = type("C", (), {"doc_fields": ["title"], "text_model": "fake", "query_fields": ["query"]})()
+            self.doc_field_names, self.query_field_names, self.source = ["title"], ["query"], "fake"
+
+        def field_kinds(self, side):
+            return {"title": "text"} if side == "doc" else {"query": "text"}
 
         @staticmethod
         def vector(text):

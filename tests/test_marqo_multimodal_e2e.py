@@ -15,7 +15,7 @@ from multimodal_fixtures import multifield, product_dir
 from test_fusion import naive_fuse
 
 from gcl.cli.main import main
-from gcl.encoders.model import BiEncoder
+from gcl.encoders.base import load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,7 +77,7 @@ def test_gcl_train_then_evaluate_on_the_marqo_layout(tmp_path, capsys):
                "--out", str(out)])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())["splits"]
-    model = BiEncoder.load(tmp_path / "run" / "final")
+    model = load_model(tmp_path / "run" / "final")
     for split, stem, corpus in (("in_domain", "query_0_product_id_0", "corpus_1"),
                                 ("novel_corpus", "query_0_product_id_1", "corpus_2")):
         want = ndcg10_by_hand(model, data / f"{stem}.csv", data / f"{corpus}.json", data)
@@ -104,7 +104,7 @@ def test_parquet_form_with_image_bytes_trains_evaluates_and_matches_paths(tmp_pa
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert results["splits"]["in_domain"]["summary"]["ndcg@10"] > 0
     # bytes and files give the same document embeddings
-    model = BiEncoder.load(tmp_path / "run" / "final")
+    model = load_model(tmp_path / "run" / "final")
     docs = frame.drop_duplicates("product_id").iloc[:6]
     by_bytes = model.encode_documents(docs[["title", "image"]])
     by_path = docs[["title", "image_local"]].rename(columns={"image_local": "image"})

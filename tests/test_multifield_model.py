@@ -15,7 +15,7 @@ from test_fusion import naive_fuse
 from gcl.config import from_dict
 from gcl.data.errors import ConfigError, DataError
 from gcl.encoders.config import FieldConfig, MultiFieldConfig, TowerConfig
-from gcl.encoders.model import BiEncoder
+from gcl.encoders.base import load_model
 from gcl.encoders.multifield import MultiFieldModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -74,7 +74,7 @@ def test_encode_documents_is_the_fusion_of_field_embeddings(model, images):
     assert np.abs(got[0] - got[5]).max() > 1e-3
 
 
-def test_save_load_gives_identical_embeddings_and_biencoder_load_dispatches(model, tmp_path):
+def test_save_load_gives_identical_embeddings_and_load_model_dispatches(model, tmp_path):
     q = pd.DataFrame({"query": ["red mug", "lamp", ""]})
     before_q, before_d = model.encode_queries(q), model.encode_documents(DOCS.iloc[:3])
     model.save(tmp_path / "m")
@@ -82,7 +82,7 @@ def test_save_load_gives_identical_embeddings_and_biencoder_load_dispatches(mode
     assert saved["format"] == "multifield" and saved["config"]["dim"] == 32
     assert (tmp_path / "m" / "towers" / "image" / "image_tower.safetensors").is_file()
     assert (tmp_path / "m" / "towers" / "text" / "st" / "model.safetensors").is_file()
-    loaded = BiEncoder.load(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, MultiFieldModel)
     assert np.array_equal(loaded.encode_queries(q), before_q)
     assert np.array_equal(loaded.encode_documents(DOCS.iloc[:3]), before_d)

@@ -11,7 +11,7 @@ from multimodal_fixtures import mm_config, product_dir
 from test_fusion import naive_fuse
 
 from gcl.data.errors import ConfigError
-from gcl.encoders.model import BiEncoder
+from gcl.encoders.base import load_model
 from gcl.losses import GCLLoss
 from gcl.training.multifield import multi_field_loss
 from gcl.training.trainer import Trainer
@@ -131,7 +131,7 @@ def test_multimodal_model_trains_loss_falls_and_save_load_is_identical(tmp_path)
     via_training = tr.model.fuse_side("doc", *tr.d_inputs.embed(np.arange(10), tr._autocast)).detach().numpy()
     via_eval = tr.model.encode_documents(train.documents.loc[d_ids])
     np.testing.assert_allclose(via_training, via_eval, atol=1e-5)
-    loaded = BiEncoder.load(tmp_path / "final")
+    loaded = load_model(tmp_path / "final")
     assert loaded.config.image_root == str(product_dir().resolve())
     np.testing.assert_array_equal(loaded.encode_documents(train.documents.loc[d_ids]), via_eval)
     np.testing.assert_array_equal(loaded.encode_queries(train.queries.iloc[:5]), tr.model.encode_queries(train.queries.iloc[:5]))
@@ -183,7 +183,7 @@ def test_dev_evaluation_and_keep_best_with_a_multifield_model(tmp_path):
     tr = Trainer(mm_config(tmp_path, optim__steps=2, eval__every=2, eval__dev_corpus_size=40))
     result = tr.fit()
     assert result.best_step == 2 and 0.0 <= result.best_metric <= 1.0
-    assert isinstance(BiEncoder.load(tmp_path / "best"), type(tr.model))
+    assert isinstance(load_model(tmp_path / "best"), type(tr.model))
 
 
 def test_hard_negatives_enter_the_fused_term(tmp_path):

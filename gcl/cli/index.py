@@ -112,7 +112,7 @@ def select_corpus(bench, corpus: str):
 
 def run_build(args) -> int:
     from gcl.data.sources import load_benchmark
-    from gcl.encoders.model import BiEncoder
+    from gcl.encoders.base import load_model
     from gcl.index.build import build_index
 
     from gcl.index.factory import is_milvus_location
@@ -125,7 +125,7 @@ def run_build(args) -> int:
         raise ConfigError(f"--backend faiss writes a directory, but {args.out!r} is a Milvus location")
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     documents = select_corpus(bench, args.corpus)
-    model = BiEncoder.load(args.model)
+    model = load_model(args.model)
     result = build_index(
         model, documents, args.out, kind=args.kind, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, model_path=_model_ref(args.model), hnsw_m=args.hnsw_m,

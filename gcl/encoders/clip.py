@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 from gcl.data.images import PreprocessSpec
 from gcl.encoders.config import TowerConfig
 from gcl.encoders.towers import PROJECTION_FILE, Tower, _identity_linear, _load_tensors, _save_tensors

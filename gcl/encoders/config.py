@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 
 TOWER_TYPES = ("text", "efficientnet", "hf_clip", "open_clip")
 

@@ -18,7 +18,6 @@ projection trains. ``save(dir)`` writes ``image_tower.json`` + ``image_tower.saf
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 from gcl.data.images import LITE_MEAN, LITE_STD, PreprocessSpec
 
 IMAGE_CONFIG_FILE = "image_tower.json"
@@ -189,13 +188,9 @@ class ImageTower(nn.Module):
     # ------------------------------------------------------------------ identity and persistence
     def fingerprint(self) -> str:
         """sha1 of config, preprocessing and every weight and buffer: equal only for equal towers."""
-        h = hashlib.sha1(json.dumps(asdict(self.config), sort_keys=True).encode())
-        h.update(repr(self.preprocess_spec).encode())
-        for name, t in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(str(t.dtype).encode())
-            h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        from gcl.encoders.base import state_fingerprint
+
+        return state_fingerprint(self, json.dumps(asdict(self.config), sort_keys=True) + repr(self.preprocess_spec))
 
     def save(self, directory: str | Path) -> Path:
         """Write ``image_tower.json`` and ``image_tower.safetensors`` (each by write-then-rename)."""

@@ -3,7 +3,12 @@
 ``BiEncoder`` is what the trainer optimises, what the evaluator encodes with and what is saved.
 A saved model is a sentence-transformers directory (``SentenceTransformer(path)`` loads it
 unchanged, weights in safetensors) plus ``gcl_model.json`` with the field lists and fusion
-weights.
+weights. It implements :class:`gcl.encoders.base.EmbeddingModel` with text fields only (the
+one-field ``query`` / ``title`` model is the default); load any saved model with
+:func:`gcl.encoders.base.load_model`.
+
+An image tower saved beside it (``image_tower.json``, :class:`gcl.encoders.image.ImageTower`, as
+older versions of the service read it) is loaded with it and gives it ``encode_images``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gcl.data.errors import ConfigError
-from gcl.encoders.text import DEFAULT_TEXT_MODEL, load_sentence_transformer
-from gcl.fusion import field_weights, fuse
+from gcl.atomic import write_atomic
 
-MODEL_CONFIG_FILE = "gcl_model.json"
+from gcl.encoders.base import MODEL_CONFIG_FILE, FieldKind, Side, decode_images, read_model_config, state_fingerprint
+from gcl.encoders.text import DEFAULT_TEXT_MODEL, load_sentence_transformer
+from gcl.errors import ConfigError
+from gcl.fusion import field_weights, fuse
 
 
 @dataclass
@@ -40,10 +46,12 @@ class BiEncoderConfig:
 class BiEncoder(nn.Module):
     """Shared text tower + per-side field fusion. ``forward`` returns fused, L2-normalised embeddings."""
 
-    def __init__(self, config: BiEncoderConfig | None = None, *, device: str = "cpu", tower=None) -> None:
+    def __init__(self, config: BiEncoderConfig | None = None, *, device: str = "cpu", tower=None,
+                 image_tower=None) -> None:
         super().__init__()
         self.config = config or BiEncoderConfig()
         self.tower = tower if tower is not None else load_sentence_transformer(self.config.text_model, device=device)
+        self.image_tower = image_tower  # optional ImageTower: image queries in the same space
         if self.config.max_seq_length:
             self.tower.max_seq_length = self.config.max_seq_length
         self._q_weights = field_weights(self.config.query_fields, self.config.query_field_weights or None)
@@ -57,6 +65,43 @@ class BiEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.tower.parameters()).device
+
+    # ------------------------------------------------------------------ the EmbeddingModel protocol
+    @property
+    def query_field_names(self) -> list[str]:
+        return list(self.config.query_fields)
+
+    @property
+    def doc_field_names(self) -> list[str]:
+        return list(self.config.doc_fields)
+
+    def field_kinds(self, side: Side) -> dict[str, FieldKind]:
+        return {n: "text" for n in (self.config.query_fields if side == "query" else self.config.doc_fields)}
+
+    @property
+    def source(self) -> str | None:
+        return self.config.text_model
+
+    @property
+    def image_search(self) -> bool:
+        return self.image_tower is not None
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[bytes]) -> np.ndarray:
+        """(n, d) embeddings of raw images through the image tower saved beside the model."""
+        if self.image_tower is None:
+            raise ConfigError(f"model {self.source} has no image tower; it cannot encode images")
+        if int(self.image_tower.out_dim) != self.dim:
+            raise ConfigError(f"the image tower of {self.source} makes {self.image_tower.out_dim}-d vectors, "
+                              f"the text tower {self.dim}-d")
+        self.image_tower.eval()
+        pixels = decode_images(images, self.image_tower.preprocess_spec)
+        return self.image_tower(pixels.to(self.image_tower.device)).cpu().numpy().astype(np.float32)
+
+    def fingerprint(self) -> str:
+        """sha1 of the config (field lists, weights, token limit) and every weight of the model."""
+        cfg = {k: v for k, v in asdict(self.config).items() if k != "text_model"}
+        return state_fingerprint(self, json.dumps(cfg, sort_keys=True))
 
     # ------------------------------------------------------------------ training path (grads)
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -120,30 +165,40 @@ class BiEncoder(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.tower.save(str(path), safe_serialization=True)
+        if self.image_tower is not None:
+            self.image_tower.save(path)
         cfg = asdict(self.config)
         cfg["text_model"] = "."  # the tower now lives in this directory
-        (path / MODEL_CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        write_atomic(path / MODEL_CONFIG_FILE, lambda fh: fh.write(json.dumps(cfg, indent=2).encode()))
         return path
 
     @classmethod
     def load(cls, path_or_name: str | Path, *, device: str = "cpu") -> "BiEncoder":
-        """Load a saved gcl model, or wrap any sentence-transformers model by name/path.
+        """Load a saved bi-encoder, or wrap any sentence-transformers model by name/path.
 
-        A directory saved by :class:`gcl.encoders.multifield.MultiFieldModel` (``"format":
-        "multifield"`` in ``gcl_model.json``) loads as that class, which has the same
-        ``encode_queries`` / ``encode_documents`` / ``dim`` interface.
+        A multi-field model's directory is refused: :func:`gcl.encoders.base.load_model` loads
+        either kind.
         """
         p = Path(path_or_name)
-        cfg_file = p / MODEL_CONFIG_FILE
-        if cfg_file.is_file():
-            raw = json.loads(cfg_file.read_text())
-            if raw.get("format") == "multifield":
-                from gcl.encoders.multifield import MultiFieldModel
+        raw = read_model_config(p)
+        if raw is None:
+            return cls(BiEncoderConfig(text_model=str(path_or_name)), device=device)
+        if raw.get("format") is not None:
+            raise ConfigError(f"{p / MODEL_CONFIG_FILE} is a {raw.get('format')!r} model, not a text bi-encoder; "
+                              "load it with gcl.encoders.base.load_model")
+        try:
+            cfg = BiEncoderConfig(**{**raw, "text_model": str(p)})
+        except TypeError as exc:
+            raise ConfigError(f"{p / MODEL_CONFIG_FILE}: {exc}") from exc
+        return cls(cfg, device=device, image_tower=_saved_image_tower(p, device))
 
-                return MultiFieldModel.load(p, device=device)  # type: ignore[return-value]
-            try:
-                cfg = BiEncoderConfig(**{**raw, "text_model": str(p)})
-            except TypeError as exc:
-                raise ConfigError(f"{cfg_file}: {exc}") from exc
-            return cls(cfg, device=device)
-        return cls(BiEncoderConfig(text_model=str(path_or_name)), device=device)
+
+def _saved_image_tower(path: Path, device: str):
+    """The :class:`~gcl.encoders.image.ImageTower` saved in a model directory, if there is one."""
+    from gcl.encoders.image import IMAGE_CONFIG_FILE
+
+    if not (path / IMAGE_CONFIG_FILE).is_file():
+        return None
+    from gcl.encoders.image import ImageTower
+
+    return ImageTower.load(path, device=device)

@@ -15,7 +15,9 @@ computed by :meth:`MultiFieldModel.fuse_side` in training (with gradients), in
 
 ``save(dir)`` writes ``gcl_model.json`` (``"format": "multifield"``, the config, ``dim``) and
 ``towers/<name>/`` per tower (safetensors weights + ``tower.json``); :meth:`MultiFieldModel.load`
-(and so ``BiEncoder.load``, which dispatches on the format) rebuilds it with no hub access.
+(and :func:`gcl.encoders.base.load_model`, which dispatches on the format) rebuilds it with no
+hub access. The model implements :class:`gcl.encoders.base.EmbeddingModel`; ``encode_images``
+(image queries) runs the first image document field's tower.
 
 Image fields hold paths relative to an image root, or bytes. The root used when encoding is,
 first, ``documents.attrs["image_root"]``, then ``$GCL_IMAGE_ROOT``, then ``config.image_root``
@@ -28,19 +30,20 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from gcl.data.errors import ConfigError
-from gcl.encoders.config import FieldConfig, MultiFieldConfig, TowerConfig
+from gcl.atomic import write_atomic
+from gcl.encoders.base import MODEL_CONFIG_FILE, FieldKind, Side, decode_images, read_model_config, state_fingerprint
+from gcl.encoders.config import FieldConfig, MultiFieldConfig
 from gcl.encoders.towers import Tower, build_tower, load_tower, save_tower
+from gcl.errors import ConfigError
 from gcl.fusion import fuse
 
-MODEL_CONFIG_FILE = "gcl_model.json"  # the same file name as the text-only BiEncoder's
 FORMAT = "multifield"
 
 
@@ -87,6 +90,7 @@ class MultiFieldModel(nn.Module):
             if kind not in self.towers[f.tower].modalities:
                 raise ConfigError(f"field {f.name!r}: tower {f.tower!r} does not encode {kind}")
         self.image_cache_dir: str | None = None  # optional: EmbeddingCache of frozen image features
+        self._source: str | None = None  # the directory it was loaded from
         self.image_workers = 0  # DataLoader workers when encoding images
 
     def _check_config(self) -> None:
@@ -134,6 +138,47 @@ class MultiFieldModel(nn.Module):
 
     def tower(self, f: FieldConfig) -> Tower:
         return self.towers[f.tower]
+
+    # ------------------------------------------------------------------ the EmbeddingModel protocol
+    @property
+    def query_field_names(self) -> list[str]:
+        return [f.name for f in self.query_fields]
+
+    @property
+    def doc_field_names(self) -> list[str]:
+        return [f.name for f in self.doc_fields]
+
+    def field_kinds(self, side: Side) -> dict[str, FieldKind]:
+        return {f.name: self.field_kind(f) for f in (self.query_fields if side == "query" else self.doc_fields)}
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    @property
+    def image_search(self) -> bool:
+        return any(self.field_kind(f) == "image" for f in self.doc_fields)
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[bytes]) -> np.ndarray:
+        """(n, dim) embeddings of raw images through the first image document field's tower."""
+        field = next((f for f in self.doc_fields if self.field_kind(f) == "image"), None)
+        if field is None:
+            raise ConfigError(f"model {self.source} has no image document field; it cannot encode images")
+        tower = self.tower(field)
+        was = tower.training
+        tower.eval()
+        try:
+            pixels = decode_images(images, tower.preprocess_spec)
+            return tower.embed_image(pixels.to(self.device)).float().cpu().numpy()
+        finally:
+            tower.train(was)
+
+    def fingerprint(self) -> str:
+        """sha1 of the config (towers, fields, weights, dim) and every weight of every tower."""
+        cfg = dataclasses.asdict(self.config)
+        cfg.pop("image_root", None)  # where images are read from is not part of the model
+        return state_fingerprint(self, json.dumps({**cfg, "dim": self.dim}, sort_keys=True))
 
     # ------------------------------------------------------------------ fusion (training and inference)
     def fuse_side(self, side: Literal["query", "doc"], embs: Sequence[torch.Tensor],
@@ -249,9 +294,8 @@ class MultiFieldModel(nn.Module):
             save_tower(tower, path / "towers" / name)
         cfg = dataclasses.asdict(self.config)  # tower sources are kept for the record; weights load from towers/
         cfg["dim"] = self.dim
-        tmp = path / f".{MODEL_CONFIG_FILE}.tmp"
-        tmp.write_text(json.dumps({"format": FORMAT, "version": 1, "config": cfg}, indent=2))
-        os.replace(tmp, path / MODEL_CONFIG_FILE)
+        text = json.dumps({"format": FORMAT, "version": 1, "config": cfg}, indent=2)
+        write_atomic(path / MODEL_CONFIG_FILE, lambda fh: fh.write(text.encode()))
         return path
 
     @classmethod
@@ -259,22 +303,13 @@ class MultiFieldModel(nn.Module):
         from gcl.config import from_dict
 
         path = Path(path)
-        cfg_file = path / MODEL_CONFIG_FILE
-        if not cfg_file.is_file():
+        raw = read_model_config(path)
+        if raw is None:
             raise ConfigError(f"{path} is not a saved gcl model (no {MODEL_CONFIG_FILE})")
-        raw = json.loads(cfg_file.read_text())
-        if raw.get("format") != FORMAT:
-            raise ConfigError(f"{cfg_file} is not a multi-field model")
+        if raw.get("format") != FORMAT or not isinstance(raw.get("config"), dict):
+            raise ConfigError(f"{path / MODEL_CONFIG_FILE} is not a multi-field model")
         config = from_dict(MultiFieldConfig, raw["config"])
         towers = {name: load_tower(path / "towers" / name, config.dim, device=device) for name in config.towers}
-        return cls(config, device=device, towers=towers)
-
-
-def is_multifield_dir(path: str | Path) -> bool:
-    f = Path(path) / MODEL_CONFIG_FILE
-    if not f.is_file():
-        return False
-    try:
-        return json.loads(f.read_text()).get("format") == FORMAT
-    except (json.JSONDecodeError, AttributeError):
-        return False
+        model = cls(config, device=device, towers=towers)
+        model._source = str(path)
+        return model

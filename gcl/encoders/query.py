@@ -1,7 +1,8 @@
-"""The query side of a built index: load the encoder an index was made with, encode query text.
+"""The query side of a built index: load the model an index was made with, encode query text.
 
 Shared by ``gcl search`` (:mod:`gcl.cli.index`) and the HTTP service (:mod:`gcl.service`), so
-both pick the same model and build the same query table.
+both pick the same model and build the same query table. Any model kind works
+(:class:`gcl.encoders.base.EmbeddingModel`, loaded by :func:`gcl.encoders.base.load_model`).
 """
 
 from __future__ import annotations
@@ -10,24 +11,24 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gcl.encoders.model import BiEncoder
+    from gcl.encoders.base import EmbeddingModel
 
 
 def load_index_encoder(index_dim: int, index_model: str | None, override: str | None = None, *,
-                       where: str = "the index") -> "BiEncoder":
-    """The encoder named by ``override``, else the one the index manifest records (``index_model``).
+                       where: str = "the index") -> "EmbeddingModel":
+    """The model named by ``override``, else the one the index manifest records (``index_model``).
 
     ConfigError when neither names a model, or when the model's dimension is not the index's.
     """
-    from gcl.encoders.model import BiEncoder
+    from gcl.encoders.base import load_model
 
     name = override or index_model
     if not name:
         raise ConfigError(f"{where} records no model; pass --model")
-    model = BiEncoder.load(name)
+    model = load_model(name)
     check_encoder_dim(model, index_dim, name)
     return model
 
@@ -38,11 +39,8 @@ def check_encoder_dim(model, index_dim: int, name: str = "the model") -> None:
                           "search with the model that built the index")
 
 
-def encode_query_texts(model, texts: Sequence[str]) -> np.ndarray:
-    """(n, d) query embeddings: each text fills the model's first query field, the others stay empty."""
-    import pandas as pd
+def encode_query_texts(model: "EmbeddingModel", texts: Sequence[str]) -> np.ndarray:
+    """(n, d) query embeddings: each text fills the model's first text query field, the others stay empty."""
+    from gcl.encoders.base import query_table
 
-    fields = model.config.query_fields
-    texts = list(texts)
-    table = pd.DataFrame({f: (texts if i == 0 else [""] * len(texts)) for i, f in enumerate(fields)})
-    return model.encode_queries(table)
+    return model.encode_queries(query_table(model, texts))

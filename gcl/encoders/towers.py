@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -35,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl.data.errors import ConfigError
+from gcl.encoders.base import state_fingerprint
 from gcl.encoders.config import TowerConfig
+from gcl.errors import ConfigError
 
 TOWER_CONFIG_FILE = "tower.json"
 PROJECTION_FILE = "projection.safetensors"
@@ -250,12 +250,8 @@ class EfficientNetTower(Tower):
 
 
 def _fingerprint(module: nn.Module, extra: str) -> str:
-    h = hashlib.sha1(extra.encode())
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """sha1 of ``extra`` and the module's weights and buffers (:func:`gcl.encoders.base.state_fingerprint`)."""
+    return state_fingerprint(module, extra)
 
 
 def build_tower(config: TowerConfig, dim: int | None, *, device: str = "cpu") -> Tower:

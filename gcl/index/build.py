@@ -48,7 +48,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gcl.atomic import write_atomic
-from gcl.data.errors import ConfigError, DataError
+from gcl.errors import ConfigError, DataError
 from gcl.data.schema import DOC_ID
 from gcl.index.base import SearchIndex
 from gcl.index.factory import is_milvus_location
@@ -59,7 +59,15 @@ PROGRESS_VERSION = 1
 
 
 class DocumentEncoder(Protocol):
-    """What the builder needs of a model (:class:`gcl.encoders.model.BiEncoder` is one)."""
+    """What the builder needs of a model: the document side of :class:`gcl.encoders.base.EmbeddingModel`."""
+
+    @property
+    def doc_field_names(self) -> list[str]: ...
+
+    def field_kinds(self, side: str) -> dict[str, str]: ...
+
+    @property
+    def source(self) -> str | None: ...
 
     def encode_documents(self, documents: pd.DataFrame, *, batch_size: int = ...) -> np.ndarray: ...
 
@@ -176,7 +184,7 @@ def build_index(
 
     ``fields``: the columns stored with each document (default: all of them). ``model_path`` is
     recorded in the index manifest so that ``gcl search`` can encode queries with the same model
-    (default: ``model.config.text_model`` when the model has one). See the module docstring for
+    (default: ``model.source``, where the model was loaded from). See the module docstring for
     the shard log and resuming. ``collection``, ``token``, ``db_name``: for a Milvus ``out_dir``.
     """
     t0 = time.perf_counter()
@@ -202,18 +210,17 @@ def build_index(
             raise ConfigError(f"{out_dir} exists and is not a directory")
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(location, collection)
     if model_path is None:
-        model_path = getattr(getattr(model, "config", None), "text_model", None)
+        model_path = model.source
     ids = _doc_ids(documents)
     field_cols = [c for c in documents.columns if c != DOC_ID] if fields is None else list(fields)
     unknown = [c for c in field_cols if c not in documents.columns]
     if unknown:
         raise DataError(f"field(s) {unknown} not in the documents; have {list(documents.columns)}")
-    text_cols = list(getattr(getattr(model, "config", None), "doc_fields", None) or
-                     [c for c in documents.columns if c != DOC_ID])
-    text_cols = [c for c in text_cols if c in documents.columns]
-    order = encoding_order(documents, text_cols)
+    encoded_cols = [c for c in model.doc_field_names if c in documents.columns]  # the fields the model reads
+    kinds = model.field_kinds("doc")
+    order = encoding_order(documents, [c for c in encoded_cols if kinds.get(c) == "text"])
     expect = {
-        "fingerprint": _fingerprint(ids, documents, text_cols),
+        "fingerprint": _fingerprint(ids, documents, encoded_cols),
         "order": "length",  # shards hold positions of encoding_order(), not table rows
         "n_documents": len(ids),
         "batch_size": batch_size,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from gcl.data.errors import ConfigError, DataError
+from gcl.errors import ConfigError, DataError
 from gcl.encoders.query import check_encoder_dim, encode_query_texts, load_index_encoder
 
 
@@ -77,18 +77,22 @@ def _text(value: Any) -> str:
 class ServiceEncoders:
     """``ServiceEncoders.load(index_dim, index_model, override)`` or ``ServiceEncoders(model, index_dim)``.
 
-    ``model`` is a :class:`gcl.encoders.model.BiEncoder` (or anything with ``config.query_fields``,
-    ``config.doc_fields``, ``encode_queries``, ``encode_documents`` and ``dim``). An image tower
-    is taken from ``model.image_tower`` when the model has one, or from ``image_tower.json`` in
-    the model directory (:class:`gcl.encoders.image.ImageTower`); its ``out_dim`` must be the
-    index's dimension.
+    ``model`` is any :class:`gcl.encoders.base.EmbeddingModel` (a text bi-encoder or a
+    multi-field model with image fields), loaded by :func:`gcl.encoders.base.load_model`. Query
+    text fills its first text query field; a document is encoded from its document fields (an
+    image field holds a path relative to ``image_root``); an uploaded image is encoded by
+    ``model.encode_images`` when ``model.image_search`` is true. ``image_tower`` (optional) is a
+    separate :class:`gcl.encoders.image.ImageTower` for image queries, for a model without one;
+    its ``out_dim`` must be the index's dimension.
     """
 
-    def __init__(self, model, index_dim: int, *, name: str = "the model", image_tower=None) -> None:
+    def __init__(self, model, index_dim: int, *, name: str = "the model", image_tower=None,
+                 image_root: str | Path | None = None) -> None:
         check_encoder_dim(model, index_dim, name)
         self.model = model
         self.name = name
-        self.image_tower = image_tower if image_tower is not None else getattr(model, "image_tower", None)
+        self.image_root = str(image_root) if image_root is not None else None
+        self.image_tower = image_tower
         if self.image_tower is not None:
             if int(self.image_tower.out_dim) != int(index_dim):
                 raise ConfigError(f"the image tower of {name} makes {self.image_tower.out_dim}-d vectors but the index "
@@ -98,25 +102,18 @@ class ServiceEncoders:
         self._query_batcher = MicroBatcher(self._encode_queries)
 
     @classmethod
-    def load(cls, index_dim: int, index_model: str | None, override: str | None = None) -> "ServiceEncoders":
+    def load(cls, index_dim: int, index_model: str | None, override: str | None = None, *,
+             image_root: str | Path | None = None) -> "ServiceEncoders":
         model = load_index_encoder(index_dim, index_model, override)
-        name = override or index_model
-        tower = None
-        from gcl.encoders.image import IMAGE_CONFIG_FILE
-
-        if name and (Path(name) / IMAGE_CONFIG_FILE).is_file():
-            from gcl.encoders.image import ImageTower
-
-            tower = ImageTower.load(name)
-        return cls(model, index_dim, name=str(name), image_tower=tower)
+        return cls(model, index_dim, name=str(override or index_model), image_root=image_root)
 
     @property
     def doc_fields(self) -> list[str]:
-        return list(self.model.config.doc_fields)
+        return list(self.model.doc_field_names)
 
     @property
     def has_image_tower(self) -> bool:
-        return self.image_tower is not None
+        return self.image_tower is not None or bool(self.model.image_search)
 
     def queries(self, texts: Sequence[str]) -> np.ndarray:
         """(n, d) query embeddings; concurrent callers are encoded in one model call."""
@@ -131,30 +128,35 @@ class ServiceEncoders:
     def documents(self, ids: Sequence[str], fields: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The fused document embedding of each document from the model's document fields.
 
-        A document with none of those fields (or all of them blank) is a DataError naming it.
+        Text fields are read as text; an image field holds an image path relative to the image
+        root. A document with none of those fields (or all of them blank) is a DataError naming it.
         """
         import pandas as pd
 
         names = self.doc_fields
+        kinds = self.model.field_kinds("doc")
         for doc_id, f in zip(ids, fields):
             if not any(_text(f.get(n)).strip() for n in names):
                 raise DataError(f"document has none of the model's document fields {names} (or all are blank)",
                                 source=f"document {doc_id!r}")
-        table = pd.DataFrame({n: [_text(f.get(n)) for f in fields] for n in names})
+        table = pd.DataFrame({n: [(_text(f.get(n)) if kinds[n] == "text" else (_text(f.get(n)).strip() or None))
+                                  for f in fields] for n in names})
+        if self.image_root is not None:
+            table.attrs["image_root"] = self.image_root
         with self._lock:
             return self.model.encode_documents(table)
 
     def image(self, data: bytes) -> np.ndarray:
         """(1, d) embedding of an uploaded image; DataError when the bytes are not a decodable image."""
+        if not self.has_image_tower:
+            raise ConfigError(f"{self.name} has no image tower; search by image is not available")
+        if self.image_tower is None:
+            with self._lock:
+                return np.asarray(self.model.encode_images([bytes(data)]), dtype=np.float32)
         import torch
 
-        from gcl.data.images import load_image, preprocess
+        from gcl.encoders.base import decode_images
 
-        if self.image_tower is None:
-            raise ConfigError(f"{self.name} has no image tower; search by image is not available")
-        img = load_image(bytes(data), root=None)
-        if img is None:
-            raise DataError("the uploaded image is empty")
-        pixels = preprocess([img], self.image_tower.preprocess_spec)
+        pixels = decode_images([bytes(data)], self.image_tower.preprocess_spec)
         with self._lock, torch.inference_mode():
             return self.image_tower(pixels.to(self.image_tower.device)).cpu().numpy().astype(np.float32)
