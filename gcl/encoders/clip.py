@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl.errors import ConfigError
 from gcl.data.images import PreprocessSpec
+from gcl.encoders.base import state_fingerprint
 from gcl.encoders.config import TowerConfig
 from gcl.encoders.towers import PROJECTION_FILE, Tower, _identity_linear, _load_tensors, _save_tensors
+from gcl.errors import ConfigError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -90,9 +91,7 @@ class _ClipBase(Tower):
         return torch.no_grad() if self.config.freeze else contextlib.nullcontext()
 
     def backbone_fingerprint(self) -> str:
-        from gcl.encoders.towers import _fingerprint
-
-        return _fingerprint(self.clip, repr(self.preprocess_spec))
+        return state_fingerprint(self.clip, repr(self.preprocess_spec))
 
 
 # ---------------------------------------------------------------------------- Hugging Face

@@ -40,7 +40,8 @@ from torch import nn
 from gcl.atomic import write_atomic
 from gcl.encoders.base import MODEL_CONFIG_FILE, FieldKind, Side, decode_images, read_model_config, state_fingerprint
 from gcl.encoders.config import FieldConfig, MultiFieldConfig
-from gcl.encoders.towers import Tower, build_tower, load_tower, save_tower
+from gcl.encoders.tower_factory import build_tower, load_tower, save_tower
+from gcl.encoders.towers import Tower
 from gcl.errors import ConfigError
 from gcl.fusion import fuse
 

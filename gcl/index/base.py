@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from gcl.data.errors import ConfigError, DataError
+from gcl.errors import ConfigError, DataError
 
 
 class SearchIndex(ABC):

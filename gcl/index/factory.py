@@ -40,7 +40,7 @@ def open_index(
         from gcl.index.milvus import MilvusIndex
 
         return MilvusIndex(uri=location, collection=collection, token=token, db_name=db_name, **create)
-    from gcl.data.errors import ConfigError
+    from gcl.errors import ConfigError
     from gcl.index.store import VectorIndex
 
     extra = {k: v for k, v in (("collection", collection), ("token", token), ("db_name", db_name)) if v}

@@ -47,7 +47,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from gcl.data.errors import ConfigError, DataError
+from gcl.errors import ConfigError, DataError
 from gcl.index.base import SearchIndex, check_filters, check_ids, check_k, matches, normalise
 from gcl.index.store import IndexedDocument, SearchHit, _json_value
 

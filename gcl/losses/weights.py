@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 
-WeightFn = Callable[[pd.DataFrame], np.ndarray]
+if TYPE_CHECKING:  # pragma: no cover - pandas is imported where a table is weighted
+    import pandas as pd
+
+WeightFn = Callable[["pd.DataFrame"], np.ndarray]
 
 QUERY_ID = "query_id"
 DOC_ID = "doc_id"
@@ -57,6 +59,8 @@ _COLUMNS = (QUERY_ID, DOC_ID, SCORE)
 # --------------------------------------------------------------------------- input helpers
 def _scores(judgments: pd.DataFrame) -> np.ndarray:
     """The ``score`` column as float64, after checking the table's shape and the scores' values."""
+    import pandas as pd
+
     if not isinstance(judgments, pd.DataFrame):
         raise ValueError(f"weight functions take a pandas DataFrame, got {type(judgments).__name__}")
     missing = [c for c in _COLUMNS if c not in judgments.columns]
@@ -157,6 +161,8 @@ def reciprocal_rank() -> WeightFn:
     """
 
     def weights(judgments: pd.DataFrame) -> np.ndarray:
+        import pandas as pd
+
         scores = _scores(judgments)
         frame = pd.DataFrame({QUERY_ID: judgments[QUERY_ID].to_numpy(), SCORE: scores})
         ranks = frame.groupby(QUERY_ID, sort=False)[SCORE].rank(method="average", ascending=False)
