@@ -92,7 +92,7 @@ def test_user_errors_exit_2_with_a_clear_message(tmp_path, built_index, capsys):
     cases = [
         (["search", "--index", str(tmp_path / "missing"), "chair"], f"{MANIFEST_FILE} not found"),
         (["search", "--index", str(no_model), "chair"], "records no model; pass --model"),
-        (["search", "--index", str(built_index), "chair", "-k", "0"], "-k must be a positive integer"),
+        (["search", "--index", str(built_index), "  "], "query 1 is empty"),
         (["search", "--index", str(built_index), "chair", "--filter", "title"], "FIELD=VALUE"),
         (["index", "build", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x"), "--no-progress"],
          "data source not found"),

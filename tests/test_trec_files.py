@@ -193,3 +193,58 @@ def test_non_utf8_file(tmp_path):
     with pytest.raises(DataError, match="not UTF-8") as info:
         read_qrels(p)
     assert info.value.source == str(p)
+
+
+# ---------------------------------------------------------------------------- ids TREC cannot hold
+def test_trec_id_map_keeps_tokens_and_numbers_the_rest_in_id_order():
+    from gcl.evaluation.trec import trec_id_map
+
+    assert trec_id_map(["q1", "a-b", "ü"], "q") is None
+    ids = [".110 wire connector", "zz", "a b", "", *(f"x{i}" for i in range(8))]
+    mapping = trec_id_map(ids, "q")
+    assert sorted(mapping.values()) == [f"q{n:02d}" for n in range(1, 13)]
+    assert sorted(ids, key=mapping.get) == sorted(ids)  # mapped ids sort as the originals do
+
+
+UNSAFE_IDS = st.text(alphabet=st.sampled_from([" ", ".", "a", "b", "\t", "é"]), max_size=4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[FIXTURE])
+@given(
+    run=st.dictionaries(UNSAFE_IDS, st.dictionaries(UNSAFE_IDS, st.sampled_from([0.5, 1.0, 2.0]), min_size=1,
+                                                    max_size=6), min_size=1, max_size=4),
+    grades=st.lists(st.integers(0, 3), min_size=24, max_size=24),
+)
+def test_write_trec_files_maps_unsafe_ids_and_keeps_the_metrics(tmp_path, run, grades):
+    """Home Depot's query ids are query texts (spaces, leading dots): the files get numbered ids,
+    the mapping is written beside them, and metrics from the files equal those of the originals
+    (ties included: the numbering keeps trec_eval's doc id order)."""
+    import json
+
+    from gcl.evaluation.trec import write_trec_files
+
+    qrels = {q: {d: grades[i % len(grades)] for i, d in enumerate(docs)} for q, docs in run.items()}
+    paths = write_trec_files(tmp_path, "s", run, qrels, tag="my model")
+    ids = json.loads((tmp_path / "s.trec_ids.json").read_text()) if "ids" in paths else {}
+    qback, dback = ids.get("queries", {}), ids.get("documents", {})
+
+    def back(table):
+        return {qback.get(q, q): {dback.get(d, d): v for d, v in docs.items()} for q, docs in table.items()}
+
+    assert back(read_run(paths["run"])) == run
+    assert back(read_qrels(paths["qrels"])) == qrels
+    assert all(line.endswith(" my_model") for line in paths["run"].read_text().splitlines())
+    names = ["ndcg@10", "map@1000", "mrr@1000"]
+    got = compute_metrics(judge_run(read_run(paths["run"]), read_qrels(paths["qrels"])), names)
+    want = compute_metrics(judge_run(run, qrels), names)
+    for name in names:  # queries in sorted id order on both sides: the numbering keeps that order
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-12)
+
+
+def test_write_trec_files_leaves_token_ids_alone(tmp_path):
+    from gcl.evaluation.trec import write_trec_files
+
+    (tmp_path / "s.trec_ids.json").write_text("{}")  # stale, from an earlier run
+    paths = write_trec_files(tmp_path, "s", {"q1": {"d1": 1.0}}, {"q1": {"d1": 2}})
+    assert "ids" not in paths and not (tmp_path / "s.trec_ids.json").exists()
+    assert paths["run"].read_text() == "q1 Q0 d1 1 1.0 gcl\n"

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from gcl.cli.evaluate import add_data_args, data_config
+from gcl.cli.options import check_model, check_out_dir, check_queries, positive_int
 from gcl.data.errors import ConfigError, DataError
 
 CORPORA = ("corpus_1", "corpus_2", "all")
@@ -43,14 +44,16 @@ def add_parser(sub) -> None:
     b.add_argument("--backend", choices=("auto", "faiss", "milvus"), default="auto",
                    help="auto (default): milvus for a Milvus URI or .db file, faiss for a directory")
     add_milvus_args(b)
-    b.add_argument("--kind", choices=("exact", "hnsw"), default="exact")
-    b.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree M (default 32)")
-    b.add_argument("--ef-construction", type=int, default=200)
-    b.add_argument("--ef-search", type=int, default=128, help="default HNSW search breadth stored in the index")
-    b.add_argument("--batch-size", type=int, default=256)
-    b.add_argument("--checkpoint-every", type=int, default=10, help="batches between shard-log checkpoints")
+    b.add_argument("--kind", choices=("exact", "hnsw"), default="exact",
+                   help="exact: brute-force inner product (default); hnsw: approximate HNSW graph")
+    b.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree M (default 32)")
+    b.add_argument("--ef-construction", type=positive_int, default=200,
+                   help="HNSW build breadth: candidates kept while inserting (default 200)")
+    b.add_argument("--ef-search", type=positive_int, default=128, help="default HNSW search breadth stored in the index")
+    b.add_argument("--batch-size", type=positive_int, default=256, help="documents encoded per forward pass (default 256)")
+    b.add_argument("--checkpoint-every", type=positive_int, default=10, help="batches between shard-log checkpoints")
     b.add_argument("--restart", action="store_true", help="discard a partial build of another configuration")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
     b.set_defaults(func=run_build)
 
     i = isub.add_parser("info", help="print an index's manifest as JSON")
@@ -64,10 +67,10 @@ def add_parser(sub) -> None:
     add_milvus_args(s)
     s.add_argument("--model", default=None, help="query encoder (default: the model recorded in the index)")
     s.add_argument("queries", nargs="+", metavar="QUERY", help="query text (several: one result block each)")
-    s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    s.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
     s.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
                    help="keep documents whose field equals VALUE exactly (repeatable)")
-    s.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth for this query")
+    s.add_argument("--ef-search", type=positive_int, default=None, help="HNSW search breadth for this query")
     s.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     s.set_defaults(func=run_search)
 
@@ -123,6 +126,9 @@ def run_build(args) -> int:
                           f".db file for milvus-lite, got {args.out!r}")
     if args.backend == "faiss" and milvus:
         raise ConfigError(f"--backend faiss writes a directory, but {args.out!r} is a Milvus location")
+    if not milvus:
+        check_out_dir(args.out, "--out")
+    check_model(args.model)
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     documents = select_corpus(bench, args.corpus)
     model = load_model(args.model)
@@ -166,6 +172,8 @@ def run_search(args) -> int:
 
     if args.k < 1:
         raise ConfigError(f"-k must be a positive integer, got {args.k}")
+    check_queries(args.queries)
+    check_model(args.model)
     filters = _parse_filters(args.filter)
     index = open_index(args.index, **_milvus_options(args))
     model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}")

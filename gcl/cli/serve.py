@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from gcl.cli.options import check_model, positive_int
 from gcl.data.errors import ConfigError
 
 
@@ -22,22 +23,23 @@ def add_parser(sub) -> None:
     p.add_argument("--db-name", default=None, help="Milvus database (default: default)")
     p.add_argument("--model", default=None, help="query/document encoder (default: the model recorded in the index)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",
                    help="require the API key held in environment variable VAR (header X-API-Key or Bearer)")
     p.add_argument("--image-root", default=None, help="directory that document image paths are relative to")
     p.add_argument("--image-field", default="image", help="document field holding the image path (default image)")
     p.add_argument("--title-field", default="title", help="document field shown as the title (default title)")
-    p.add_argument("--max-k", type=int, default=100, help="largest offset + k of a search (default 100)")
-    p.add_argument("--max-batch", type=int, default=256, help="documents per POST /documents (default 256)")
-    p.add_argument("--max-request-bytes", type=int, default=4 * 1024 * 1024, help="largest request body (default 4 MiB)")
-    p.add_argument("--page-size", type=int, default=12, help="results per page on the web page (default 12)")
-    p.add_argument("--checkpoint-every", type=int, default=1000,
+    p.add_argument("--max-k", type=positive_int, default=100, help="largest offset + k of a search (default 100)")
+    p.add_argument("--max-batch", type=positive_int, default=256, help="documents per POST /documents (default 256)")
+    p.add_argument("--max-request-bytes", type=positive_int, default=4 * 1024 * 1024, help="largest request body (default 4 MiB)")
+    p.add_argument("--page-size", type=positive_int, default=12, help="results per page on the web page (default 12)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=1000,
                    help="logged writes between full saves of the index (default 1000)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch and faiss threads per request (default 1: requests run side by side instead; "
                         "intra-op threads fight over a small, shared CPU)")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn log level (default info)")
     p.set_defaults(func=run_serve)
 
 
@@ -88,6 +90,7 @@ def run_serve(args) -> int:
         raise ConfigError("gcl serve needs the [serve] extra: pip install 'gcl[serve]'") from exc
     from gcl.service.app import create_app
 
+    check_model(args.model)
     settings = settings_from_args(args)
     set_threads(args.threads)
     app = create_app(settings)

@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
+from typing import Any, Iterator
+
+CONFIG_KEYS = "<config keys>"  # the epilog, generated when help is printed (see _TrainHelp)
+
+
+class _TrainHelp(argparse.RawDescriptionHelpFormatter):
+    """Prints the config keys with their defaults in place of the epilog placeholder."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(config_keys_text() if text == CONFIG_KEYS else text)
+
+
+def config_keys_text() -> str:
+    """Every key of :class:`gcl.training.config.TrainConfig` with its default, from the dataclasses."""
+    from gcl.training.config import TrainConfig
+
+    lines = ["config keys (YAML sections, or section.key=value overrides), with their defaults:"]
+    lines += [f"  {key} = {_yaml_value(value)}" for key, value in config_defaults(TrainConfig())]
+    return "\n".join(lines)
+
+
+def config_defaults(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, default)`` for every leaf setting of a config dataclass instance."""
+    for f in dataclasses.fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from config_defaults(value, f"{key}.")
+        else:
+            yield key, value
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value, default=str)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model with the GCL loss",
-                       description="Train from a YAML config (see configs/). Overrides: section.key=value.")
+                       description="Train from a YAML config (see configs/). Overrides: section.key=value.",
+                       epilog=CONFIG_KEYS, formatter_class=_TrainHelp)
     p.add_argument("config", nargs="?", default=None, help="YAML config file (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", help="e.g. optim.steps=500 loss.weight_fn=constant")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
@@ -17,6 +56,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from gcl.cli.options import check_out_dir
     from gcl.config import load_config
     from gcl.training.config import TrainConfig
     from gcl.training.distributed import init_from_env
@@ -26,6 +66,7 @@ def run(args) -> int:
     if config is not None and "=" in config and not Path(config).exists():  # no file given: `gcl train a.b=1`
         config, overrides = None, [config, *overrides]
     cfg = load_config(TrainConfig, config, overrides)
+    check_out_dir(cfg.out_dir, "out_dir")
     dist = init_from_env(cfg.device)
     trainer = Trainer(cfg, dist=dist)
     result = trainer.fit(resume=args.resume)

@@ -347,8 +347,8 @@ def _scores(raw: pd.Series, source: str, column: str, allow_negative: bool) -> p
         if neg.any():
             i = int(np.flatnonzero(neg)[0])
             raise DataError(
-                f"negative score {numeric.iloc[i]!r} ({int(neg.sum())} such rows); "
-                "pass allow_negative=True if negative scores are meaningful",
+                f"negative score {float(numeric.iloc[i])} ({int(neg.sum())} such rows); if negative scores are "
+                "meaningful, allow them with --allow-negative (config data.allow_negative, Python allow_negative=True)",
                 source=source,
                 row=i,
                 field=column,
@@ -408,14 +408,24 @@ def _merge_duplicates(
         )
     if duplicates == "first":
         kept = judgments.loc[~extra].reset_index(drop=True)
-        return kept, f"duplicates='first': {n_extra} repeated (query, document) rows dropped, first kept"
+        return kept, (f"duplicates='first': {n_extra} repeated (query, document) rows dropped, first kept"
+                      f"{_duplicate_examples(judgments, extra)}")
     merged = judgments.groupby([QUERY_ID, DOC_ID], sort=False, as_index=False)[SCORE].mean()
     n_pairs = int(judgments.loc[extra, [QUERY_ID, DOC_ID]].drop_duplicates().shape[0])
     note = (
         f"duplicates='mean': {n_extra} repeated (query, document) rows merged into "
-        f"{n_pairs} judgments by averaging their scores"
+        f"{n_pairs} judgments by averaging their scores{_duplicate_examples(judgments, extra)}"
     )
     return merged[[QUERY_ID, DOC_ID, SCORE]], note
+
+
+def _duplicate_examples(judgments: pd.DataFrame, extra: np.ndarray, n: int = 3) -> str:
+    """``"; e.g. ('red shirt', 'd2') scores [1.0, 2.0]"`` for the first ``n`` repeated pairs."""
+    pairs = judgments.loc[extra, [QUERY_ID, DOC_ID]].drop_duplicates().head(n)
+    rows = judgments.merge(pairs, on=[QUERY_ID, DOC_ID])  # only the rows of the shown pairs
+    shown = [f"({q!r}, {d!r}) scores {[float(x) for x in g[SCORE]]}"
+             for (q, d), g in rows.groupby([QUERY_ID, DOC_ID], sort=False)]
+    return "; e.g. " + ", ".join(shown)
 
 
 # ---------------------------------------------------------------------------- errors
@@ -456,7 +466,7 @@ def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError | None) -> 
                     break
     except Exception:  # noqa: BLE001 -- locating the row is best effort
         row = None
-    hint = ' (try encoding="latin-1")' if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else ""
+    hint = ' (try --encoding latin-1; Python: encoding="latin-1")' if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else ""
     what = f": {exc.reason}" if exc is not None else ""
     return DataError(f"cannot decode the file as {encoding}{what}{hint}", source=str(path), row=row)
 

@@ -3,7 +3,8 @@
 Sources (``DataConfig.source`` / ``--data``):
 
 * ``homedepot`` -- ``<data_dir>/homedepot/train.csv.xz``, split with :func:`build_splits`.
-  When no data directory exists, falls back to ``synthetic`` and says how to get the file.
+  When no data directory is given (``--data-dir`` / ``$GCL_DATA_DIR``) and the default does not
+  exist, falls back to ``synthetic`` and says how to get the file; a given one must hold it.
 * ``synthetic`` -- a small generated product-search set (:mod:`gcl.data.synthetic`).
 * a directory in the Marqo-GS layout (``query_*_product_id_*.csv`` + ``corpus_1.json`` /
   ``corpus_2.json``, optionally ``train.csv`` / ``dev.csv`` as written by ``gcl split``).
@@ -12,6 +13,7 @@ Sources (``DataConfig.source`` / ``--data``):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,7 +68,7 @@ class Benchmark:
 
 def load_dataset(cfg, announce: Callable[[str], None] | None = None) -> tuple[GradedDataset, str]:
     """The unsplit dataset named by ``cfg.source`` (not a Marqo directory)."""
-    from gcl.data.homedepot import default_data_dir, read_homedepot
+    from gcl.data.homedepot import DATA_DIR_ENV, default_data_dir, read_homedepot
     from gcl.data.readers import read_table
     from gcl.data.synthetic import make_synthetic
 
@@ -76,22 +78,40 @@ def load_dataset(cfg, announce: Callable[[str], None] | None = None) -> tuple[Gr
     if src == "homedepot":
         base = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
         if base is None or not (base / "homedepot" / "train.csv.xz").exists():
-            if cfg.data_dir:  # the user named a directory: do not silently substitute
-                raise DataError("homedepot/train.csv.xz not found under the given data directory", source=str(base))
+            env = f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else None
+            given = "--data-dir (data.data_dir)" if cfg.data_dir else env
+            if given:  # the user named a directory: do not silently substitute
+                what = "holds no" if base.is_dir() else "does not exist; looked for"
+                raise DataError(f"the data directory given by {given} {what} homedepot/train.csv.xz", source=str(base))
             if announce:
                 announce(HOMEDEPOT_HINT)
             return make_synthetic(), "synthetic"
-        return read_homedepot(data_dir=base), "homedepot"
+        return _announced(read_homedepot(data_dir=base), announce, base / "homedepot" / "train.csv.xz"), "homedepot"
     path = Path(src)
     if not path.exists():
         raise DataError("data source not found (use homedepot, synthetic, a Marqo-GS directory or a data file)", source=src)
     ds = read_table(path, query_col=cfg.query_col, doc_id_col=cfg.doc_id_col, score_col=cfg.score_col,
-                    doc_fields=list(cfg.doc_fields))
-    return ds, path.name
+                    doc_fields=list(cfg.doc_fields), encoding=cfg.encoding,
+                    allow_negative=cfg.allow_negative)
+    return _announced(ds, announce, path), path.name
 
 
-def load_marqo_dir(directory: Path, doc_fields: list[str]) -> Benchmark:
+def _announced(ds: GradedDataset, announce: Callable[[str], None] | None, source: object) -> GradedDataset:
+    """Pass on what reading changed (merged or dropped duplicate rows, conflicting fields): every
+    note of ``ds`` but the ``read N rows`` line."""
+    if announce:
+        for note in ds.notes:
+            if not note.startswith("read "):
+                announce(f"note: {source}: {note}")
+    return ds
+
+
+def load_marqo_dir(directory: Path, doc_fields: list[str], *, encoding: str = "utf-8",
+                   announce: Callable[[str], None] | None = None) -> Benchmark:
     from gcl.data.marqo import read_marqo_split
+
+    def read(csv: Path, corpus: Path | None) -> GradedDataset:
+        return _announced(read_marqo_split(csv, corpus, doc_fields=doc_fields, encoding=encoding), announce, csv)
 
     corpora = {0: directory / "corpus_1.json", 1: directory / "corpus_2.json"}
     splits = {}
@@ -99,13 +119,13 @@ def load_marqo_dir(directory: Path, doc_fields: list[str]) -> Benchmark:
         csv = directory / f"{stem}.csv"
         if csv.exists():
             corpus = corpora[int(stem[-1])]
-            splits[name] = read_marqo_split(csv, corpus if corpus.exists() else None, doc_fields=doc_fields)
+            splits[name] = read(csv, corpus if corpus.exists() else None)
     if not splits:
         raise DataError("no query_*_product_id_*.csv split files in the directory", source=str(directory))
     train_csv = directory / "train.csv"
-    train = read_marqo_split(train_csv, corpora[0], doc_fields=doc_fields) if train_csv.exists() else splits.get("in_domain")
+    train = read(train_csv, corpora[0]) if train_csv.exists() else splits.get("in_domain")
     dev_csv = directory / "dev.csv"
-    dev = read_marqo_split(dev_csv, corpora[0], doc_fields=doc_fields) if dev_csv.exists() else None
+    dev = read(dev_csv, corpora[0]) if dev_csv.exists() else None
     return Benchmark(name=directory.name, train=train, dev=dev, splits=splits,
                      corpus_1=train.documents if train is not None else None)
 
@@ -114,6 +134,6 @@ def load_benchmark(cfg, announce: Callable[[str], None] | None = None) -> Benchm
     """Load and split the data source of ``cfg`` (a :class:`gcl.training.config.DataConfig`)."""
     src = Path(cfg.source)
     if cfg.source not in ("homedepot", "synthetic") and src.is_dir():
-        return load_marqo_dir(src, list(cfg.doc_fields))
+        return load_marqo_dir(src, list(cfg.doc_fields), encoding=cfg.encoding, announce=announce)
     ds, name = load_dataset(cfg, announce)
     return Benchmark.from_splits(build_splits(ds, seed=cfg.split_seed), name)

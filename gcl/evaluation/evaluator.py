@@ -195,7 +195,7 @@ def write_results(
         r.per_query.to_csv(out / f"{r.name}_per_query.csv", index_label=QUERY_ID)
     if trec and tasks:
         from gcl.data.marqo import write_ground_truth
-        from gcl.evaluation.trec import write_qrels, write_run
+        from gcl.evaluation.trec import write_trec_files
 
         for r, t in zip(results, tasks):
             doc_ids = t.documents.index.to_numpy()
@@ -203,8 +203,7 @@ def write_results(
             for qi, q in enumerate(t.queries.index):
                 keep = r.run_indices[qi] >= 0
                 run[q] = dict(zip(doc_ids[r.run_indices[qi][keep]], r.run_scores[qi][keep].astype(float)))
-            write_run(out / f"{r.name}.run", run, tag=meta.get("model", "gcl") if meta else "gcl")
-            write_qrels(out / f"{r.name}.qrels", t.ground_truth())
+            write_trec_files(out, r.name, run, t.ground_truth(), tag=meta.get("model", "gcl") if meta else "gcl")
             write_ground_truth(out / f"{r.name}_gt_test.json", t.ground_truth(by_key=True))
     return out
 

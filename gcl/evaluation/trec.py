@@ -18,8 +18,10 @@ message, e.g. ``run.txt, row 4, field 'score': line 5: score 'x' is not a number
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from gcl.data.errors import DataError
 
-__all__ = ["read_run", "write_run", "read_qrels", "write_qrels", "trec_order"]
+__all__ = ["read_run", "write_run", "read_qrels", "write_qrels", "trec_order", "trec_id_map", "write_trec_files"]
 
 RUN_FIELDS = ("qid", "Q0", "docid", "rank", "score", "tag")
 QRELS_FIELDS = ("qid", "iteration", "docid", "grade")
@@ -141,6 +143,57 @@ def write_qrels(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, float]
             text = str(int(grade)) if grade.is_integer() else repr(grade)
             lines.append(f"{q} 0 {_token(docid, 'document id')} {text}\n")
     return _write(path, lines)
+
+
+def trec_id_map(ids, prefix: str) -> dict[str, str] | None:
+    """``{id: TREC id}`` when some id cannot be a TREC token (empty, or holds whitespace), else
+    ``None`` (the ids are written as they are).
+
+    The TREC ids are ``prefix`` + a zero-padded number (``q001`` .. ``q120``), numbered in code-point
+    order of the original ids, so they sort -- and break score ties in trec_eval -- exactly as the
+    originals do: metrics from the mapped files equal those of the original ids.
+    """
+    ids = sorted({str(i) for i in ids})
+    if all(text and not any(c.isspace() for c in text) for text in ids):
+        return None
+    width = len(str(len(ids)))
+    return {orig: f"{prefix}{n:0{width}d}" for n, orig in enumerate(ids, start=1)}
+
+
+def write_trec_files(
+    out_dir: str | os.PathLike,
+    name: str,
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, float]],
+    *,
+    tag: str = "gcl",
+) -> dict[str, Path]:
+    """Write ``<name>.run`` and ``<name>.qrels`` under ``out_dir``, whatever the ids hold.
+
+    Query or document ids that are not TREC tokens (e.g. Home Depot's query ids, which are the
+    query texts) are replaced by :func:`trec_id_map`'s numbered ids, and ``<name>.trec_ids.json``
+    is written beside the files: ``{"queries": {TREC id: id}, "documents": {TREC id: id}}`` with
+    only the mapped kinds. Whitespace in ``tag`` becomes ``_``. Returns the written paths by kind.
+    """
+    out = Path(out_dir)
+    qmap = trec_id_map([*run, *qrels], "q")
+    dmap = trec_id_map([d for table in (run, qrels) for docs in table.values() for d in docs], "d")
+
+    def remap(table):
+        q = (lambda x: qmap[str(x)]) if qmap else str
+        d = (lambda x: dmap[str(x)]) if dmap else str
+        return {q(qid): {d(doc): value for doc, value in docs.items()} for qid, docs in table.items()}
+
+    paths = {"run": write_run(out / f"{name}.run", remap(run), tag=re.sub(r"\s+", "_", str(tag)) or "gcl"),
+             "qrels": write_qrels(out / f"{name}.qrels", remap(qrels))}
+    mapping = {kind: {v: k for k, v in m.items()} for kind, m in (("queries", qmap), ("documents", dmap)) if m}
+    if mapping:
+        path = out / f"{name}.trec_ids.json"
+        _write(path, [json.dumps(mapping, ensure_ascii=False, indent=1) + "\n"])
+        paths["ids"] = path
+    else:
+        (out / f"{name}.trec_ids.json").unlink(missing_ok=True)  # a stale mapping would mislead
+    return paths
 
 
 # --- helpers ------------------------------------------------------------------------------------

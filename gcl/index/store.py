@@ -491,7 +491,12 @@ class VectorIndex(SearchIndex):
         for name in (FAISS_FILE, DOCUMENTS_FILE):
             if not (directory / name).is_file():
                 raise DataError(f"index file {name} is missing", source=str(directory))
-        raw = faiss.read_index(str(directory / FAISS_FILE))
+        try:
+            raw = faiss.read_index(str(directory / FAISS_FILE))
+        except RuntimeError as exc:  # faiss reports a truncated or corrupt file as a RuntimeError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"cannot read the faiss index (corrupt or truncated? rebuild it): {first}",
+                            source=str(directory / FAISS_FILE)) from exc
         if not isinstance(raw, faiss.IndexIDMap2) or raw.d != index.dim:
             raise DataError(f"{FAISS_FILE} is not an IndexIDMap2 of dimension {index.dim}", source=str(directory))
         index._faiss_index = raw

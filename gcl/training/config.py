@@ -19,6 +19,8 @@ class DataConfig:
     query_col: str = "query"  # column mapping for generic files
     doc_id_col: str = "doc_id"
     score_col: str = "score"
+    encoding: str = "utf-8"  # text encoding of CSV/TSV/JSONL data files (--encoding)
+    allow_negative: bool = False  # accept negative scores in data files (--allow-negative)
     # document fields read from the source; a name starting with "image" is an image field (as in
     # the Marqo-GS layout), so a Parquet column of image bytes is read as images, not as text
     doc_fields: list[Union[str, Field]] = field(default_factory=lambda: ["title"])

@@ -1,0 +1,62 @@
+"""Checks shared by the subcommands: argparse number types and the cheap, up-front checks of paths
+the user named (a model that does not exist, an output directory that is a file), so that a
+mistake is one ``error:`` line at once, not a traceback after the data has loaded."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from gcl.data.errors import ConfigError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--depth 0`` is a usage error, not a table of zeros)."""
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+
+
+def looks_like_path(ref: str) -> bool:
+    """A model reference that can only be a local path: absolute, ``./``, ``../`` or ``~``
+    relative, or more than one ``/`` (a hub name is ``name`` or ``org/name``)."""
+    return os.path.isabs(ref) or ref.startswith((".", "~")) or ref.count("/") > 1 or "\\" in ref
+
+
+def check_model(ref: str | None, option: str = "--model") -> None:
+    """A model given as a local path must exist (checked before any data is loaded)."""
+    if ref and looks_like_path(ref) and not Path(ref).expanduser().exists():
+        raise ConfigError(f"{option} {ref}: cannot load the model: no such file or directory")
+
+
+def check_out_dir(path: str | os.PathLike, option: str) -> None:
+    """An output directory may exist as a directory or not at all; a file there (or a file where a
+    parent directory should be) is an error naming it."""
+    p = Path(path).expanduser()
+    for candidate in (p, *p.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "" if candidate == p else f" ({candidate} is a file)"
+                raise ConfigError(f"{option} {path}: is not a directory{where}")
+            return
+
+
+def check_queries(queries: list[str]) -> None:
+    """Blank query text is refused, as the HTTP API refuses it."""
+    for i, text in enumerate(queries, 1):
+        if not text.strip():
+            raise ConfigError(f"query {i} is empty: give some search text (the HTTP API refuses a blank query too)")
