@@ -87,6 +87,14 @@ def test_train_refuses_bad_numbers_before_loading_anything(override, expected, t
     _one_error_line(capsys, expected)
 
 
+def test_train_refuses_a_missing_model_path_before_loading_anything(tmp_path, capsys, monkeypatch):
+    import gcl.data.sources
+
+    monkeypatch.setattr(gcl.data.sources, "load_benchmark", _must_not_run)
+    assert main(["train", f"model.text_model={tmp_path / 'nope'}", f"out_dir={tmp_path / 'run'}"]) == 2
+    _one_error_line(capsys, "model.text_model", str(tmp_path / "nope"), "no such file or directory")
+
+
 def _must_not_run(*args, **kwargs):
     raise AssertionError("the data was loaded before the user error was reported")
 

@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from gcl.cli.options import check_out_dir
+    from gcl.cli.options import check_model, check_out_dir
     from gcl.config import load_config
     from gcl.training.config import TrainConfig
     from gcl.training.distributed import init_from_env
@@ -67,6 +67,8 @@ def run(args) -> int:
         config, overrides = None, [config, *overrides]
     cfg = load_config(TrainConfig, config, overrides)
     check_out_dir(cfg.out_dir, "out_dir")
+    if cfg.model.multifield is None:
+        check_model(cfg.model.text_model, "model.text_model")
     dist = init_from_env(cfg.device)
     trainer = Trainer(cfg, dist=dist)
     result = trainer.fit(resume=args.resume)
