@@ -204,18 +204,23 @@ def dataset_from_frame(
     else:
         score = _scores(frame[score_col], source, score_col, allow_negative)
 
+    # ---- ids hashed once: every later step works on their integer codes
+    d_codes, d_index = _factorize(did, DOC_ID)
+    q_codes, q_index = _factorize(qid, QUERY_ID)
+
     # ---- documents and queries tables (first value per id; conflicts counted)
-    documents, doc_note = _entity_table(did, DOC_ID, frame, d_fields, "document")
+    documents, doc_note = _entity_table(d_codes, d_index, frame, d_fields, "document")
     query_cols = {Field("query"): None, **q_fields}
     queries, query_note = _entity_table(
-        qid, QUERY_ID, frame, query_cols, "query", first_values={"query": text},
+        q_codes, q_index, frame, query_cols, "query", first_values={"query": text},
         same_as_id=("query",) if query_id_col is None else (),
     )
     notes += [n for n in (doc_note, query_note) if n]
 
     # ---- judgments, duplicates handled as documented
     judgments = pd.DataFrame({QUERY_ID: qid, DOC_ID: did, SCORE: score.astype(float)})
-    judgments, dup_note = _merge_duplicates(judgments, duplicates, source, doc_id_col)
+    pair_key = q_codes * np.int64(len(d_index)) + d_codes  # one int64 per (query, document) pair
+    judgments, dup_note = _merge_duplicates(judgments, pair_key, duplicates, source, doc_id_col)
     if dup_note:
         notes.append(dup_note)
 
@@ -228,7 +233,9 @@ def dataset_from_frame(
         name=name,
         notes=notes,
     )
-    return ds.validate(source=source)
+    # The tables are built from the judgments' own factorised ids, so the id invariants (unique,
+    # known, no repeated pair, every query judged) hold by construction; the rest is checked.
+    return ds.validate(source=source, check_ids=False)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -324,10 +331,24 @@ def _as_image(series: pd.Series) -> pd.Series:
     return values
 
 
+def _parse_floats(raw: pd.Series) -> pd.Series:
+    """Text to float64: pyarrow's cast when every value parses, else pandas' (NaN where not a number)."""
+    if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.storage == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:
+            values = pc.cast(pa.array(raw.array), pa.float64()).to_numpy(zero_copy_only=False)
+            return pd.Series(values, index=raw.index)
+        except pa.ArrowInvalid:  # some value is not a number: pandas marks which (error path)
+            pass
+    return pd.to_numeric(raw, errors="coerce")
+
+
 def _scores(raw: pd.Series, source: str, column: str, allow_negative: bool) -> pd.Series:
     if pd.api.types.is_bool_dtype(raw):
         raise DataError("scores are booleans, not numbers", source=source, row=0, field=column)
-    numeric = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
+    numeric = raw if pd.api.types.is_numeric_dtype(raw) else _parse_floats(raw)
     numeric = numeric.astype(float)
     nan = numeric.isna().to_numpy()
     if nan.any():
@@ -356,44 +377,78 @@ def _scores(raw: pd.Series, source: str, column: str, allow_negative: bool) -> p
     return numeric
 
 
+def _factorize(ids: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of ``ids`` (numbered in order of first appearance) and the distinct ids."""
+    codes, uniques = pd.factorize(ids)
+    return codes.astype(np.int64, copy=False), pd.Index(uniques, name=name)
+
+
+def _first_rows(codes: np.ndarray) -> np.ndarray:
+    """The row of each code's first occurrence, in code order.
+
+    Codes numbered in order of first appearance make row ``i`` a first occurrence exactly when
+    ``codes[i]`` exceeds every earlier code, i.e. where the running maximum grows.
+    """
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.maximum.accumulate(codes)
+    new = np.empty(len(codes), dtype=bool)
+    new[0] = True
+    np.greater(top[1:], top[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def _differs_from_first(values: pd.Series, first_of_row: np.ndarray, image: bool) -> np.ndarray:
+    """Rows whose value differs from that of their id's first row (missing = ``""`` = ``None``)."""
+    if isinstance(values.dtype, pd.StringDtype):  # pyarrow strings: take + compare in Arrow
+        a = values.fillna("")
+        return np.asarray(a.array != a.array.take(first_of_row), dtype=bool)
+    a = (_as_image(values) if image else values).to_numpy(dtype=object)
+    b = a[first_of_row]
+    return (a != b) & ~(pd.isna(a) & pd.isna(b))
+
+
 def _entity_table(
-    ids: pd.Series,
-    index_name: str,
+    codes: np.ndarray,
+    index: pd.Index,
     frame: pd.DataFrame,
     fields: Mapping[Field, str | None],
     label: str,
     first_values: Mapping[str, pd.Series] | None = None,
     same_as_id: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, str | None]:
-    """One row per id (first occurrence); count ids whose field values differ between rows."""
-    data = {index_name: ids}
+    """One row per id (its first row); count ids whose field values differ between rows.
+
+    ``codes``/``index``: the ids of ``frame``'s rows as from :func:`_factorize`.
+    """
+    first = _first_rows(codes)
+    repeated = len(first) < len(codes)
+    differs = np.zeros(len(codes), dtype=bool)
+    columns = {}
     for field, column in fields.items():
         raw = first_values[field.name] if first_values and field.name in first_values else frame[column]
-        data[field.name] = _as_image(raw) if field.kind == FieldKind.IMAGE else _as_text(raw)
-    rows = pd.DataFrame(data)
-    first = ~ids.duplicated().to_numpy()
-    table = rows.loc[first].set_index(index_name)
+        image = field.kind == FieldKind.IMAGE
+        values = raw if image else _as_text(raw)
+        if repeated and field.name not in same_as_id:  # a field equal to the id cannot conflict
+            differs |= _differs_from_first(values, first[codes], image)
+        kept = _as_image(values.iloc[first]) if image else values.iloc[first]
+        columns[field.name] = pd.Series(kept.array, index=index, dtype=kept.dtype)  # keeps object dtype
+    table = pd.DataFrame(columns, index=index)
     note = None
-    names = [f.name for f in fields if f.name not in same_as_id]  # a field equal to the id cannot conflict
-    if names and not first.all():
-        reference = table[names].reindex(ids.to_numpy())
-        differs = np.zeros(len(rows), dtype=bool)
-        for name in names:  # one vectorised comparison per field
-            a, b = rows[name].to_numpy(dtype=object), reference[name].to_numpy(dtype=object)
-            differs |= (a != b) & ~(pd.isna(a) & pd.isna(b))
-        if differs.any():
-            n_ids = ids[differs].nunique()
-            note = (
-                f"{n_ids} {label} ids have conflicting field values across rows "
-                f"({int(differs.sum())} rows differ from the first); the first row's values were kept"
-            )
+    if differs.any():
+        n_ids = len(np.unique(codes[differs]))
+        note = (
+            f"{n_ids} {label} ids have conflicting field values across rows "
+            f"({int(differs.sum())} rows differ from the first); the first row's values were kept"
+        )
     return table, note
 
 
 def _merge_duplicates(
-    judgments: pd.DataFrame, duplicates: Duplicates, source: str, doc_id_col: str
+    judgments: pd.DataFrame, pair_key: np.ndarray, duplicates: Duplicates, source: str, doc_id_col: str
 ) -> tuple[pd.DataFrame, str | None]:
-    extra = judgments.duplicated([QUERY_ID, DOC_ID]).to_numpy()
+    """Apply the ``duplicates`` policy; ``pair_key`` is one integer per (query, document) pair."""
+    extra = pd.Series(pair_key).duplicated().to_numpy()
     if not extra.any():
         return judgments, None
     n_extra = int(extra.sum())
@@ -410,8 +465,10 @@ def _merge_duplicates(
         kept = judgments.loc[~extra].reset_index(drop=True)
         return kept, (f"duplicates='first': {n_extra} repeated (query, document) rows dropped, first kept"
                       f"{_duplicate_examples(judgments, extra)}")
-    merged = judgments.groupby([QUERY_ID, DOC_ID], sort=False, as_index=False)[SCORE].mean()
-    n_pairs = int(judgments.loc[extra, [QUERY_ID, DOC_ID]].drop_duplicates().shape[0])
+    pairs, _ = pd.factorize(pair_key)  # numbered in order of first appearance
+    merged = judgments.iloc[_first_rows(pairs)].reset_index(drop=True)
+    merged[SCORE] = judgments[SCORE].groupby(pairs, sort=False).mean().to_numpy()
+    n_pairs = len(np.unique(pair_key[extra]))
     note = (
         f"duplicates='mean': {n_extra} repeated (query, document) rows merged into "
         f"{n_pairs} judgments by averaging their scores{_duplicate_examples(judgments, extra)}"
