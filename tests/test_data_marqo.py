@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gcl.data import FieldKind, GradedDataset
+from gcl.data import Field, FieldKind, GradedDataset, build_splits, make_synthetic
 from gcl.data.marqo import (
     QUERY_KEY_SUFFIX,
     SPLIT_COLUMNS,
@@ -18,6 +18,7 @@ from gcl.data.marqo import (
     read_corpus,
     read_ground_truth,
     read_marqo_parquet,
+    rank_in_query,
     read_marqo_split,
     split_frame,
     write_ground_truth,
@@ -155,3 +156,133 @@ def test_homedepot_round_trip(homedepot, tmp_path, assert_same_dataset):
     write_marqo_layout(tmp_path, {"s": part}, {"c": part})
     back = read_marqo_split(tmp_path / "s.csv", tmp_path / "c.json", query_id_col="query_id")
     assert_same_dataset(part, back, doc_fields=["title"])
+
+
+# ---------------------------------------------------------------------------- the fast writers
+TRICKY = ["plain", "", "comma, here", 'a "quoted" word', "line\nbreak", "back\\slash", "café ™", "tab\there",
+          "ctrl\x01", "emoji 🙂", "  spaces  ", "del\x7f", "slash / path", "[brackets]~", "\r\n crlf"]
+
+
+def _tricky_dataset() -> GradedDataset:
+    """Text with every character class the CSV and JSON writers escape differently."""
+    docs = [f"d{i}" for i in range(len(TRICKY))] + ['d"q', "d,c", "dé"]
+    titles = TRICKY + ["t1", "t2", "t3"]
+    images = [None if i % 4 == 0 else f"img/{t}.jpg" for i, t in enumerate(titles)]
+    queries = ["red, shirt", 'oak "table"', "mug\nlid", "plain"]
+    rows = [(q, d, float((i * 7 + j) % 5) + 0.25 * j) for i, q in enumerate(queries)
+            for j, d in enumerate(docs) if (i + j) % 2 == 0]
+    return GradedDataset(
+        queries=pd.DataFrame({"query": queries}, index=pd.Index(queries, name="query_id", dtype=str)),
+        documents=pd.DataFrame({"title": titles, "image_local": pd.Series(images, dtype=object)},
+                               index=pd.Index(docs, name="doc_id", dtype=str)),
+        judgments=pd.DataFrame(rows, columns=["query_id", "doc_id", "score"]),
+        doc_fields=(Field("title"), Field("image_local", FieldKind.IMAGE)),
+    ).validate()
+
+
+def _old_split_csv(ds: GradedDataset, path) -> None:
+    """The writer before pyarrow: pandas ``to_csv`` of a frame built with ``reindex``."""
+    j = ds.judgments
+    position = j.groupby("query_id", sort=False)["score"].rank(method="first", ascending=False).to_numpy(dtype=np.int64)
+    image = ds.documents["image_local"].reindex(j["doc_id"].to_numpy()).astype(object)
+    pd.DataFrame({
+        "query": ds.queries["query"].reindex(j["query_id"].to_numpy()).to_numpy(),
+        "product_id": j["doc_id"].to_numpy(),
+        "position": position,
+        "title": ds.documents["title"].reindex(j["doc_id"].to_numpy()).to_numpy(dtype=object),
+        "image_local": image.where(image.notna(), "").to_numpy(dtype=object),
+        "pair_id": np.arange(len(j)),
+        "score_linear": j["score"].to_numpy(dtype=float),
+        "score_reciprocal": 1.0 / position,
+        "no_score": np.ones(len(j), dtype=np.int64),
+        "query_id": j["query_id"].to_numpy(),
+    }).to_csv(path, index=False)
+
+
+def _old_corpus_json(documents: pd.DataFrame, path) -> None:
+    """The writer before the vectorised path: ``json.dump`` of ``to_dict(orient="index")``."""
+    table = documents.astype(object)
+    table = table.where(table.notna(), "")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(table.to_dict(orient="index"), fh)
+
+
+def _parsed(path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in ("position", "pair_id", "no_score", "score_linear", "score_reciprocal"):
+        frame[col] = frame[col].astype(float)
+    return frame
+
+
+@pytest.mark.parametrize("make", [_tricky_dataset, lambda: _with_images(make_synthetic(40, 120))], ids=["tricky", "synthetic"])
+def test_fast_writers_match_the_pandas_and_json_writers(make, tmp_path):
+    ds = make()
+    write_marqo_layout(tmp_path / "new", {"s": ds}, {"c": ds})
+    (tmp_path / "old").mkdir()
+    _old_split_csv(ds, tmp_path / "old" / "s.csv")
+    _old_corpus_json(ds.documents, tmp_path / "old" / "c.json")
+    # corpus JSON: the same bytes; split CSV: the same parsed contents (pyarrow quotes every text
+    # cell and writes 1.0 as 1, pandas quotes only where needed)
+    assert (tmp_path / "new" / "c.json").read_bytes() == (tmp_path / "old" / "c.json").read_bytes()
+    pd.testing.assert_frame_equal(_parsed(tmp_path / "new" / "s.csv"), _parsed(tmp_path / "old" / "s.csv"))
+    back = read_marqo_split(tmp_path / "new" / "s.csv", tmp_path / "new" / "c.json", query_id_col="query_id")
+    pd.testing.assert_frame_equal(back.judgments, ds.judgments, check_dtype=False)
+
+
+def test_corpus_with_non_string_fields_takes_the_json_dump_path(tmp_path):
+    docs = pd.DataFrame({"title": ["a", "b"], "price": [1.5, float("nan")]}, index=pd.Index(["x", "y"], name="doc_id"))
+    write_marqo_layout(tmp_path, {}, {"c": docs})
+    assert json.loads((tmp_path / "c.json").read_text()) == {
+        "x": {"title": "a", "price": 1.5, "image_local": ""}, "y": {"title": "b", "price": "", "image_local": ""}}
+
+
+def test_positions_rank_within_query_like_pandas():
+    rng = np.random.default_rng(0)
+    q = pd.Series(rng.integers(0, 30, 2000).astype(str))
+    score = rng.integers(0, 5, 2000).astype(float)  # many ties
+    expected = pd.Series(score).groupby(q, sort=False).rank(method="first", ascending=False).to_numpy()
+    np.testing.assert_array_equal(rank_in_query(q, score), expected)
+
+
+# ---------------------------------------------------------------------------- shared corpora
+class CountingModel:
+    """A fake encoder: counts the documents it encodes, one entry per call."""
+
+    def __init__(self) -> None:
+        self.document_calls: list[int] = []
+
+    @staticmethod
+    def _vectors(texts: list[str]) -> np.ndarray:
+        out = np.array([[len(t) % 7 + 1, sum(map(ord, t)) % 11 + 1, 1.0] for t in texts], dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def encode_documents(self, documents: pd.DataFrame, **_) -> np.ndarray:
+        self.document_calls.append(len(documents))
+        return self._vectors(documents["title"].astype(str).tolist())
+
+    def encode_queries(self, queries: pd.DataFrame, **_) -> np.ndarray:
+        return self._vectors(queries["query"].astype(str).tolist())
+
+
+def test_marqo_directory_encodes_and_parses_each_corpus_once(tiny_dataset, tmp_path, monkeypatch):
+    import gcl.data.marqo as marqo
+    from gcl.data.sources import load_marqo_dir
+    from gcl.evaluation.evaluator import Protocol, evaluate_task, prepare_task
+    from gcl.evaluation.retrievers import DenseRetriever
+
+    build_splits(tiny_dataset, seed=0).write(tmp_path)
+    parsed = []
+    real = marqo._load_json_object
+    monkeypatch.setattr(marqo, "_load_json_object", lambda path, shape: parsed.append(path.name) or real(path, shape))
+    bench = load_marqo_dir(tmp_path, ["title"])
+    assert sorted(parsed) == ["corpus_1.json", "corpus_2.json"]  # was corpus_1 x4, corpus_2 x2
+
+    corpus_1, corpus_2 = bench.splits["in_domain"].documents, bench.splits["novel_corpus"].documents
+    assert bench.splits["novel_query"].documents is corpus_1 and bench.splits["zero_shot"].documents is corpus_2
+    assert bench.train.documents is corpus_1 and bench.dev.documents is corpus_1
+
+    model = CountingModel()
+    retriever, protocol = DenseRetriever(model, show_progress=False), Protocol(name="all", depth=10)
+    for name in ("in_domain", "novel_query", "novel_corpus", "zero_shot"):
+        evaluate_task(prepare_task(bench.eval_split(name), protocol, name=name), retriever, protocol)
+    assert model.document_calls == [len(corpus_1), len(corpus_2)]  # was 4 encodes for 2 corpora

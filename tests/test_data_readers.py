@@ -176,3 +176,65 @@ def test_query_fields_and_conflicting_query_text(tmp_path):
     assert ds.queries.loc["q1", "query"] == "red shirt"
     assert ds.queries.loc["q1", "lang"] == "en"
     assert any(n.startswith("1 query ids have conflicting") for n in ds.notes)
+
+
+# ---------------------------------------------------------------------------- vectorised = naive
+def _naive_dataset(rows: list[dict], duplicates: str) -> dict:
+    """The reader's rules as an explicit loop over rows (query = stripped text, doc = stripped id,
+    first row's fields kept, conflicts counted, duplicate pairs merged by ``duplicates``)."""
+    docs, queries, pairs, order = {}, {}, {}, []
+    conflict_rows, conflict_ids = 0, set()
+    for row in rows:
+        q, d = row["q"].strip(), str(row["doc"]).strip()
+        image = row["img"] if row["img"] not in (None, "") else None
+        fields = {"title": row["title"], "img": image}
+        if d not in docs:
+            docs[d] = fields
+        elif docs[d] != fields:
+            conflict_rows += 1
+            conflict_ids.add(d)
+        queries.setdefault(q, q)
+        if (q, d) not in pairs:
+            order.append((q, d))
+            pairs[(q, d)] = []
+        pairs[(q, d)].append(float(row["rel"]))
+    judge = (lambda s: sum(s) / len(s)) if duplicates == "mean" else (lambda s: s[0])
+    return {
+        "docs": docs,
+        "queries": list(queries),
+        "judgments": [(q, d, judge(pairs[(q, d)])) for q, d in order],
+        "conflicts": (len(conflict_ids), conflict_rows),
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("duplicates", ["mean", "first"])
+def test_vectorised_reader_equals_a_naive_loop(tmp_path, seed, duplicates):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 80))
+    pick = lambda options: options[int(rng.integers(0, len(options)))]  # noqa: E731
+    rows = [
+        {
+            "q": pick(["red shirt", " red shirt", "oak table ", "mug", "fence  mesh", "fence mesh"]),
+            "doc": pick(["d1", "d2", " d3", "d4", "10", "d5"]),
+            "title": pick(["Red Shirt", "Mug", "", "NA", 'say "hi", ok']),
+            "img": pick(["", "a.jpg", "b.jpg"]),
+            "rel": pick(["1", "2.5", "0", "3"]),
+        }
+        for _ in range(n)
+    ]
+    path = tmp_path / "t.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    ds = read_table(path, query_col="q", doc_id_col="doc", score_col="rel",
+                    doc_fields=["title", Field("img", FieldKind.IMAGE)], duplicates=duplicates)
+    ref = _naive_dataset(rows, duplicates)
+    assert list(ds.documents.index) == list(ref["docs"])
+    assert ds.documents["title"].tolist() == [v["title"] for v in ref["docs"].values()]
+    assert ds.documents["img"].tolist() == [v["img"] for v in ref["docs"].values()]
+    assert list(ds.queries.index) == ref["queries"] == ds.queries["query"].tolist()
+    assert list(ds.judgments.itertuples(index=False, name=None)) == ref["judgments"]
+    n_ids, n_rows = ref["conflicts"]
+    expected = f"{n_ids} document ids have conflicting field values across rows ({n_rows} rows differ"
+    assert any(note.startswith(expected) for note in ds.notes) == (n_rows > 0)

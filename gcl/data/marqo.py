@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 
 from gcl.data.errors import DataError
 from gcl.data.readers import Duplicates, dataset_from_frame, load_columns, read_table
-from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, Field, FieldKind, GradedDataset
+from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, Field, FieldKind, GradedDataset, arrow_strings, positions
 
 QUERY_KEY_SUFFIX = "_{!@#~}_"
 SPLIT_COLUMNS = (
@@ -52,9 +53,28 @@ def marqo_field(spec: str | Field) -> Field:
 
 
 # ---------------------------------------------------------------------------- readers
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus JSON read once (:func:`load_corpus`), to share between the splits that use it.
+
+    Splits read with the same :class:`Corpus` hold the same ``documents`` object, so evaluation
+    encodes it once for all of them (the dense retrievers cache by corpus identity).
+    """
+
+    path: Path
+    documents: pd.DataFrame
+    notes: tuple[str, ...] = ()
+
+
+def load_corpus(path: str | Path, doc_fields: Sequence[str | Field] = CORPUS_FIELDS) -> Corpus:
+    """Read ``corpus_N.json`` once for :func:`read_marqo_split` (``corpus_json=`` this)."""
+    documents, notes = _read_corpus(Path(path), [marqo_field(f) for f in doc_fields])
+    return Corpus(Path(path), documents, tuple(notes))
+
+
 def read_marqo_split(
     split_csv: str | Path,
-    corpus_json: str | Path | None = None,
+    corpus_json: str | Path | Corpus | None = None,
     *,
     query_col: str = "query",
     doc_id_col: str = "product_id",
@@ -66,8 +86,9 @@ def read_marqo_split(
 ) -> GradedDataset:
     """Read one split CSV; documents come from ``corpus_json`` (all of them, judged or not).
 
-    Without ``corpus_json`` the documents are the judged ones, with their fields taken from the
-    CSV's columns. Query text is kept as written (not stripped) so that query keys match the
+    ``corpus_json`` is a path, or a :class:`Corpus` already read (:func:`load_corpus`, with the
+    same ``doc_fields``), whose documents table the split then shares. Without ``corpus_json``
+    the documents are the judged ones, with their fields taken from the CSV's columns. Query text is kept as written (not stripped) so that query keys match the
     reference ground truth. ``score_col=None`` scores every judgment 1.0 (grades all 1).
     """
     split_csv = Path(split_csv)
@@ -90,7 +111,13 @@ def read_marqo_split(
     )
     if corpus_json is None:
         return ds
-    documents, notes = _read_corpus(Path(corpus_json), fields)
+    corpus = corpus_json if isinstance(corpus_json, Corpus) else load_corpus(corpus_json, fields)
+    documents, notes = corpus.documents, list(corpus.notes)
+    missing = [f.name for f in fields if f.name not in documents.columns]
+    if missing:
+        raise DataError(f"the corpus was read without the field(s) {missing}", source=str(corpus.path))
+    if list(documents.columns) != [f.name for f in fields]:
+        documents = documents[[f.name for f in fields]]
     ds = GradedDataset(
         queries=ds.queries,
         documents=documents,
@@ -100,7 +127,7 @@ def read_marqo_split(
         name=ds.name,
         notes=ds.notes + notes,
     )
-    return ds.validate(source=f"{split_csv} with corpus {corpus_json}")
+    return ds.validate(source=f"{split_csv} with corpus {corpus.path}")
 
 
 def read_corpus(path: str | Path, doc_fields: Sequence[str | Field] = CORPUS_FIELDS) -> pd.DataFrame:
@@ -186,38 +213,69 @@ def write_marqo_layout(
         written[name] = _write_corpus(out / f"{name}.json", table)
     for name, ds in splits.items():
         path = out / f"{name}.csv"
-        split_frame(ds).to_csv(path, index=False)
+        _write_split_csv(path, split_table(ds))
         written[name] = path
     return written
 
 
 def split_frame(ds: GradedDataset) -> pd.DataFrame:
     """The split CSV of ``ds`` as a DataFrame (columns :data:`SPLIT_COLUMNS`)."""
+    return split_table(ds).to_pandas()
+
+
+def split_table(ds: GradedDataset):
+    """The split CSV of ``ds`` as a ``pyarrow.Table`` (columns :data:`SPLIT_COLUMNS`).
+
+    Built with vectorised lookups (``positions``) and pyarrow ``take``; ``position`` is the
+    1-based rank of the row within its query by score descending, ties in judgment order.
+    """
+    import pyarrow as pa
+
     j = ds.judgments
-    position = j.groupby(QUERY_ID, sort=False)[SCORE].rank(method="first", ascending=False)
-    position = position.to_numpy(dtype=np.int64) if len(j) else np.zeros(0, dtype=np.int64)
-    query_text = ds.queries[ds.query_fields[0].name].reindex(j[QUERY_ID].to_numpy())
+    n = len(j)
+    score = j[SCORE].to_numpy(dtype=float)
+    position = rank_in_query(j[QUERY_ID], score)
+    q_pos = positions(j[QUERY_ID], ds.queries.index)
+    d_pos = positions(j[DOC_ID], ds.documents.index)
     docs = ds.documents
-    title = docs["title"].reindex(j[DOC_ID].to_numpy()) if "title" in docs.columns else ""
+    empty = pa.nulls(n, pa.large_string()).fill_null("")
+    title = _take_strings(docs["title"], d_pos).fill_null("") if "title" in docs.columns else empty
+    image = empty
     if "image_local" in docs.columns:
-        image = _image_paths(docs["image_local"].reindex(j[DOC_ID].to_numpy()), ds.name)
-    else:
-        image = ""
-    return pd.DataFrame(
-        {
-            "query": query_text.to_numpy(),
-            "product_id": j[DOC_ID].to_numpy(),
-            "position": position,
-            "title": np.asarray(title, dtype=object) if not isinstance(title, str) else title,
-            "image_local": image,
-            "pair_id": np.arange(len(j), dtype=np.int64),
-            "score_linear": j[SCORE].to_numpy(dtype=float),
-            "score_reciprocal": 1.0 / np.maximum(position, 1),
-            "no_score": np.ones(len(j), dtype=np.int64),
-            "query_id": j[QUERY_ID].to_numpy(),
-        },
-        columns=list(SPLIT_COLUMNS),
-    )
+        image = _take_strings(docs["image_local"], d_pos, image=True, source=ds.name).fill_null("")
+    columns = {
+        "query": _take_strings(ds.queries[ds.query_fields[0].name], q_pos),
+        "product_id": _strings(j[DOC_ID]),
+        "position": pa.array(position, pa.int64()),
+        "title": title,
+        "image_local": image,
+        "pair_id": pa.array(np.arange(n, dtype=np.int64)),
+        "score_linear": pa.array(score, pa.float64()),
+        "score_reciprocal": pa.array(1.0 / np.maximum(position, 1), pa.float64()),
+        "no_score": pa.array(np.ones(n, dtype=np.int64)),
+        "query_id": _strings(j[QUERY_ID]),
+    }
+    return pa.table([columns[c] for c in SPLIT_COLUMNS], names=list(SPLIT_COLUMNS))
+
+
+def rank_in_query(query_ids: pd.Series, score: np.ndarray) -> np.ndarray:
+    """1-based rank of each row within its query by ``score`` descending; ties keep row order.
+
+    Equals ``groupby(query_ids).rank(method="first", ascending=False)``: two stable sorts
+    (score descending, then query), then the offset of each row from its query's first row.
+    """
+    n = len(score)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    codes, _ = pd.factorize(query_ids)
+    order = np.argsort(-score, kind="stable")
+    order = order[np.argsort(codes[order], kind="stable")]
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - group_start + 1
+    return rank
 
 
 # ---------------------------------------------------------------------------- internals
@@ -270,6 +328,12 @@ def _read_corpus(path: Path, fields: Sequence[Field]) -> tuple[pd.DataFrame, lis
 
 
 def _write_corpus(path: Path, documents: pd.DataFrame) -> Path:
+    """``json.dump(table.to_dict(orient="index"))`` of the corpus, byte for byte.
+
+    Every field is a string (missing = ``""``; ``title`` and ``image_local`` always present), so
+    the JSON text is assembled with pyarrow string kernels (:func:`_corpus_json`); tables with
+    other values (numbers, say) take the ``json.dump`` path.
+    """
     table = documents.copy()
     for name in CORPUS_FIELDS:
         if name not in table.columns:
@@ -280,9 +344,100 @@ def _write_corpus(path: Path, documents: pd.DataFrame) -> Path:
             table[name] = _image_paths(col, str(path))
         else:
             table[name] = col.where(col.notna(), "")
+    text = _corpus_json(table)
+    if text is not None:
+        with open(path, "wb") as fh:
+            fh.write(b"{")
+            fh.write(text)
+            fh.write(b"}")
+        return path
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(table.to_dict(orient="index"), fh)
     return path
+
+
+def _corpus_json(table: pd.DataFrame) -> bytes | None:
+    """``'"id": {"field": "value", ...}, ...'`` for an all-string table, else ``None``.
+
+    The keys are the index, ``json.dumps`` escaping (``ensure_ascii``, ``", "`` and ``": "``
+    separators): printable ASCII without ``"`` or ``\\`` is quoted by a vectorised join, other
+    strings go through ``json``'s own encoder.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = [arrow_strings(table.index)] + [arrow_strings(table[c]) for c in table.columns]
+    if any(c is None or c.null_count for c in columns):
+        return None
+    if len(table) == 0:
+        return b""
+    parts: list = [_json_strings(columns[0]), ": {"]
+    for i, (name, values) in enumerate(zip(table.columns, columns[1:])):
+        parts += [(", " if i else "") + json.encoder.encode_basestring_ascii(str(name)) + ": ", _json_strings(values)]
+    parts.append("}, ")
+    entries = _join_strings(*parts)
+    data, offsets = entries.buffers()[2], np.frombuffer(entries.buffers()[1], dtype=np.int64)
+    start, stop = offsets[entries.offset], offsets[entries.offset + len(entries)]
+    return memoryview(data)[start : stop - 2].tobytes()  # the entries back to back, less the last ", "
+
+
+def _json_strings(values):
+    """``json.dumps(v)`` (``ensure_ascii``) of each string of a pyarrow array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = values.cast(pa.large_string())
+    quoted = _join_strings('"', values, '"')
+    special = pc.invert(pc.match_substring_regex(values, r'^[ !#-\[\]-~]*$')).to_numpy(zero_copy_only=False)
+    if special.any():
+        escaped = [json.encoder.encode_basestring_ascii(v) for v in values.filter(special).to_pylist()]
+        quoted = pc.replace_with_mask(quoted, pa.array(special), pa.array(escaped, pa.large_string()))
+    return quoted
+
+
+def _join_strings(*parts):
+    """Element-wise concatenation of pyarrow ``large_string`` arrays and ``str`` constants."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    large = pa.large_string()
+    args = [pa.scalar(p, large) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*args, pa.scalar("", large))
+
+
+def _strings(values: pd.Series):
+    """A column of ids or texts as a pyarrow string array (``str()`` of other values)."""
+    import pyarrow as pa
+
+    arr = arrow_strings(values)
+    if arr is None:
+        arr = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
+                       pa.large_string())
+    return arr
+
+
+def _take_strings(values: pd.Series, pos: np.ndarray, *, image: bool = False, source: str = ""):
+    """``values`` at positions ``pos`` (``-1`` = missing = empty cell) as a pyarrow string array.
+
+    Image values go through :func:`_image_paths` (``None`` -> ``""``; ``bytes`` is an error).
+    """
+    import pyarrow as pa
+
+    arr = arrow_strings(values)
+    if arr is not None:
+        return arr.take(pa.array(pos, pa.int64(), mask=pos < 0))
+    taken = pd.Series(values.to_numpy(dtype=object)[pos], name=values.name, dtype=object)
+    taken[pos < 0] = None
+    if image:  # checked per judgment row, so an error names the row of the split
+        return pa.array(_image_paths(taken, source), pa.large_string())
+    return _strings(taken)
+
+
+def _write_split_csv(path: Path, table) -> None:
+    """Write with pyarrow's CSV writer: text cells quoted, floats shortest round-trip (``1`` for 1.0)."""
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(table, path)
 
 
 def _image_paths(values: pd.Series, source: str) -> np.ndarray:

@@ -108,24 +108,33 @@ def _announced(ds: GradedDataset, announce: Callable[[str], None] | None, source
 
 def load_marqo_dir(directory: Path, doc_fields: list[str], *, encoding: str = "utf-8",
                    announce: Callable[[str], None] | None = None) -> Benchmark:
-    from gcl.data.marqo import read_marqo_split
+    from gcl.data.marqo import load_corpus, read_marqo_split
 
-    def read(csv: Path, corpus: Path | None) -> GradedDataset:
+    def read(csv: Path, corpus) -> GradedDataset:
         return _announced(read_marqo_split(csv, corpus, doc_fields=doc_fields, encoding=encoding), announce, csv)
 
     corpora = {0: directory / "corpus_1.json", 1: directory / "corpus_2.json"}
+    loaded = {}
+
+    def shared(i: int):
+        """Corpus ``i`` parsed once; every split evaluated against it shares its documents table
+        (so evaluation encodes it once). A missing file stays a path: reading it names the file."""
+        if i not in loaded and corpora[i].exists():
+            loaded[i] = load_corpus(corpora[i], doc_fields)
+        return loaded.get(i, corpora[i])
+
     splits = {}
     for name, stem in SPLIT_FILES.items():
         csv = directory / f"{stem}.csv"
         if csv.exists():
-            corpus = corpora[int(stem[-1])]
-            splits[name] = read(csv, corpus if corpus.exists() else None)
+            i = int(stem[-1])
+            splits[name] = read(csv, shared(i) if corpora[i].exists() else None)
     if not splits:
         raise DataError("no query_*_product_id_*.csv split files in the directory", source=str(directory))
     train_csv = directory / "train.csv"
-    train = read(train_csv, corpora[0]) if train_csv.exists() else splits.get("in_domain")
+    train = read(train_csv, shared(0)) if train_csv.exists() else splits.get("in_domain")
     dev_csv = directory / "dev.csv"
-    dev = read(dev_csv, corpora[0]) if dev_csv.exists() else None
+    dev = read(dev_csv, shared(0)) if dev_csv.exists() else None
     return Benchmark(name=directory.name, train=train, dev=dev, splits=splits,
                      corpus_1=train.documents if train is not None else None)
 
