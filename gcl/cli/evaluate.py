@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from gcl.cli.options import check_model, check_out_dir, positive_int
+from gcl.cli import evaluate_extras
 from gcl.data.errors import ConfigError, DataError
 
 SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
@@ -18,11 +18,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="homedepot (default) | synthetic | a Marqo-GS directory | a CSV/JSONL/Parquet file")
     g.add_argument("--data-dir", default=None, help="where homedepot/ lives (default: $GCL_DATA_DIR or ../shared/data)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the query/document split (default 0)")
-    g.add_argument("--query-col", default="query", help="data file column holding the query text (default query)")
-    g.add_argument("--doc-id-col", default="doc_id", help="data file column holding the document id (default doc_id)")
-    g.add_argument("--score-col", default="score", help="data file column holding the graded score (default score)")
-    g.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSONL data files (default utf-8)")
-    g.add_argument("--allow-negative", action="store_true", help="accept negative scores in data files")
+    g.add_argument("--query-col", default="query")
+    g.add_argument("--doc-id-col", default="doc_id")
+    g.add_argument("--score-col", default="score")
     g.add_argument("--doc-fields", default="title", help="comma-separated document text columns")
 
 
@@ -36,8 +34,6 @@ def data_config(args):
         query_col=args.query_col,
         doc_id_col=args.doc_id_col,
         score_col=args.score_col,
-        encoding=args.encoding,
-        allow_negative=args.allow_negative,
         doc_fields=[f.strip() for f in args.doc_fields.split(",") if f.strip()],
     )
 
@@ -53,27 +49,28 @@ def add_parser(sub) -> None:
     p.add_argument("--splits", default="all", help=f"comma-separated subset of {','.join(SPLITS)} (default all)")
     p.add_argument("--protocol", choices=("reference", "all"), default="reference",
                    help="reference: 2,000 weighted-sampled test queries (Marqo-GS); all: every query")
-    p.add_argument("--n-queries", type=positive_int, default=2000,
-                   help="test queries sampled per split by the reference protocol (default 2000)")
-    p.add_argument("--depth", type=positive_int, default=1000, help="documents retrieved per query (default 1000)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="texts encoded per forward pass (default 256)")
+    p.add_argument("--n-queries", type=int, default=2000)
+    p.add_argument("--depth", type=int, default=1000, help="documents retrieved per query")
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", default="runs/eval", help="output directory (results.json, results.csv, per-query CSVs)")
     p.add_argument("--trec", action="store_true", help="also write TREC run/qrels files and ground-truth JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
+    p.add_argument("--no-progress", action="store_true")
+    evaluate_extras.add_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from gcl.data.sources import load_benchmark
-    from gcl.evaluation.evaluator import Protocol, evaluate_task, prepare_task, results_table, write_results
+    from gcl.evaluation.evaluator import Protocol, prepare_task, results_table, write_results
     from gcl.evaluation.retrievers import BM25Retriever, DenseRetriever, PrecomputedRetriever
 
+    if args.compare:
+        return evaluate_extras.run_compare(args)
+    evaluate_extras.check_args(args)
     names = SPLITS if args.splits == "all" else tuple(s.strip() for s in args.splits.split(","))
     unknown = [n for n in names if n not in SPLITS]
     if unknown:
         raise ConfigError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
-    check_out_dir(args.out, "--out")
-    check_model(args.model)
     protocol = Protocol(name=args.protocol, n_queries=args.n_queries, depth=args.depth)
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     if args.bm25:
@@ -81,10 +78,10 @@ def run(args) -> int:
     elif args.embeddings:
         retriever, label = PrecomputedRetriever(args.embeddings), f"embeddings:{args.embeddings}"
     else:
-        from gcl.encoders.base import load_model
+        from gcl.encoders.model import BiEncoder
 
         label = args.model or "minilm"
-        retriever = DenseRetriever(load_model(label), batch_size=args.batch_size, show_progress=not args.no_progress)
+        retriever = DenseRetriever(BiEncoder.load(label), batch_size=args.batch_size, show_progress=not args.no_progress)
     results, tasks = [], []
     for name in names:
         t0 = time.perf_counter()
@@ -95,16 +92,19 @@ def run(args) -> int:
             print(f"[{name}] skipped: no judgments (too few queries or documents for this split)", file=sys.stderr)
             continue
         task = prepare_task(split, protocol, name=name)
-        res = evaluate_task(task, retriever, protocol)
+        res = evaluate_extras.evaluate_split(args, task, retriever, protocol)
         print(f"[{name}] {res.n_queries} queries over {res.n_documents} documents in {time.perf_counter() - t0:.1f}s",
               file=sys.stderr)
         results.append(res)
         tasks.append(task)
     if not results:
         raise DataError(f"no split of {bench.name} has judgments to evaluate")
-    meta = {"model": label, "data": bench.describe(), "protocol": protocol.__dict__ | {"metrics": list(protocol.metrics)}}
+    evaluate_extras.add_seen_unseen(args, bench, results)
+    mode = "judged_rerank" if args.judged_rerank else "retrieval"
+    meta = {"model": label, "mode": mode, "data": bench.describe(), "protocol": protocol.__dict__ | {"metrics": list(protocol.metrics)}}
     out = write_results(args.out, results, tasks, meta=meta, trec=args.trec)
-    print(f"\n{label} on {bench.name} ({args.protocol} protocol)")
+    print(f"\n{label} on {bench.name} ({args.protocol} protocol{', judged re-rank' if args.judged_rerank else ''})")
     print(results_table(results))
+    evaluate_extras.print_extras(results)
     print(f"\nresults written to {out}/results.json and results.csv")
     return 0
