@@ -73,7 +73,7 @@ def test_serve_on_a_corrupt_faiss_file_names_it(tmp_path, capsys):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("optim.lr=-1e-4", "optim.lr must be > 0, got -0.0001"),
+        ("optim.lr=-1e-4", "optim.lr must be >= 0, got -0.0001"),
         ("optim.lr=nan", "optim.lr must be a finite number"),
         ("optim.warmup_steps=-5", "optim.warmup_steps must be >= 0"),
         ("eval.metric=recall@10", "eval.metric 'recall@10' is not computed by the dev evaluation"),

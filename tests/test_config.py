@@ -146,8 +146,7 @@ def test_resume_mutable_keys_exist():
 @pytest.mark.parametrize(
     "override, match",
     [
-        ("optim.lr=-1e-4", r"optim\.lr must be > 0, got -0\.0001"),
-        ("optim.lr=0", r"optim\.lr must be > 0"),
+        ("optim.lr=-1e-4", r"optim\.lr must be >= 0, got -0\.0001"),
         ("optim.lr=nan", r"optim\.lr must be a finite number, got nan"),
         ("optim.lr=.inf", r"optim\.lr must be a finite number, got inf"),
         ("optim.warmup_steps=-1", r"optim\.warmup_steps must be >= 0, got -1"),

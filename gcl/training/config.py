@@ -157,8 +157,9 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "loss.fused_weight": (0, False),
     "batch.docs_per_query": (1, False), "batch.grad_cache_chunk": (1, False), "batch.grad_accum": (1, False),
     "batch.length_buckets": (1, False),
-    "optim.steps": (1, False), "optim.lr": (0, True), "optim.weight_decay": (0, False),
-    "optim.warmup_steps": (0, False), "optim.clip_grad_norm": (0, False),  # clip_grad_norm 0: no clipping
+    "optim.steps": (1, False), "optim.lr": (0, False), "optim.weight_decay": (0, False),
+    "optim.warmup_steps": (0, False),
+    "optim.clip_grad_norm": (0, False),  # 0: no clipping; optim.lr 0 freezes the weights (as AdamW allows)
     "eval.every": (-1, False), "eval.dev_corpus_size": (1, False), "eval.patience": (0, False),
     "images.workers": (0, False), "images.batch_size": (1, False),
     "log_every": (1, False), "checkpoint_every": (1, False),
