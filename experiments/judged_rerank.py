@@ -4,7 +4,9 @@ Retrieval metrics mix two abilities: finding relevant documents in a large corpu
 them by grade. This script isolates the second. It ranks only a query's judged documents by
 cosine similarity and scores that order against the reference grades (nDCG@10 and ERR over the
 judged documents only). Queries whose judged documents all have the same grade carry no ordering
-information and are left out (counted).
+information and are left out (counted). The ranking and scoring are the library's judged re-rank
+(:mod:`gcl.evaluation.judged_rerank`, ``gcl evaluate --judged-rerank``), grades 1..100 over each
+group's scores (the training split's range, 1..3, on Home Depot).
 
 The paper's in-domain claim is about queries the model was trained on. With a short run most
 training queries are never drawn, so for each training seed the script replays that run's batch
@@ -37,17 +39,14 @@ METRICS = ("ndcg@10", "err")
 
 
 def seen_queries(train, seed: int, steps: int, batch_size: int, docs_per_query: int) -> set:
-    """Query ids of which the trainer's query-grouped sampler put >= 2 documents in one batch."""
-    from gcl.training.batching import QueryGroupedSampler, TrainPairs
+    """Query ids of which the trainer's query-grouped sampler put >= 2 documents in one batch
+    (:func:`gcl.evaluation.seen.seen_queries`, the replay ``gcl evaluate --seen-unseen`` uses)."""
+    from gcl.evaluation.seen import seen_queries as replay
+    from gcl.training.config import BatchConfig, TrainConfig
 
-    pairs = TrainPairs.from_dataset(train, np.ones(len(train.judgments)))
-    sampler = QueryGroupedSampler(pairs, batch_size, seed, docs_per_query)
-    codes: set[int] = set()
-    for _ in range(steps):
-        q, n = np.unique(pairs.query_code[sampler.next_batch()], return_counts=True)
-        codes.update(int(c) for c in q[n >= 2])  # two or more of its documents met in the loss
-    ids = train.judgments["query_id"].drop_duplicates().to_numpy()  # factorize order = code order
-    return {ids[c] for c in codes}
+    cfg = TrainConfig(batch=BatchConfig(batch_size=batch_size, sampler="query_grouped", docs_per_query=docs_per_query),
+                      seed=seed)
+    return replay(train, cfg, steps, min_docs=2)
 
 
 def main(argv=None) -> int:
@@ -62,9 +61,13 @@ def main(argv=None) -> int:
 
     from gcl.data.sources import load_benchmark
     from gcl.encoders.model import BiEncoder, BiEncoderConfig
+    from gcl.evaluation.evaluator import Protocol, prepare_task
+    from gcl.evaluation.judged_rerank import evaluate_judged_rerank
     from gcl.evaluation.protocol import reference_grades
-    from gcl.metrics import compute_metrics, judge_run
+    from gcl.evaluation.retrievers import DenseRetriever
     from gcl.training.config import DataConfig
+
+    protocol = Protocol(name="all", metrics=METRICS)
 
     bench = load_benchmark(DataConfig(source="homedepot"))
     train = bench.train
@@ -94,20 +97,12 @@ def main(argv=None) -> int:
         print(f"seed {seed}: {len(seen)} informative queries seen, {len(unseen)} unseen", flush=True)
 
     def score(model, seed: int) -> dict[str, dict[str, float]]:
+        """Judged re-rank (gcl.evaluation.judged_rerank) of each group's queries, all protocol."""
         out = {}
+        retriever = DenseRetriever(model, show_progress=False)
         for group in GROUPS:
-            qids = sets[(seed, group)]
-            jj = j[j["query_id"].isin(set(qids))]
-            docs = train.documents.loc[jj["doc_id"].unique()]
-            queries = train.queries.loc[qids]
-            de = dict(zip(docs.index, model.encode_documents(docs)))
-            qe = dict(zip(queries.index, model.encode_queries(queries)))
-            qrels: dict[str, dict[str, float]] = {}
-            for q, d, g in jj[["query_id", "doc_id", "grade"]].itertuples(index=False):
-                qrels.setdefault(q, {})[d] = float(g)
-            run = {q: {d: float(qe[q] @ de[d]) for d in ds} for q, ds in qrels.items()}
-            m = compute_metrics(judge_run(run, qrels), METRICS)
-            out[group] = {k: float(np.mean(v)) for k, v in m.items()}
+            task = prepare_task(train.subset(query_ids=sets[(seed, group)]), protocol, name=group)
+            out[group] = evaluate_judged_rerank(task, retriever, protocol).summary
         return out
 
     rows: dict[str, dict] = {}
