@@ -28,6 +28,8 @@ CORPORA = ("corpus_1", "corpus_2", "all")
 
 
 def add_parser(sub) -> None:
+    from gcl.index.base import KINDS, IndexParams
+
     p = sub.add_parser("index", help="build or inspect a persistent vector index",
                        description="Build a persistent vector index of a corpus, or show an index's manifest.")
     isub = p.add_subparsers(dest="index_command", required=True)
@@ -44,12 +46,14 @@ def add_parser(sub) -> None:
     b.add_argument("--backend", choices=("auto", "faiss", "milvus"), default="auto",
                    help="auto (default): milvus for a Milvus URI or .db file, faiss for a directory")
     add_milvus_args(b)
-    b.add_argument("--kind", choices=("exact", "hnsw"), default="exact",
-                   help="exact: brute-force inner product (default); hnsw: approximate HNSW graph")
-    b.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree M (default 32)")
-    b.add_argument("--ef-construction", type=positive_int, default=200,
-                   help="HNSW build breadth: candidates kept while inserting (default 200)")
-    b.add_argument("--ef-search", type=positive_int, default=128, help="default HNSW search breadth stored in the index")
+    d = IndexParams()  # the index defaults live there
+    b.add_argument("--kind", choices=KINDS, default=d.kind,
+                   help="exact: brute-force inner product; hnsw: approximate HNSW graph (default %(default)s)")
+    b.add_argument("--hnsw-m", type=positive_int, default=d.hnsw_m, help="HNSW graph degree M (default %(default)s)")
+    b.add_argument("--ef-construction", type=positive_int, default=d.ef_construction,
+                   help="HNSW build breadth: candidates kept while inserting (default %(default)s)")
+    b.add_argument("--ef-search", type=positive_int, default=d.ef_search,
+                   help="default HNSW search breadth stored in the index (default %(default)s)")
     b.add_argument("--batch-size", type=positive_int, default=256, help="documents encoded per forward pass (default 256)")
     b.add_argument("--checkpoint-every", type=positive_int, default=10, help="batches between shard-log checkpoints")
     b.add_argument("--restart", action="store_true", help="discard a partial build of another configuration")

@@ -1,5 +1,9 @@
-"""Configuration of multi-field models (dataclasses only: importing this module is cheap).
+"""Model specs (dataclasses only: importing this module is cheap).
 
+* :class:`BiEncoderConfig` -- the text model spec: the one place its defaults live (text model,
+  ``max_seq_length``, field lists, fusion weights), shared by the training config
+  (``model:`` in YAML extends it), :class:`gcl.encoders.model.BiEncoder`, and so evaluation, the
+  index build and the service, which load models through :func:`gcl.encoders.base.load_model`;
 * :class:`TowerConfig` -- how to build one tower (text, EfficientNet image, CLIP-style);
 * :class:`FieldConfig` -- a named field of a side, the tower that encodes it, its fusion weight;
 * :class:`MultiFieldConfig` -- towers by name, the query and document fields, the shared dim.
@@ -14,9 +18,28 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from gcl.encoders.text import DEFAULT_TEXT_MODEL
 from gcl.errors import ConfigError
 
 TOWER_TYPES = ("text", "efficientnet", "hf_clip", "open_clip")
+
+
+@dataclass
+class BiEncoderConfig:
+    """The text model spec: what a saved text model needs besides its tower weights.
+
+    ``text_model``: a sentence-transformers name or directory (``minilm`` = the offline
+    all-MiniLM-L6-v2). ``max_seq_length``: token limit, texts are truncated (32: the setting of
+    every published figure; ``None`` keeps the tower's own). ``*_field_weights``: fusion weights
+    by field name (empty: the defaults of :func:`gcl.fusion.field_weights`).
+    """
+
+    text_model: str = DEFAULT_TEXT_MODEL
+    query_fields: list[str] = field(default_factory=lambda: ["query"])
+    doc_fields: list[str] = field(default_factory=lambda: ["title"])
+    query_field_weights: dict[str, float] = field(default_factory=dict)
+    doc_field_weights: dict[str, float] = field(default_factory=dict)
+    max_seq_length: Optional[int] = 32
 
 
 @dataclass
@@ -35,13 +58,13 @@ class TowerConfig:
     """
 
     type: Literal["text", "efficientnet", "hf_clip", "open_clip"] = "text"
-    model: str = "minilm"
+    model: str = DEFAULT_TEXT_MODEL
     checkpoint: Optional[str] = None
     pretrained: bool = True
     freeze: bool = False
     train_projection: bool = True
     project: Optional[bool] = None
-    max_seq_length: int = 32
+    max_seq_length: int = BiEncoderConfig.max_seq_length  # the one default (see BiEncoderConfig)
     image_size: Optional[int] = None
     resize_size: Optional[int] = None
     width_coefficient: Optional[float] = None

@@ -14,7 +14,7 @@ older versions of the service read it) is loaded with it and gives it ``encode_i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -26,21 +26,10 @@ from torch import nn
 from gcl.atomic import write_atomic
 
 from gcl.encoders.base import MODEL_CONFIG_FILE, FieldKind, Side, decode_images, read_model_config, state_fingerprint
-from gcl.encoders.text import DEFAULT_TEXT_MODEL, load_sentence_transformer
+from gcl.encoders.config import BiEncoderConfig
+from gcl.encoders.text import load_sentence_transformer
 from gcl.errors import ConfigError
 from gcl.fusion import field_weights, fuse
-
-
-@dataclass
-class BiEncoderConfig:
-    """What a saved model needs besides its tower weights."""
-
-    text_model: str = DEFAULT_TEXT_MODEL
-    query_fields: list[str] = field(default_factory=lambda: ["query"])
-    doc_fields: list[str] = field(default_factory=lambda: ["title"])
-    query_field_weights: dict[str, float] = field(default_factory=dict)
-    doc_field_weights: dict[str, float] = field(default_factory=dict)
-    max_seq_length: int | None = 64
 
 
 class BiEncoder(nn.Module):

@@ -20,11 +20,45 @@ Contract (both backends, tested by the same tests):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from gcl.errors import ConfigError, DataError
+
+
+KINDS = ("exact", "hnsw")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """How an index is built and searched: the one place these defaults live.
+
+    ``kind``: ``exact`` (inner product over every vector) or ``hnsw`` (approximate graph search).
+    HNSW: ``hnsw_m`` links per node (graph degree M), ``ef_construction`` candidates kept while
+    inserting, ``ef_search`` candidates kept while searching (recall grows with it, QPS falls).
+    Every backend, ``build_index`` and ``gcl index build`` take their defaults from here.
+    """
+
+    kind: Literal["exact", "hnsw"] = "exact"
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown index kind {self.kind!r}; choose from {list(KINDS)}")
+        for name in ("hnsw_m", "ef_construction", "ef_search"):
+            value = getattr(self, name)
+            if not _positive_int(value):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.hnsw_m < 2:
+            raise ConfigError(f"hnsw_m must be >= 2, got {self.hnsw_m}")
 
 
 class SearchIndex(ABC):

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from gcl.atomic import write_atomic
 from gcl.errors import ConfigError, DataError
 from gcl.data.schema import DOC_ID
-from gcl.index.base import SearchIndex
+from gcl.index.base import IndexParams, SearchIndex
 from gcl.index.factory import is_milvus_location
 from gcl.index.store import MANIFEST_FILE, VectorIndex
 
@@ -170,9 +170,9 @@ def build_index(
     checkpoint_every: int = 10,
     fields: Sequence[str] | None = None,
     model_path: str | None = None,
-    hnsw_m: int = 32,
-    ef_construction: int = 200,
-    ef_search: int = 128,
+    hnsw_m: int = IndexParams.hnsw_m,
+    ef_construction: int = IndexParams.ef_construction,
+    ef_search: int = IndexParams.ef_search,
     work_dir: str | Path | None = None,
     restart: bool = False,
     show_progress: bool = True,
@@ -193,7 +193,7 @@ def build_index(
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if len(documents) == 0:
         raise DataError("no documents to index")
-    VectorIndex(dim=1, kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # check params
+    IndexParams(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # checks them
     location = str(out_dir)
     milvus = is_milvus_location(location)
     if milvus:

@@ -48,7 +48,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from gcl.errors import ConfigError, DataError
-from gcl.index.base import SearchIndex, check_filters, check_ids, check_k, matches, normalise
+from gcl.index.base import IndexParams, SearchIndex, check_filters, check_ids, check_k, matches, normalise
 from gcl.index.store import IndexedDocument, SearchHit, _json_value
 
 DEFAULT_COLLECTION = "gcl_documents"
@@ -147,8 +147,8 @@ class MilvusIndex(SearchIndex):
         collection: str | None = None,
         dim: int | None = None,
         kind: Literal["exact", "hnsw"] | None = None,
-        hnsw_m: int = 32,
-        ef_construction: int = 200,
+        hnsw_m: int = IndexParams.hnsw_m,
+        ef_construction: int = IndexParams.ef_construction,
         ef_search: int | None = None,
         model: str | None = None,
         token: str | None = None,
@@ -156,13 +156,13 @@ class MilvusIndex(SearchIndex):
         replace: bool = False,
     ) -> None:
         """``replace``: drop an existing gcl collection of that name first (a new, empty index)."""
-        from gcl.index.store import VectorIndex
-
         pm_uri, uri_collection = parse_uri(uri)
         self.collection = collection or uri_collection or DEFAULT_COLLECTION
-        if dim is not None or kind is not None:  # same parameter checks as VectorIndex
-            VectorIndex(dim=dim if dim is not None else 1, kind=kind or "exact", hnsw_m=hnsw_m,
-                        ef_construction=ef_construction, ef_search=ef_search or 128)
+        if dim is not None or kind is not None:  # same parameter checks as VectorIndex, no faiss needed
+            if dim is not None and (not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1):
+                raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+            IndexParams(kind=kind or IndexParams.kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                        ef_search=ef_search or IndexParams.ef_search)
         pymilvus = _pymilvus()
         self.uri = pm_uri
         self._lite = pm_uri.endswith(".db") and "://" not in pm_uri
@@ -193,7 +193,7 @@ class MilvusIndex(SearchIndex):
                 raise DataError(f"no collection {self.collection!r} at {self._redacted()} (give dim to create one)")
             self._dim, self._kind = int(dim), kind or "exact"
             self._params = {"hnsw_m": int(hnsw_m), "ef_construction": int(ef_construction),
-                            "ef_search": int(ef_search or 128)}
+                            "ef_search": int(ef_search or IndexParams.ef_search)}
             self.model = model
             self._create()
         self._ef_search = int(ef_search) if ef_search is not None else int(self._params["ef_search"])
@@ -234,7 +234,8 @@ class MilvusIndex(SearchIndex):
             raise DataError(f"collection property {META_PROPERTY} is not JSON ({exc})", source=self._redacted()) from exc
         index_type = self._client.describe_index(self.collection, "vector").get("index_type", "FLAT")
         self._kind = meta.get("kind") or ("hnsw" if index_type == "HNSW" else "exact")
-        self._params = {"hnsw_m": 32, "ef_construction": 200, "ef_search": 128, **meta.get("params", {})}
+        self._params = {"hnsw_m": IndexParams.hnsw_m, "ef_construction": IndexParams.ef_construction,
+                        "ef_search": IndexParams.ef_search, **meta.get("params", {})}
         self.model = meta.get("model")
         if dim is not None and int(dim) != self._dim:
             raise ConfigError(f"collection {self.collection!r} holds {self._dim}-d vectors, not {dim}-d")

@@ -53,11 +53,10 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from gcl.data.errors import ConfigError, DataError
-from gcl.index.base import SearchIndex, check_filters, check_ids, check_k, matches, normalise
+from gcl.errors import ConfigError, DataError
+from gcl.index.base import IndexParams, SearchIndex, check_filters, check_ids, check_k, matches, normalise
 from gcl.index.locks import ReadWriteLock
 
-KINDS = ("exact", "hnsw")
 FORMAT = "gcl-vector-index"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -129,21 +128,15 @@ class VectorIndex(SearchIndex):
         self,
         *,
         dim: int,
-        kind: Literal["exact", "hnsw"] = "exact",
-        hnsw_m: int = 32,
-        ef_construction: int = 200,
-        ef_search: int = 128,
+        kind: Literal["exact", "hnsw"] = IndexParams.kind,
+        hnsw_m: int = IndexParams.hnsw_m,
+        ef_construction: int = IndexParams.ef_construction,
+        ef_search: int = IndexParams.ef_search,
         model: str | None = None,
     ) -> None:
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}")
-        if kind not in KINDS:
-            raise ConfigError(f"unknown index kind {kind!r}; choose from {list(KINDS)}")
-        for name, value in (("hnsw_m", hnsw_m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if hnsw_m < 2:
-            raise ConfigError(f"hnsw_m must be >= 2, got {hnsw_m}")
+        IndexParams(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # checks
         self._dim = int(dim)
         self._kind = kind
         self._hnsw_m = int(hnsw_m)

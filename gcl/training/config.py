@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 
 from gcl.data.errors import ConfigError
 from gcl.data.schema import Field, FieldKind
-from gcl.encoders.config import MultiFieldConfig
+from gcl.encoders.config import BiEncoderConfig, MultiFieldConfig
 
 
 @dataclass
@@ -32,12 +32,11 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    text_model: str = "minilm"
-    max_seq_length: int = 32
-    query_fields: list[str] = field(default_factory=lambda: ["query"])
-    doc_fields: list[str] = field(default_factory=lambda: ["title"])
-    doc_field_weights: dict[str, float] = field(default_factory=dict)
+class ModelConfig(BiEncoderConfig):
+    """``model:`` of a training config: the text model spec (:class:`BiEncoderConfig`, the one
+    place its defaults live: text model, ``max_seq_length``, fields, fusion weights), or a
+    multi-field model."""
+
     # A multi-field model (text and image towers, per-side fields with fusion weights; see
     # docs/multimodal.md). When set, text_model/max_seq_length/*_fields above are not used.
     multifield: Optional[MultiFieldConfig] = None

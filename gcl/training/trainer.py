@@ -15,6 +15,7 @@ replayed exactly by restoring the RNG state of each chunk's first pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -28,7 +29,8 @@ from tqdm.auto import tqdm
 
 from gcl.config import to_dict
 from gcl.data.errors import ConfigError, DataError
-from gcl.encoders.model import BiEncoder, BiEncoderConfig
+from gcl.encoders.config import BiEncoderConfig
+from gcl.encoders.model import BiEncoder
 from gcl.losses import GCLLoss, get_weight_fn
 from gcl.training import distributed as D
 from gcl.training.batching import (QueryGroupedSampler, RandomPairSampler, TokenCache, TrainPairs, hard_negative_rows,
@@ -126,13 +128,7 @@ class Trainer:
             self.model = self._build_multifield_model(device)
         else:
             self.model = BiEncoder(
-                BiEncoderConfig(
-                    text_model=cfg.model.text_model,
-                    query_fields=cfg.model.query_fields,
-                    doc_fields=cfg.model.doc_fields,
-                    doc_field_weights=cfg.model.doc_field_weights,
-                    max_seq_length=cfg.model.max_seq_length,
-                ),
+                BiEncoderConfig(**{f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(BiEncoderConfig)}),
                 device=device,
             )
         train = keep_positives(splits.train, cfg.loss.positive_threshold)
@@ -150,8 +146,9 @@ class Trainer:
             self.pairs = TrainPairs.from_dataset(train, weights, query_field=cfg.model.query_fields[0],
                                                  doc_field=cfg.model.doc_fields[0])
             tok = self.model.tower.tokenizer
-            self.q_tokens = TokenCache(tok, self.pairs.query_texts, cfg.model.max_seq_length)
-            self.d_tokens = TokenCache(tok, self.pairs.doc_texts, cfg.model.max_seq_length)
+            limit = cfg.model.max_seq_length or self.model.tower.max_seq_length  # None: the tower's own
+            self.q_tokens = TokenCache(tok, self.pairs.query_texts, limit)
+            self.d_tokens = TokenCache(tok, self.pairs.doc_texts, limit)
         bc = cfg.batch
         if bc.sampler == "query_grouped":
             self.sampler = QueryGroupedSampler(self.pairs, bc.batch_size, cfg.seed, bc.docs_per_query)
