@@ -361,9 +361,8 @@ def check_dataset(dataset: Any, label_columns: Iterable[str] | None = None) -> D
                 field=col,
             )
     if len(texts) != 2:
-        raise DataError(
-            f"expected 2 text columns (query, then document) besides {label!r}, got {texts}", field=texts[-1] if texts else label
-        )
+        raise DataError(f"expected 2 text columns (query, then document) besides {label!r}, got {texts}",
+                        field=texts[-1] if texts else label)
     values = _label_array(dataset[label], label)
     return DatasetLayout(query=texts[0], document=texts[1], label=label, query_ids=values.ndim == 2)
 

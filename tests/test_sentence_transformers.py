@@ -145,6 +145,13 @@ def test_explicit_query_ids_in_the_label(tmp_path):
         ref = CoreGCLLoss(same_query="mask", symmetric=False)(q, d, torch.ones(3), query_ids=torch.tensor([5, 5, 6]))
     assert abs(by_id.item() - ref.item()) < 1e-12
     assert by_id.item() < by_text.item()  # a masked false negative lowers the loss
+    # Through the trainer's collator: the label column of pairs arrives as a (B, 2) tensor.
+    ds = Dataset.from_dict({"query": ["red drill", "drill red", "hammer"], "document": ["d1", "d2", "d3"],
+                            "label": [[1.0, 5.0], [1.0, 5.0], [1.0, 6.0]]})
+    trainer = make_trainer(model, ds, loss, tmp_path, batch_sampler="batch_sampler")
+    with torch.no_grad():
+        via_trainer = trainer.compute_loss(model, trainer.data_collator([ds[i] for i in range(3)]))
+    assert abs(via_trainer.item() - ref.item()) < 1e-12
 
 
 @pytest.mark.parametrize("name", ["linear", "power", "exponential", "constant"])
