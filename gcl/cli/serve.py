@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--db-name", default=None, help="Milvus database (default: default)")
     p.add_argument("--model", default=None, help="query/document encoder (default: the model recorded in the index)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--allowed-hosts", default=None, metavar="HOSTS",
+                   help="comma-separated Host header values to answer (names, addresses, *.domain; other hosts "
+                        "get a 400), e.g. 127.0.0.1,localhost against DNS rebinding (default: any host)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",
                    help="require the API key held in environment variable VAR (header X-API-Key or Bearer)")
@@ -65,6 +68,7 @@ def settings_from_args(args):
         api_key=api_key, max_request_bytes=args.max_request_bytes,
         max_k=args.max_k, max_batch=args.max_batch, page_size=args.page_size, image_root=args.image_root,
         image_field=args.image_field, title_field=args.title_field, checkpoint_every=args.checkpoint_every,
+        **({"allowed_hosts": tuple(args.allowed_hosts.split(","))} if args.allowed_hosts is not None else {}),
     )
 
 
@@ -94,5 +98,7 @@ def run_serve(args) -> int:
     settings = settings_from_args(args)
     set_threads(args.threads)
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    from gcl.service.server import serve
+
+    serve(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -17,13 +17,15 @@ when one is configured):
 ``GET /``                  the search page (plain HTML + JS from ``/static``)
 =========================  ================================================================
 
-Bad input is a 4xx with a ``detail``: 401 (no key) / 403 (wrong key), 404, 413 (body larger
-than ``max_request_bytes``), 422 (validation, data errors), 400 (image search without a tower).
-Writes are durable when acknowledged (see :mod:`gcl.service.durable`).
+Bad input is a 4xx with a JSON ``detail``, never a 5xx: 401 (no key) / 403 (wrong key), 404, 413
+(body larger than ``max_request_bytes``), 422 (validation, data errors: strict types, invalid
+Unicode, ids outside the id alphabet, see :mod:`gcl.service.schemas`), 400 (image search without
+a tower, a path that is not UTF-8, a bad ``Content-Length`` or ``Host``; see
+:mod:`gcl.service.middleware`). Every answer carries the security headers. Writes are durable when
+acknowledged, and one process at a time writes an index directory (see :mod:`gcl.service.durable`).
 """
 
 import html
-import json
 import logging
 import math
 import mimetypes
@@ -37,93 +39,38 @@ from gcl.data.errors import ConfigError, DataError, GCLError
 from gcl.service.durable import DurableIndex
 from gcl.service.encoding import ServiceEncoders
 from gcl.service.metrics import Metrics
+from gcl.service.middleware import AllowedHosts, BodyLimit, Observe, SecurityHeaders, Utf8Path
 from gcl.service.schemas import build_schemas
 from gcl.service.settings import ServiceSettings
 
 log = logging.getLogger("gcl.service")
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+MAX_ECHO_CHARS = 200  # of an input echoed in a 422
+
+
+def _text(value: str) -> str:
+    """``value`` cut to ``MAX_ECHO_CHARS``, lone surrogates written as ``\\udXXX`` text (UTF-8 safe)."""
+    if len(value) > MAX_ECHO_CHARS:
+        value = value[:MAX_ECHO_CHARS] + "..."
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _jsonable(value):
-    """A strict-JSON copy of validation errors: they may echo NaN, bytes or exception objects."""
+    """A strict-JSON, UTF-8-encodable copy of validation errors: they may echo NaN, bytes, exception
+    objects, lone surrogates or a whole oversized input."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, (int, float, bool)):
         return value
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value[:200]).decode("utf-8", "replace")
-    return str(value)
-
-
-class BodyLimitMiddleware:
-    """413 for a request body over ``max_bytes``: by ``Content-Length`` up front, else while it streams."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        from fastapi import HTTPException  # FastAPI's own class: its body reader re-raises it unchanged
-        from starlette.responses import JSONResponse
-
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.max_bytes
-            except ValueError:
-                return await JSONResponse({"detail": "Content-Length is not an integer"}, 400)(scope, receive, send)
-            if too_big:
-                return await self._refuse(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:  # FastAPI re-raises an HTTPException from body reading as is
-                    raise HTTPException(413, f"request body larger than {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    async def _refuse(self, scope, receive, send):
-        from starlette.responses import JSONResponse
-
-        await JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, 413)(scope, receive, send)
-
-
-class ObserveMiddleware:
-    """Counts every request by route template and status, with its server-side latency."""
-
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = 500
-
-        async def observed_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed_send)
-        finally:
-            route = scope.get("route")
-            name = f"{scope['method']} {route.path}" if route is not None and hasattr(route, "path") else "other"
-            self.metrics.observe(name, status, time.perf_counter() - t0)
+        return _text(bytes(value[:MAX_ECHO_CHARS]).decode("utf-8", "replace"))
+    return _text(str(value))
 
 
 def open_store(settings: ServiceSettings):
@@ -152,6 +99,7 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
     from fastapi.staticfiles import StaticFiles
+    from pydantic import ValidationError
 
     S = build_schemas(settings)
     store = open_store(settings)
@@ -200,14 +148,18 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     # ------------------------------------------------------------------ errors and metrics
     @app.exception_handler(GCLError)
     async def _gcl_error(request: Request, exc: GCLError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": _text(str(exc))}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": _jsonable(exc.errors())}, status_code=422)
 
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # the last added runs first: headers on every answer, every request counted (see middleware.py)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(Utf8Path)
+    app.add_middleware(AllowedHosts, hosts=settings.allowed_hosts)
+    app.add_middleware(Observe, metrics=metrics)
+    app.add_middleware(SecurityHeaders)
 
     # ------------------------------------------------------------------ search
     def _search(vectors, k: int, offset: int, filters, query: Optional[str], t0: float):
@@ -243,11 +195,9 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
         parsed = None
         if filters:
             try:
-                parsed = json.loads(filters)
-            except ValueError as exc:
-                raise HTTPException(422, f"filters is not valid JSON: {exc}") from exc
-            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-                raise HTTPException(422, "filters must be a JSON object of field name -> string")
+                parsed = S.Filters.validate_json(filters)  # the same rules as /search's filters
+            except ValidationError as exc:
+                raise RequestValidationError([{**e, "loc": ("body", "filters", *e["loc"])} for e in exc.errors()])
         vector = encoders.image(file.file.read())
         return _search(vector, k, offset, parsed, None, t0)
 

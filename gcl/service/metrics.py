@@ -9,13 +9,18 @@ from collections import defaultdict, deque
 import numpy as np
 
 WINDOW = 2048  # latencies kept per route for the quantiles
+MAX_LABELS = 256  # route labels kept; any further label is counted as OVERFLOW
+OVERFLOW = "overflow"
 
 
 class Metrics:
     """Thread-safe counters. ``observe(route, status, seconds)`` per request; ``snapshot()`` -> JSON dict.
 
     Latency quantiles are over the last ``WINDOW`` requests of each route (server-side time, from
-    the request reaching the app to the response being produced).
+    the request reaching the app to the response being produced). The table is bounded: callers
+    pass labels from a bounded set (:func:`gcl.service.middleware.route_label`), and past
+    ``MAX_LABELS`` distinct labels any new one is counted as ``OVERFLOW``, so neither memory nor
+    the ``/metrics`` body grows with what clients send.
     """
 
     def __init__(self) -> None:
@@ -27,7 +32,9 @@ class Metrics:
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
-            self._counts[route][f"{status // 100}xx"] += 1
+            if route not in self._counts and len(self._counts) >= MAX_LABELS:
+                route = OVERFLOW
+            self._counts[route][f"{min(max(status // 100, 1), 5)}xx"] += 1
             self._latency[route].append(seconds)
             self._total_seconds[route] += seconds
 

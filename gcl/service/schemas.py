@@ -1,35 +1,64 @@
 """Request and response models of the HTTP API, with the limits of a :class:`ServiceSettings` built in.
 
 The limits live in the models (and so in the OpenAPI spec) rather than in the handlers, so a
-client, the spec and the validator agree on them. Unknown keys in a request body are a 422.
+client, the spec and the validator agree on them. Unknown keys in a request body are a 422, and
+types are strict: ``"10"``, ``true`` or ``10.0`` for an integer is a 422, not a 10 or a 1.
+
+Text is Unicode: a lone UTF-16 surrogate (``"\\ud800"`` in JSON) anywhere is a 422 (pydantic
+refuses it as ``string_unicode``). Document ids are 1..``MAX_ID_CHARS`` characters, none of them a
+control character (Unicode category Cc: U+0000..U+001F, U+007F..U+009F), a surrogate (Cs) or
+U+FFFD, the character that undecodable bytes become. Integer field values lie within
+``+-MAX_FIELD_INT`` (2**53 - 1: JavaScript and most JSON readers hold numbers as doubles).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from types import SimpleNamespace
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
 from gcl.service.settings import ServiceSettings
 
 MAX_ID_CHARS = 256
+MAX_FIELD_INT = 2**53 - 1
+
+
+def check_doc_id(doc_id: str) -> str:
+    """``doc_id`` if every character is in the id alphabet (see the module docstring), else ValueError."""
+    for i, c in enumerate(doc_id):
+        if c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs"):
+            raise ValueError(f"document ids may not hold control characters, surrogates or U+FFFD "
+                             f"(U+{ord(c):04X} at position {i})")
+    return doc_id
+
+
+def _float_not_int(value: Any) -> Any:
+    """A float field value must be sent as a float: an integer out of range is refused, not rounded."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"integer field values must lie within +-{MAX_FIELD_INT}")
+    return value
 
 
 def build_schemas(s: ServiceSettings) -> SimpleNamespace:
     """The pydantic models for settings ``s`` (a namespace of classes)."""
-    DocId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+    DocId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(check_doc_id)]
     FieldName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
     FieldValue = Union[
         Annotated[str, StringConstraints(max_length=s.max_field_chars)],
         bool,
-        int,
-        Annotated[float, Field(allow_inf_nan=False)],
+        Annotated[int, Field(ge=-MAX_FIELD_INT, le=MAX_FIELD_INT)],
+        Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_float_not_int)],
         None,
     ]
 
+    FilterValue = Annotated[str, StringConstraints(max_length=s.max_field_chars)]
+    Filters = TypeAdapter(Annotated[dict[FieldName, FilterValue], Field(max_length=s.max_fields)],
+                          config=ConfigDict(strict=True))  # /search/image's filters form field, a JSON text
+
     class Strict(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
 
     class SearchRequest(Strict):
         """A text query; results ``offset .. offset + k - 1`` of the ranking (``offset + k <= max_k``)."""
@@ -38,7 +67,7 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
             description="query text (not blank)")
         k: int = Field(default=s.page_size, ge=1, le=s.max_k, description="results to return")
         offset: int = Field(default=0, ge=0, le=s.max_k - 1, description="results to skip (paging)")
-        filters: Optional[dict[FieldName, Annotated[str, StringConstraints(max_length=s.max_field_chars)]]] = Field(
+        filters: Optional[dict[FieldName, FilterValue]] = Field(
             default=None, max_length=s.max_fields,
             description="keep documents whose field equals the string exactly (all pairs must match)")
 
@@ -97,4 +126,4 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
 
     return SimpleNamespace(**{c.__name__: c for c in (
         SearchRequest, Hit, SearchResponse, DocumentIn, DocumentWithId, DocumentBatch, WriteResponse, DocumentOut,
-        DeleteResponse, Health, Error)}, DocId=DocId)
+        DeleteResponse, Health, Error)}, DocId=DocId, Filters=Filters)

@@ -8,6 +8,12 @@ from pathlib import Path
 from gcl.data.errors import ConfigError
 
 
+def _host_pattern(host: str) -> bool:
+    """Whether ``host`` is ``*``, ``*.domain`` or a name/address without spaces, slashes or other ``*``."""
+    rest = host[2:] if host.startswith("*.") else host
+    return host == "*" or (bool(rest) and not any(c in rest for c in " /*"))
+
+
 @dataclass
 class ServiceSettings:
     """Settings of the search service.
@@ -24,7 +30,11 @@ class ServiceSettings:
     per page on the web page. ``image_root``: directory that document image paths are relative to
     (``None``: no thumbnails, ``/images`` answers 404); ``image_field`` / ``title_field``: the
     document fields the page shows. ``checkpoint_every``: logged writes between full saves of the
-    index (see :mod:`gcl.service.durable`).
+    index (see :mod:`gcl.service.durable`). ``allowed_hosts``: the ``Host`` header values the
+    service answers (exact names or addresses, ``*.example.com``, or ``*`` for any); any other is
+    a 400. The default ``*`` suits the loopback default of ``gcl serve``; name the server's
+    hosts when it is reachable from elsewhere (and ``127.0.0.1,localhost`` to refuse DNS
+    rebinding on one machine).
     """
 
     index_dir: Path | str
@@ -44,6 +54,7 @@ class ServiceSettings:
     image_field: str = "image"
     title_field: str = "title"
     checkpoint_every: int = 1000
+    allowed_hosts: tuple[str, ...] = ("*",)
 
     def __post_init__(self) -> None:
         from gcl.index.factory import is_milvus_location
@@ -63,5 +74,11 @@ class ServiceSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.allowed_hosts, str):
+            self.allowed_hosts = (self.allowed_hosts,)
+        self.allowed_hosts = tuple(str(h).strip() for h in self.allowed_hosts)
+        bad = [h for h in self.allowed_hosts if not _host_pattern(h)]
+        if not self.allowed_hosts or bad:
+            raise ConfigError(f"allowed_hosts must be host names or addresses, '*.domain' or '*', got {bad or '[]'}")
         if self.page_size > self.max_k:
             raise ConfigError(f"page_size ({self.page_size}) cannot exceed max_k ({self.max_k})")
