@@ -139,18 +139,26 @@ def _resolve_cut_ties(q: np.ndarray, c: np.ndarray, k: int, fetch: int, doc_bloc
 
 
 def _sort_ties(scores: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Order candidates (already sorted by score descending) by (score desc, index asc); first k.
+    """First ``k`` of candidates sorted by score descending, equal scores by index ascending.
 
-    Only rows holding two equal adjacent scores are re-sorted (``np.lexsort``); faiss leaves the
-    order of equal scores unspecified.
+    faiss returns the candidates sorted by score but leaves the order of equal scores unspecified,
+    so only the indices inside runs of equal scores are re-sorted (in place): the entries of all
+    tied runs are gathered, sorted by (run, index) and written back to the same slots.
     """
-    tied = np.flatnonzero((scores[:, 1:] == scores[:, :-1]).any(axis=1)) if scores.shape[1] > 1 else []
-    if len(tied):
-        scores, idx = scores.copy(), idx.copy()
-        order = np.lexsort((idx[tied], -scores[tied]))
-        scores[tied] = np.take_along_axis(scores[tied], order, axis=1)
-        idx[tied] = np.take_along_axis(idx[tied], order, axis=1)
-    return np.ascontiguousarray(scores[:, :k]), np.ascontiguousarray(idx[:, :k])
+    if scores.shape[1] > 1:
+        eq = scores[:, 1:] == scores[:, :-1]  # (n, m - 1): entry j + 1 ties entry j
+        if eq.any():
+            member = np.zeros(scores.shape, dtype=bool)
+            member[:, 1:] |= eq
+            member[:, :-1] |= eq
+            row, col = np.nonzero(member)  # row-major: a run's entries are consecutive
+            starts = np.ones(len(row), dtype=bool)
+            inner = col > 0
+            starts[inner] = ~eq[row[inner], col[inner] - 1]
+            run = np.cumsum(starts)
+            ids = idx[row, col]
+            idx[row, col] = ids[np.lexsort((ids, run))]
+    return scores[:, :k], idx[:, :k]
 
 
 # ------------------------------------------------------------------------------------ torch
