@@ -235,8 +235,12 @@ def split_table(ds: GradedDataset):
     n = len(j)
     score = j[SCORE].to_numpy(dtype=float)
     position = rank_in_query(j[QUERY_ID], score)
-    q_pos = positions(j[QUERY_ID], ds.queries.index)
     d_pos = positions(j[DOC_ID], ds.documents.index)
+    text = ds.queries[ds.query_fields[0].name]
+    if len(text) and bool((text.to_numpy(dtype=object) == text.index.to_numpy(dtype=object)).all()):
+        query = _strings(j[QUERY_ID])  # the query ids are the texts: no lookup
+    else:
+        query = _take_strings(text, positions(j[QUERY_ID], ds.queries.index))
     docs = ds.documents
     empty = pa.nulls(n, pa.large_string()).fill_null("")
     title = _take_strings(docs["title"], d_pos).fill_null("") if "title" in docs.columns else empty
@@ -244,7 +248,7 @@ def split_table(ds: GradedDataset):
     if "image_local" in docs.columns:
         image = _take_strings(docs["image_local"], d_pos, image=True, source=ds.name).fill_null("")
     columns = {
-        "query": _take_strings(ds.queries[ds.query_fields[0].name], q_pos),
+        "query": query,
         "product_id": _strings(j[DOC_ID]),
         "position": pa.array(position, pa.int64()),
         "title": title,
@@ -330,50 +334,43 @@ def _read_corpus(path: Path, fields: Sequence[Field]) -> tuple[pd.DataFrame, lis
 def _write_corpus(path: Path, documents: pd.DataFrame) -> Path:
     """``json.dump(table.to_dict(orient="index"))`` of the corpus, byte for byte.
 
-    Every field is a string (missing = ``""``; ``title`` and ``image_local`` always present), so
-    the JSON text is assembled with pyarrow string kernels (:func:`_corpus_json`); tables with
-    other values (numbers, say) take the ``json.dump`` path.
+    ``title`` and ``image_local`` are always present (``""`` when absent), missing values are
+    ``""``. When every field holds strings the JSON text is assembled with pyarrow string kernels
+    (:func:`_corpus_json`); other values (numbers, say) take the ``json.dump`` path.
     """
-    table = documents.copy()
-    for name in CORPUS_FIELDS:
-        if name not in table.columns:
-            table[name] = ""
-    for name in table.columns:
-        col = table[name].astype(object)
-        if name.startswith("image"):
-            table[name] = _image_paths(col, str(path))
-        else:
-            table[name] = col.where(col.notna(), "")
-    text = _corpus_json(table)
-    if text is not None:
+    names = [*documents.columns, *(n for n in CORPUS_FIELDS if n not in documents.columns)]
+    strings = {n: arrow_strings(documents[n]) if n in documents.columns else "" for n in names}
+    if all(v is not None for v in strings.values()) and arrow_strings(documents.index) is not None:
         with open(path, "wb") as fh:
-            fh.write(b"{")
-            fh.write(text)
-            fh.write(b"}")
+            fh.write(b"{" + _corpus_json(documents.index, strings) + b"}")
         return path
+    table = pd.DataFrame(index=documents.index)
+    for name in names:
+        col = documents[name].astype(object) if name in documents.columns else pd.Series("", index=documents.index)
+        table[name] = _image_paths(col, str(path)) if name.startswith("image") else col.where(col.notna(), "")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(table.to_dict(orient="index"), fh)
     return path
 
 
-def _corpus_json(table: pd.DataFrame) -> bytes | None:
-    """``'"id": {"field": "value", ...}, ...'`` for an all-string table, else ``None``.
+def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> bytes:
+    """``'"id": {"field": "value", ...}, ...'`` (what ``json.dump`` writes inside the braces).
 
-    The keys are the index, ``json.dumps`` escaping (``ensure_ascii``, ``", "`` and ``": "``
-    separators): printable ASCII without ``"`` or ``\\`` is quoted by a vectorised join, other
-    strings go through ``json``'s own encoder.
+    ``fields`` maps a name to a pyarrow string array (nulls written as ``""``) or a constant
+    ``str``. Keys and values are escaped as ``json.dumps`` does (``ensure_ascii``; separators
+    ``", "`` and ``": "``): printable ASCII without ``"`` or ``\\`` is quoted by a vectorised
+    join, other strings go through ``json``'s own encoder.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    columns = [arrow_strings(table.index)] + [arrow_strings(table[c]) for c in table.columns]
-    if any(c is None or c.null_count for c in columns):
-        return None
-    if len(table) == 0:
+    if len(index) == 0:
         return b""
-    parts: list = [_json_strings(columns[0]), ": {"]
-    for i, (name, values) in enumerate(zip(table.columns, columns[1:])):
-        parts += [(", " if i else "") + json.encoder.encode_basestring_ascii(str(name)) + ": ", _json_strings(values)]
+    encode = json.encoder.encode_basestring_ascii
+    parts: list = [_json_strings(arrow_strings(index)), ": {"]
+    for i, (name, values) in enumerate(fields.items()):
+        parts.append((", " if i else "") + encode(str(name)) + ": ")
+        if isinstance(values, str):
+            parts[-1] += encode(values)
+        else:
+            parts.append(_json_strings(values.fill_null("")))
     parts.append("}, ")
     entries = _join_strings(*parts)
     data, offsets = entries.buffers()[2], np.frombuffer(entries.buffers()[1], dtype=np.int64)

@@ -398,11 +398,20 @@ def _first_rows(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(new)
 
 
-def _differs_from_first(values: pd.Series, first_of_row: np.ndarray, image: bool) -> np.ndarray:
-    """Rows whose value differs from that of their id's first row (missing = ``""`` = ``None``)."""
-    if isinstance(values.dtype, pd.StringDtype):  # pyarrow strings: take + compare in Arrow
-        a = values.fillna("")
-        return np.asarray(a.array != a.array.take(first_of_row), dtype=bool)
+def _differs_from_first(
+    values: pd.Series, first_of_row: np.ndarray, image: bool, block: int = 1 << 20
+) -> np.ndarray:
+    """Rows whose value differs from that of their id's first row (missing = ``""`` = ``None``).
+
+    Strings are compared in Arrow, ``block`` rows at a time (the gathered copy stays small).
+    """
+    if isinstance(values.dtype, pd.StringDtype):
+        a = values.fillna("").array
+        out = np.empty(len(a), dtype=bool)
+        for start in range(0, len(a), block):
+            stop = min(start + block, len(a))
+            out[start:stop] = np.asarray(a[start:stop] != a.take(first_of_row[start:stop]), dtype=bool)
+        return out
     a = (_as_image(values) if image else values).to_numpy(dtype=object)
     b = a[first_of_row]
     return (a != b) & ~(pd.isna(a) & pd.isna(b))

@@ -1,0 +1,153 @@
+"""Data path at Marqo-GS scale: ``read_table`` against a raw pyarrow parse, and ``gcl split``.
+
+On a table made by ``benchmarks/make_marqo_synthetic.py`` (Marqo split-CSV columns), each step
+runs in a fresh Python process so that its peak resident set size (``ru_maxrss``) is its own:
+
+* ``raw``     -- ``pyarrow.csv.read_csv`` of the columns ``read_table`` reads, all as strings
+  (the parse alone: the floor for any reader);
+* ``read``    -- ``gcl.data.read_table`` (parse, validation, queries/documents/judgments tables);
+* ``phases``  -- ``read_table`` + ``build_splits`` + ``BenchmarkSplits.write``, timed apart;
+* ``split``   -- the command users run, ``python -m gcl split ... --out <tmp>``, wall time and
+  peak RSS of the whole process (imports included).
+
+    python benchmarks/make_marqo_synthetic.py --pairs 1000000 --out /tmp/marqo-1m
+    python benchmarks/bench_data_scale.py --data /tmp/marqo-1m/pairs.csv --repeat 3
+    python benchmarks/make_marqo_synthetic.py --pairs 10000000 --out /tmp/marqo-10m
+    python benchmarks/bench_data_scale.py --data /tmp/marqo-10m/pairs.csv --repeat 1
+
+Times are the best of ``--repeat`` runs; they depend on the machine and its load, which the
+header prints (load average before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STEPS = ("raw", "read", "phases", "split")
+COLUMNS = dict(query_col="query", doc_id_col="product_id", score_col="score_linear",
+               doc_fields=["title", "image_local"])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="pairs.csv from make_marqo_synthetic.py")
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    p.add_argument("--repeat", type=int, default=1, help="runs per step; the best time is kept")
+    p.add_argument("--child", choices=STEPS[:3], help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child(step: str, data: str, out: str | None) -> dict:
+    """One step in this process; returns its times (imports excluded) and peak RSS."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from gcl.data import build_splits, read_table
+
+    t0 = time.perf_counter()
+    if step == "raw":
+        names = ["query", "product_id", "score_linear", "title", "image_local"]
+        convert = pacsv.ConvertOptions(include_columns=names, column_types={c: pa.string() for c in names},
+                                       strings_can_be_null=False)
+        table = pacsv.read_csv(data, convert_options=convert)
+        return {"seconds": time.perf_counter() - t0, "rows": table.num_rows, "peak_rss_mib": _peak_mib()}
+    ds = read_table(data, **COLUMNS)
+    t1 = time.perf_counter()
+    result = {"read_s": t1 - t0, "rows": len(ds.judgments), "queries": len(ds.queries), "docs": len(ds.documents)}
+    if step == "phases":
+        splits = build_splits(ds, seed=0)
+        t2 = time.perf_counter()
+        splits.write(out)
+        t3 = time.perf_counter()
+        result |= {"build_s": t2 - t1, "write_s": t3 - t2}
+    result |= {"seconds": time.perf_counter() - t0, "peak_rss_mib": _peak_mib()}
+    return result
+
+
+def run_child(args: list[str]) -> tuple[float, float, dict]:
+    """Run ``python args...``: wall seconds, peak RSS (MiB) of that process, its JSON output."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{err.decode()[-2000:]}")
+    text = out.decode().strip().splitlines()
+    try:
+        payload = json.loads(text[-1]) if text else {}
+    except json.JSONDecodeError:
+        payload = {}
+    return wall, usage.ru_maxrss / 1024, payload
+
+
+def header(data: str) -> str:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    size = Path(data).stat().st_size / 2**20
+    return (f"machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, "
+            f"load average {load}\nsoftware: Python {platform.python_version()}, numpy {np.__version__}, "
+            f"pandas {pd.__version__}, pyarrow {pa.__version__}\ndata: {data} ({size:.0f} MiB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.data, args.out)))
+        return 0
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    print(header(args.data), flush=True)
+    me = str(Path(__file__).resolve())
+    best: dict[str, tuple[float, float, dict]] = {}
+    for step in steps:
+        for _ in range(args.repeat):
+            tmp = tempfile.mkdtemp(prefix="gcl-bench-split-")
+            try:
+                if step == "split":
+                    cli = ["-m", "gcl", "split", "--data", args.data, "--out", f"{tmp}/out", "--query-col", "query",
+                           "--doc-id-col", "product_id", "--score-col", "score_linear", "--doc-fields", "title,image_local"]
+                    wall, rss, payload = run_child(cli)
+                    payload = {"seconds": wall}
+                else:
+                    wall, rss, payload = run_child([me, "--child", step, "--data", args.data, "--out", f"{tmp}/out"])
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if step not in best or payload["seconds"] < best[step][2]["seconds"]:
+                best[step] = (wall, rss, payload)
+            print(f"  {step}: {payload['seconds']:.2f} s, peak RSS {rss:.0f} MiB", flush=True)
+    print("\nstep      seconds   peak RSS MiB   detail")
+    for step, (wall, rss, payload) in best.items():
+        detail = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in payload.items() if k != "seconds"}
+        print(f"{step:<8}{payload['seconds']:>9.2f}{rss:>15.0f}   {detail}")
+    if "raw" in best and "read" in best:
+        print(f"\nread_table / raw pyarrow parse: {best['read'][2]['seconds'] / best['raw'][2]['seconds']:.1f}x")
+    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
