@@ -150,7 +150,6 @@ def test_resume_is_exact(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"loss.field_pairs": [{"query": "query", "doc": "colour"}]}, "not \\(query field, document field\\)"),
     ({"batch.grad_cache_chunk": 4}, "grad_cache_chunk"),
-    ({"loss.mined_negatives": 2}, "mined_negatives"),
 ])
 def test_unsupported_or_wrong_options_are_config_errors(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):

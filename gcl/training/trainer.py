@@ -140,6 +140,7 @@ class Trainer:
             weights = weight_fn(train.judgments)
         except ValueError as exc:  # NaN / infinite scores, bad user-function output
             raise DataError(f"cannot weight the training judgments: {exc}", source=getattr(train, "name", None)) from exc
+        self._code_tables: dict = {}  # multi-field: the training tables the negative miner encodes
         if self.multifield:
             self._setup_fields(train, weights)
         else:
@@ -160,7 +161,7 @@ class Trainer:
             from gcl.training.mining import NegativeMiner
 
             self.miner = NegativeMiner(self.pairs, depth=cfg.loss.mine_depth, skip=cfg.loss.mine_skip,
-                                       refresh=cfg.loss.mine_every)
+                                       refresh=cfg.loss.mine_every, **self._code_tables)
         lc = cfg.loss
         self.loss_fn = GCLLoss(
             temperature=lc.temperature,
@@ -228,8 +229,6 @@ class Trainer:
         cfg, model = self.cfg, self.model
         if cfg.batch.grad_cache_chunk:
             raise ConfigError("batch.grad_cache_chunk is not supported with multi-field models yet")
-        if cfg.loss.mined_negatives > 0:
-            raise ConfigError("loss.mined_negatives is not supported with multi-field models yet")
         q_names, d_names = [f.name for f in model.query_fields], [f.name for f in model.doc_fields]
         for pair in cfg.loss.field_pairs:
             if pair.query not in q_names or pair.doc not in d_names:
@@ -245,6 +244,8 @@ class Trainer:
                                              doc_field=(d_text or d_names)[0])
         _, q_uniques = pd.factorize(train.judgments[QUERY_ID])  # the order of pairs.query_code
         _, d_uniques = pd.factorize(train.judgments[DOC_ID])
+        # the training queries and documents in code order: what the negative miner encodes
+        self._code_tables = dict(queries=train.queries.loc[q_uniques], documents=train.documents.loc[d_uniques])
         root = model.image_root()
         kw = dict(root=root, workers=cfg.images.workers, image_batch_size=cfg.images.batch_size)
         self.q_inputs = FieldInputs(model, train.queries.loc[q_uniques], model.query_fields, source="training queries", **kw)
@@ -264,6 +265,8 @@ class Trainer:
         )
         weights = torch.as_tensor(p.weight[rows], dtype=torch.float32)
         hn_codes = p.doc_code[hard_negative_rows(p, rows, lc.hard_negatives, self.hn_rng)]
+        if self.miner is not None:
+            hn_codes = np.concatenate([hn_codes, self.miner.sample(p.query_code[rows], lc.mined_negatives, self.hn_rng)])
         if len(hn_codes):
             with torch.no_grad():  # fixed negatives: no gradient through them (as in the text path)
                 hn_emb = model.fuse_side("doc", *self.d_inputs.embed(hn_codes, self._autocast))
