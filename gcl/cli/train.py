@@ -59,8 +59,6 @@ def run(args) -> int:
     from gcl.cli.options import check_model, check_out_dir
     from gcl.config import load_config
     from gcl.training.config import TrainConfig
-    from gcl.training.distributed import init_from_env
-    from gcl.training.trainer import Trainer
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).exists():  # no file given: `gcl train a.b=1`
@@ -69,6 +67,9 @@ def run(args) -> int:
     check_out_dir(cfg.out_dir, "out_dir")
     if cfg.model.multifield is None:
         check_model(cfg.model.text_model, "model.text_model")
+    from gcl.training.distributed import init_from_env  # torch: imported once the config is known good
+    from gcl.training.trainer import Trainer
+
     dist = init_from_env(cfg.device)
     trainer = Trainer(cfg, dist=dist)
     result = trainer.fit(resume=args.resume)
