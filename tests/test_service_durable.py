@@ -21,6 +21,11 @@ def index_dir(tmp_path):
     return index.save(tmp_path / "idx")
 
 
+def _crash(store):
+    """What a kill leaves: the log as written, the writer lock released (by the OS)."""
+    store.close(checkpoint=False)
+
+
 def _write(store):
     store.upsert(["c", "a"], [[0, 0, 1, 0], [0, 0, 0, 2]], [{"title": "C"}, {"title": "A2"}])
     store.delete(["b", "missing"])
@@ -30,6 +35,7 @@ def test_replay_restores_unsaved_writes(index_dir):
     store = DurableIndex(index_dir)
     _write(store)
     assert store.pending == 2 and len(VectorIndex.load(index_dir)) == 2  # nothing saved yet
+    _crash(store)
     again = DurableIndex(index_dir)
     assert again.replayed == 2 and sorted(again.index._label_of) == ["a", "c"]
     assert again.get("a").fields == {"title": "A2"}
@@ -42,9 +48,11 @@ def test_torn_last_line_is_dropped_and_the_log_stays_appendable(index_dir):
     wal = index_dir / WAL_FILE
     good = wal.read_bytes()
     wal.write_bytes(good + b"1234abcd {\"op\": \"upsert\", \"ids\": [\"zz")  # a write cut short (never acknowledged)
+    _crash(store)
     again = DurableIndex(index_dir)
     assert again.replayed == 2 and "zz" not in again.index and wal.read_bytes() == good
     again.upsert(["d"], [[1, 1, 0, 0]], [{}])
+    _crash(again)
     assert DurableIndex(index_dir).replayed == 3
 
 
@@ -55,6 +63,7 @@ def test_bad_checksum_on_the_last_line_is_dropped(index_dir):
     lines = wal.read_bytes().split(b"\n")
     lines[1] = b"00000000" + lines[1][8:]
     wal.write_bytes(b"\n".join(lines))
+    _crash(store)
     assert DurableIndex(index_dir).replayed == 1
 
 
@@ -65,6 +74,7 @@ def test_a_damaged_line_before_the_end_is_an_error(index_dir):
     lines = wal.read_bytes().split(b"\n")
     lines[0] = lines[0][:20] + b"X" + lines[0][21:]
     wal.write_bytes(b"\n".join(lines))
+    _crash(store)
     with pytest.raises(DataError, match="row 0.*damaged"):
         DurableIndex(index_dir)
 
@@ -76,6 +86,7 @@ def test_checkpoint_saves_and_empties_the_log(index_dir):
     saved = VectorIndex.load(index_dir)
     assert sorted(saved._label_of) == ["a", "c"]
     store.upsert(["e"], [[1, 0, 1, 0]], [{}])  # the new log is in the new directory
+    _crash(store)
     assert DurableIndex(index_dir).replayed == 1
 
 
@@ -110,6 +121,7 @@ def test_recovery_installs_a_completed_checkpoint(index_dir):
 def test_recovery_restores_the_old_copy_when_the_new_one_is_incomplete(index_dir):
     store = DurableIndex(index_dir)
     store.upsert(["w"], [[0, 1, 1, 0]], [{}])  # logged in the old copy
+    _crash(store)
     _interrupt_save_between_renames(index_dir)
     (index_dir.parent / f".{index_dir.name}.tmp-abc" / "manifest.json").unlink()  # the new copy is incomplete
     again = DurableIndex(index_dir)

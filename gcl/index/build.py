@@ -31,10 +31,15 @@ end the collection is dropped and recreated, the shards are upserted into it (an
 a build killed while loading and run again still holds every document once) and the log is
 removed. Unlike the directory backend, readers of the collection see it empty or partly loaded
 while this final step runs.
+
+A build holds its output's writer lock (:class:`gcl.index.locks.WriterLock`; for a Milvus output
+the shard log's) from start to end, so a second build of the same output, or a ``gcl serve`` on
+it, is refused with an error naming this process.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -52,6 +57,7 @@ from gcl.errors import ConfigError, DataError
 from gcl.data.schema import DOC_ID
 from gcl.index.base import IndexParams, SearchIndex
 from gcl.index.factory import is_milvus_location
+from gcl.index.locks import WriterLock
 from gcl.index.store import MANIFEST_FILE, VectorIndex
 
 PROGRESS_FILE = "progress.json"
@@ -160,6 +166,22 @@ def _load_progress(work_dir: Path, expect: dict[str, Any], restart: bool) -> dic
     return progress
 
 
+def _one_writer(build):
+    """Run ``build`` holding the :class:`~gcl.index.locks.WriterLock` of its output directory (for a
+    Milvus output: of its shard log), so a second build or a ``gcl serve`` on it is refused."""
+
+    @functools.wraps(build)
+    def locked(model, documents, out_dir, **options):
+        target = out_dir
+        if is_milvus_location(out_dir):
+            target = options.get("work_dir") or default_work_dir(out_dir, options.get("collection"))
+        with WriterLock(target, purpose="gcl index build"):
+            return build(model, documents, out_dir, **options)
+
+    return locked
+
+
+@_one_writer
 def build_index(
     model: DocumentEncoder,
     documents: pd.DataFrame,

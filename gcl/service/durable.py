@@ -20,8 +20,12 @@ Durability rule (what a 2xx on a write means):
 
 Concurrency: searches and reads share a readers/writer lock; a write holds it alone, so a search
 never sees half of a write. A checkpoint holds the read side (searches go on, writes wait).
-Process crashes (SIGKILL) lose nothing acknowledged; an OS crash or power cut is covered as far as
-``fsync`` of the log is (the checkpoint's own files are written by faiss without ``fsync``).
+One writer: a ``DurableIndex`` holds the index's :class:`~gcl.index.locks.WriterLock` from before
+the repair and replay until :meth:`DurableIndex.close`, so a second server (or ``gcl index build``)
+on the same directory is refused at start with an error naming the first; the OS drops the lock
+when the process dies. Process crashes (SIGKILL) lose nothing acknowledged; an OS crash or power
+cut is covered as far as ``fsync`` of the log is (the checkpoint's own files are written by faiss
+without ``fsync``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 
 from gcl.data.errors import DataError
 from gcl.index.store import MANIFEST_FILE, SearchHit, VectorIndex
-from gcl.index.locks import ReadWriteLock
+from gcl.index.locks import ReadWriteLock, WriterLock
 
 WAL_FILE = "service-wal.jsonl"
 log = logging.getLogger("gcl.service")
@@ -152,19 +156,22 @@ class DurableIndex(LockedIndex):
             raise DataError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         self.directory = Path(directory)
         self.checkpoint_every = int(checkpoint_every)
-        repaired = recover_interrupted_save(self.directory)
-        if repaired:
-            log.warning("index %s: a save was interrupted; %s", self.directory, repaired)
-        self.index = VectorIndex.load(self.directory)
-        self._lock = ReadWriteLock()
-        self._checkpointing = threading.Lock()
-        self.replayed = self._replay()
-        self.pending = self.replayed  # log records not yet in a checkpoint
-        self.checkpoints = 0
-        self._wal = open(self.directory / WAL_FILE, "ab")
+        self._writer = WriterLock(self.directory, purpose="DurableIndex (gcl serve)").acquire()  # before any repair
+        try:
+            repaired = recover_interrupted_save(self.directory)
+            if repaired:
+                log.warning("index %s: a save was interrupted; %s", self.directory, repaired)
+            self.index = VectorIndex.load(self.directory)
+            self._lock = ReadWriteLock()
+            self._checkpointing = threading.Lock()
+            self.replayed = self._replay()
+            self.pending = self.replayed  # log records not yet in a checkpoint
+            self.checkpoints = 0
+            self._wal = open(self.directory / WAL_FILE, "ab")
+        except BaseException:
+            self._writer.release()
+            raise
 
-
-    # ------------------------------------------------------------------ reads
     # ------------------------------------------------------------------ writes
     def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]]) -> UpsertResult:
         """Add or replace documents (vector and fields); logged and fsync'ed before returning."""
@@ -241,9 +248,12 @@ class DurableIndex(LockedIndex):
         """Checkpoint pending writes (unless ``checkpoint=False``) and close the log; unusable afterwards."""
         if self._wal.closed:
             return
-        if checkpoint:
-            self.checkpoint()
-        self._wal.close()
+        try:
+            if checkpoint:
+                self.checkpoint()
+            self._wal.close()
+        finally:
+            self._writer.release()
 
     # ------------------------------------------------------------------ recovery
     def _replay(self) -> int:
