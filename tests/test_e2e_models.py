@@ -91,7 +91,12 @@ def run_consumers(tmp_path, capsys, model_dir: str, doc_fields: str, *, images: 
     from gcl.service.app import create_app
     from gcl.service.settings import ServiceSettings
 
-    with TestClient(create_app(ServiceSettings(index_dir=index, image_root=data))) as client:
+    served = tmp_path / "served-images"  # the service's image root, not the training data's
+    served.mkdir()
+    source = corpus.iloc[0]
+    png = (product_dir() / source["image_local"]).read_bytes()
+    (served / "new.png").write_bytes(png)
+    with TestClient(create_app(ServiceSettings(index_dir=index, image_root=served))) as client:
         r = client.post("/search", json={"query": QUERIES[0], "k": 5})
         assert r.status_code == 200, r.text
         hits = r.json()["hits"]
@@ -99,16 +104,17 @@ def run_consumers(tmp_path, capsys, model_dir: str, doc_fields: str, *, images: 
         np.testing.assert_allclose([h["score"] for h in hits], want, atol=1e-5)
         assert client.get("/health").json()["image_search"] is images
 
-        source = corpus.iloc[0]
-        new_fields = {"title": "a brand new product", "image_local": source["image_local"], "brand": "new"}
+        new_fields = {"title": "a brand new product", "image_local": "new.png", "brand": "new"}
         r = client.put("/documents/new-1", json={"fields": new_fields})
         assert r.status_code == 201, r.text
         stored = np.asarray(client.get("/documents/new-1", params={"vector": "true"}).json()["vector"])
         table = pd.DataFrame([new_fields], index=["new-1"])
-        table.attrs["image_root"] = data
+        table.attrs["image_root"] = str(served)
         np.testing.assert_allclose(stored, model.encode_documents(table)[0], atol=1e-5)
+        if images:  # the image counts: without it the document is its title alone
+            np.testing.assert_array_less(stored @ model.encode_documents(table[["title"]].assign(image_local=None))[0],
+                                         1 - 1e-4)
 
-        png = (product_dir() / source["image_local"]).read_bytes()
         r = client.post("/search/image", files={"file": ("q.png", png, "image/png")}, data={"k": "3"})
         if not images:
             assert r.status_code == 400 and "image" in r.json()["detail"]

@@ -105,9 +105,10 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     store = open_store(settings)
     try:
         if model is None:
-            encoders = ServiceEncoders.load(store.dim, store.model, settings.model)
+            encoders = ServiceEncoders.load(store.dim, store.model, settings.model, image_root=settings.image_root)
         else:
-            encoders = ServiceEncoders(model, store.dim, name=settings.model or "the given model", image_tower=image_tower)
+            encoders = ServiceEncoders(model, store.dim, name=settings.model or "the given model", image_tower=image_tower,
+                                        image_root=settings.image_root)
     except BaseException:
         store.close()
         raise
