@@ -230,6 +230,25 @@ def test_split_prints_merged_duplicates(tmp_path, capsys):
     assert "('query 0', 'd0') scores [0.0, 1.0, 3.0]" in notes[0]
 
 
+def test_train_prints_merged_duplicates(tmp_path, capsys, monkeypatch):
+    import gcl.training.trainer
+    from gcl.data.errors import ConfigError
+
+    seen = {}
+
+    class StopAfterReading:
+        def __init__(self, cfg, *, dist=None, splits=None):
+            seen["splits"] = splits
+            raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr(gcl.training.trainer, "Trainer", StopAfterReading)
+    data = _product_csv(tmp_path / "dups.csv", extra_rows=["query 0,d0,title 0 wire,1"])
+    assert main(["train", f"data.source={data}", f"out_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "note: " in err and "dups.csv" in err and "('query 0', 'd0') scores [0.0, 1.0]" in err, err
+    assert seen["splits"] is not None and seen["splits"].train is not None
+
+
 # ---------------------------------------------------------------------------- 7. small things
 def test_python_dash_m_gcl_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "gcl", "--version"], capture_output=True, text=True, timeout=120)

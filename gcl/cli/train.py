@@ -71,7 +71,12 @@ def run(args) -> int:
     from gcl.training.trainer import Trainer
 
     dist = init_from_env(cfg.device)
-    trainer = Trainer(cfg, dist=dist)
+    splits = None
+    if cfg.model.multifield is None:  # read here so that what reading merged is printed (the trainer is quiet)
+        from gcl.data.sources import load_benchmark
+
+        splits = load_benchmark(cfg.data, announce=(lambda m: print(m, file=sys.stderr)) if dist.is_main else None)
+    trainer = Trainer(cfg, dist=dist, splits=splits)
     result = trainer.fit(resume=args.resume)
     if dist.is_main:
         best = f", best dev {cfg.eval.metric} {result.best_metric:.4f} at step {result.best_step}" if result.best_metric is not None else ""
