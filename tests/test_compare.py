@@ -97,3 +97,15 @@ def test_compare_refuses_different_queries_with_one_error_line(tmp_path, capsys)
     assert len(err) == 1 and "different test queries" in err[0] and "Traceback" not in err[0]
     assert main(["evaluate", "--compare", str(a), str(tmp_path / "nowhere"), "--out", str(tmp_path / "c")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_randomisation_p_agrees_with_ranx_when_installed():
+    ranx_tests = pytest.importorskip("ranx.statistical_tests")  # not a dependency: skipped without it
+    n = 20000
+    for seed in (1, 5):
+        rng = np.random.default_rng(seed)
+        a = rng.uniform(0, 1, 300)
+        b = np.clip(a + rng.normal(0.005 * seed, 0.15, 300), 0, 1)
+        ours = randomisation_p(b - a, n, np.random.default_rng(seed))
+        theirs, _ = ranx_tests.fisher_randomization_test(a, b, n, 0.05, seed)
+        assert ours == pytest.approx(theirs, abs=4 * np.sqrt(2 * ours * (1 - ours) / n) + 2 / n)
