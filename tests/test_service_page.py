@@ -306,6 +306,30 @@ def test_query_and_page_live_in_the_url(served, page):
     assert page.input_value("#query") == query and page.text_content("#page-label") == "Page 2"
 
 
+def test_a_late_answer_does_not_paint(served, page):
+    """The answer to an earlier search that arrives after a later one's is dropped."""
+    slow, fast = served.docs["title"].iloc[0], served.docs["title"].iloc[1]
+    held = []
+
+    def hold_the_first(route):
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered below, after the second search has painted
+
+    page.route("**/search", hold_the_first)
+    page.goto(served.url + "/")
+    _search(page, slow)
+    _until(page, "document.querySelector('#status').textContent === 'Searching…'")
+    _search(page, fast, PAGE_SIZE)
+    assert page.eval_on_selector(".card", "c => c.dataset.docId") == served.docs.index[1]
+    with page.expect_response("**/search"):
+        held[0].continue_()
+    page.wait_for_timeout(500)  # time for the page to read (and drop) the late answer
+    assert fast in page.text_content("#status") and slow not in page.text_content("#status")
+    assert page.eval_on_selector(".card", "c => c.dataset.docId") == served.docs.index[1]
+
+
 def test_phone_width(served, page, tmp_path):
     page.set_viewport_size(PHONE)
     page.goto(served.url + "/")
