@@ -31,8 +31,7 @@ def judged_rerank_indices(task, retriever) -> tuple[np.ndarray, np.ndarray, int]
     n_q = len(task.queries)
     sub = np.unique(task.qrel_doc)  # corpus indices of the judged documents, sorted
     sub_docs = task.documents.iloc[sub]
-    pos_in_sub = {int(d): i for i, d in enumerate(sub)}
-    qrel_sub = np.fromiter((pos_in_sub[int(d)] for d in task.qrel_doc), dtype=np.int64, count=len(task.qrel_doc))
+    qrel_sub = np.searchsorted(sub, task.qrel_doc).astype(np.int64)  # each judgment's position in the sub-corpus
     stride = len(sub) + 1
     judged_keys = np.sort(task.qrel_query.astype(np.int64) * stride + qrel_sub)
     counts = np.bincount(task.qrel_query, minlength=n_q)
