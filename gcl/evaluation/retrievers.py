@@ -98,35 +98,32 @@ class PrecomputedRetriever:
 
 
 class BM25Retriever:
-    """BM25 (Lucene variant, k1=1.5, b=0.75, English stop words, no stemming) via ``bm25s``.
+    """BM25 via ``bm25s`` with the settings and tokenisation of :mod:`gcl.index.lexical`
+    (:class:`~gcl.index.lexical.BM25Params`: Lucene variant, k1=1.5, b=0.75, English stop words,
+    no stemming).
 
     Documents are indexed on the concatenation of their text fields. Only documents sharing a
     term with the query are retrieved (score > 0); the rest of the k slots are padding.
     """
 
-    def __init__(self, *, text_fields: list[str] | None = None, name: str = "bm25", k1: float = 1.5, b: float = 0.75):
+    def __init__(self, *, text_fields: list[str] | None = None, name: str = "bm25", params=None):
+        from gcl.index.lexical import BM25Params
+
         self.name = name
         self.text_fields = text_fields
-        self.k1, self.b = k1, b
+        self.params = params or BM25Params()
         self._index: tuple[pd.DataFrame, object] | None = None
 
-    def _text(self, table: pd.DataFrame, fields: list[str] | None) -> list[str]:
-        # text columns: object or string dtype (pandas >= 3 reads text as "str"), not image paths
-        cols = fields or [c for c in table.columns
-                          if (pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c]))
-                          and not str(c).startswith("image")]
-        return table[cols].fillna("").astype(str).agg(" ".join, axis=1).tolist()
-
     def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from gcl.index.lexical import table_texts, tokenize
         import bm25s
 
         if self._index is None or self._index[0] is not documents:  # identity, not id(): ids are reused
-            bm = bm25s.BM25(k1=self.k1, b=self.b)
-            bm.index(bm25s.tokenize(self._text(documents, self.text_fields), stopwords="en", show_progress=False),
-                     show_progress=False)
+            bm = bm25s.BM25(k1=self.params.k1, b=self.params.b)
+            bm.index(tokenize(table_texts(documents, self.text_fields), self.params), show_progress=False)
             self._index = (documents, bm)
         bm = self._index[1]
-        q_tokens = bm25s.tokenize(self._text(queries, None), stopwords="en", return_ids=False, show_progress=False)
+        q_tokens = tokenize(table_texts(queries), self.params, ids=False)
         kk = min(k, len(documents))
         idx, scores = bm.retrieve(q_tokens, k=kk, show_progress=False, n_threads=1)
         idx = idx.astype(np.int64)
@@ -134,3 +131,33 @@ class BM25Retriever:
         idx[scores <= 0] = -1
         scores[scores <= 0] = -np.inf
         return _pad(scores, idx, k)
+
+
+class HybridRetriever:
+    """Dense and BM25 top-k fused per query (:mod:`gcl.index.hybrid`: RRF or convex combination).
+
+    Each side retrieves ``k`` candidates (the evaluation depth); the fused list is cut to ``k``.
+    Keys are corpus rows, so fusion ties fall back to first appearance (dense rank 1, lexical
+    rank 1, dense rank 2, ...).
+    """
+
+    def __init__(self, dense: Retriever, lexical: Retriever, params=None, *, name: str = "hybrid") -> None:
+        from gcl.index.hybrid import HybridParams
+
+        self.dense, self.lexical = dense, lexical
+        self.params = params or HybridParams()
+        self.name = name
+
+    def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from gcl.index.hybrid import fuse_pair
+
+        ds, di = self.dense.search(queries, documents, k)
+        ls, li = self.lexical.search(queries, documents, k)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        idx = np.full((len(queries), k), -1, dtype=np.int64)
+        for row in range(len(queries)):
+            d, lx = di[row] >= 0, li[row] >= 0
+            keys, fused = fuse_pair((di[row][d], ds[row][d]), (li[row][lx], ls[row][lx]), self.params)
+            n = min(k, len(keys))
+            idx[row, :n], scores[row, :n] = keys[:n], fused[:n]
+        return scores, idx

@@ -323,6 +323,23 @@ class VectorIndex(SearchIndex):
             vector = self._faiss_index.reconstruct(label)
             return IndexedDocument(doc_id=doc_id, vector=vector, fields=dict(self._fields[label]))
 
+    @property
+    def write_version(self) -> tuple[int, int]:
+        """``(next label, live documents)``: different after every write that changed something (an
+        add or upsert takes new labels; a delete alone lowers the count). Derived indexes (the
+        lexical one of :mod:`gcl.index.lexical`) compare it to know they are stale."""
+        with self._lock.read():
+            return self._next_label, len(self._label_of)
+
+    def live_documents(self) -> tuple[tuple[int, int], np.ndarray, list[str], list[dict[str, Any]]]:
+        """A consistent snapshot ``(write_version, labels, ids, fields)`` of the live documents in
+        write (label) order. The field dicts are the index's own (a write stores new ones, never
+        edits them): read them, do not change them."""
+        with self._lock.read():
+            labels = sorted(self._doc_of)
+            return ((self._next_label, len(self._label_of)), np.asarray(labels, dtype=np.int64),
+                    [self._doc_of[x] for x in labels], [self._fields[x] for x in labels])
+
     def search(
         self, query_vectors: Any, k: int, *, filters: Mapping[str, str] | None = None
     ) -> list[list[SearchHit]]:
