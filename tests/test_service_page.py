@@ -391,7 +391,7 @@ def test_results_stop_at_max_k(served, page):
         assert "Results stop at 10" in page.text_content("#note") and "max_k" in page.text_content("#note")
 
 
-def test_search_page_with_an_api_key(served, page):
+def test_search_page_with_an_api_key(served, page, tmp_path):
     with _other_server(served, "keyed", index_dir=served.index_dir, image_root=served.root / "images",
                        api_key="pa55") as url:
         page.goto(url + "/")
@@ -406,3 +406,8 @@ def test_search_page_with_an_api_key(served, page):
         _until(page, "[...document.querySelectorAll('img.thumb')].length > 0 && "
                                "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
         assert page.eval_on_selector(".card", "c => c.dataset.docId") == served.docs.index[0]
+        page.set_viewport_size(PHONE)  # the key box wraps under the query on a phone
+        for box in (page.locator("#api-key").bounding_box(), page.locator("#search-button").bounding_box()):
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        assert _page_width(page) <= PHONE["width"]
+        _shot(page, tmp_path, "phone-key")
