@@ -7,6 +7,7 @@ import sys
 import time
 
 from gcl.cli import evaluate_extras
+from gcl.cli.options import check_model, check_out_dir, positive_int
 from gcl.data.errors import ConfigError, DataError
 
 SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
@@ -18,9 +19,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="homedepot (default) | synthetic | a Marqo-GS directory | a CSV/JSONL/Parquet file")
     g.add_argument("--data-dir", default=None, help="where homedepot/ lives (default: $GCL_DATA_DIR or ../shared/data)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the query/document split (default 0)")
-    g.add_argument("--query-col", default="query")
-    g.add_argument("--doc-id-col", default="doc_id")
-    g.add_argument("--score-col", default="score")
+    g.add_argument("--query-col", default="query", help="data file column holding the query text (default query)")
+    g.add_argument("--doc-id-col", default="doc_id", help="data file column holding the document id (default doc_id)")
+    g.add_argument("--score-col", default="score", help="data file column holding the graded score (default score)")
+    g.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSONL data files (default utf-8)")
+    g.add_argument("--allow-negative", action="store_true", help="accept negative scores in data files")
     g.add_argument("--doc-fields", default="title", help="comma-separated document text columns")
 
 
@@ -34,6 +37,8 @@ def data_config(args):
         query_col=args.query_col,
         doc_id_col=args.doc_id_col,
         score_col=args.score_col,
+        encoding=args.encoding,
+        allow_negative=args.allow_negative,
         doc_fields=[f.strip() for f in args.doc_fields.split(",") if f.strip()],
     )
 
@@ -49,12 +54,13 @@ def add_parser(sub) -> None:
     p.add_argument("--splits", default="all", help=f"comma-separated subset of {','.join(SPLITS)} (default all)")
     p.add_argument("--protocol", choices=("reference", "all"), default="reference",
                    help="reference: 2,000 weighted-sampled test queries (Marqo-GS); all: every query")
-    p.add_argument("--n-queries", type=int, default=2000)
-    p.add_argument("--depth", type=int, default=1000, help="documents retrieved per query")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--n-queries", type=positive_int, default=2000,
+                   help="test queries sampled per split by the reference protocol (default 2000)")
+    p.add_argument("--depth", type=positive_int, default=1000, help="documents retrieved per query (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="texts encoded per forward pass (default 256)")
     p.add_argument("--out", default="runs/eval", help="output directory (results.json, results.csv, per-query CSVs)")
     p.add_argument("--trec", action="store_true", help="also write TREC run/qrels files and ground-truth JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
     evaluate_extras.add_args(p)
     p.set_defaults(func=run)
 
@@ -71,6 +77,8 @@ def run(args) -> int:
     unknown = [n for n in names if n not in SPLITS]
     if unknown:
         raise ConfigError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
+    check_out_dir(args.out, "--out")
+    check_model(args.model)
     protocol = Protocol(name=args.protocol, n_queries=args.n_queries, depth=args.depth)
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     if args.bm25:
