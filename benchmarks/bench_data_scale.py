@@ -15,7 +15,7 @@ runs in a fresh Python process so that its peak resident set size (``ru_maxrss``
     python benchmarks/make_marqo_synthetic.py --pairs 10000000 --out /tmp/marqo-10m
     python benchmarks/bench_data_scale.py --data /tmp/marqo-10m/pairs.csv --repeat 1
 
-Times are the best of ``--repeat`` runs; they depend on the machine and its load, which the
+Times are the best of ``--repeat`` runs (the steps interleaved); they depend on the machine and its load, which the
 header prints (load average before and after).
 """
 
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header(args.data), flush=True)
     me = str(Path(__file__).resolve())
     best: dict[str, tuple[float, float, dict]] = {}
-    for step in steps:
-        for _ in range(args.repeat):
+    for _ in range(args.repeat):  # steps interleaved, so a change of load hits them alike
+        for step in steps:
             tmp = tempfile.mkdtemp(prefix="gcl-bench-split-")
             try:
                 if step == "split":

@@ -182,31 +182,22 @@ def dataset_from_frame(
         raise DataError("the table has no data rows", source=source)
     notes = [f"read {len(frame)} rows from {source}"]
 
-    # ---- query text and ids
-    text = _as_text(frame[query_col])
-    stripped = text.str.strip()
-    _fail_where(stripped == "", "empty query text", source, query_col)
-    if strip_queries:
-        text = stripped
+    # ---- query text and ids, document ids: hashed once; later steps work on the integer codes
+    text, q_codes, q_index = _text_ids(frame[query_col], QUERY_ID, strip=strip_queries,
+                                       empty="empty query text", source=source, column=query_col)
+    qid = text
     if query_id_col is not None:
-        qid = _as_text(frame[query_id_col])
-        qid = qid.str.strip() if strip_queries else qid
-        _fail_where(qid.str.strip() == "", "empty query id", source, query_id_col)
-    else:
-        qid = text
+        qid, q_codes, q_index = _text_ids(frame[query_id_col], QUERY_ID, strip=strip_queries,
+                                          empty="empty query id", source=source, column=query_id_col)
+    did, d_codes, d_index = _text_ids(frame[doc_id_col], DOC_ID, strip=True,
+                                      empty="empty document id", source=source, column=doc_id_col)
 
-    # ---- document ids and scores
-    did = _as_text(frame[doc_id_col]).str.strip()
-    _fail_where(did == "", "empty document id", source, doc_id_col)
+    # ---- scores
     if score_col is None:
         score = pd.Series(np.ones(len(frame)), index=frame.index)
         notes.append("no score column: every judgment has score 1.0")
     else:
         score = _scores(frame[score_col], source, score_col, allow_negative)
-
-    # ---- ids hashed once: every later step works on their integer codes
-    d_codes, d_index = _factorize(did, DOC_ID)
-    q_codes, q_index = _factorize(qid, QUERY_ID)
 
     # ---- documents and queries tables (first value per id; conflicts counted)
     documents, doc_note = _entity_table(d_codes, d_index, frame, d_fields, "document")
@@ -381,6 +372,29 @@ def _factorize(ids: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
     """Integer codes of ``ids`` (numbered in order of first appearance) and the distinct ids."""
     codes, uniques = pd.factorize(ids)
     return codes.astype(np.int64, copy=False), pd.Index(uniques, name=name)
+
+
+def _text_ids(
+    raw: pd.Series, name: str, *, strip: bool, empty: str, source: str, column: str
+) -> tuple[pd.Series, np.ndarray, pd.Index]:
+    """Text values as (per-row values, codes, distinct values named ``name``).
+
+    Surrounding whitespace is stripped (when ``strip``) on the distinct values, and the rows
+    are rebuilt only when stripping changes one (values equal after stripping become one). A
+    value that is empty or whitespace is an error (``empty``), naming its first row.
+    """
+    values = _as_text(raw)
+    codes, uniques = _factorize(values, name)
+    stripped = uniques.str.strip()
+    blank = np.asarray(stripped == "", dtype=bool)
+    if blank.any():
+        _fail_where(blank[codes], empty, source, column)
+    if strip and not bool((stripped == uniques).all()):
+        merged, distinct = pd.factorize(stripped)  # in order of first appearance, as before
+        codes = merged.astype(np.int64, copy=False)[codes]
+        uniques = pd.Index(distinct, name=name)
+        values = pd.Series(uniques.take(codes).array, index=values.index)
+    return values, codes, uniques
 
 
 def _first_rows(codes: np.ndarray) -> np.ndarray:
