@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from gcl.cli import evaluate_extras
+from gcl.cli import evaluate_extras, hybrid_options
 from gcl.cli.options import check_model, check_out_dir, positive_int
 from gcl.data.errors import ConfigError, DataError
 
@@ -62,6 +62,7 @@ def add_parser(sub) -> None:
     p.add_argument("--trec", action="store_true", help="also write TREC run/qrels files and ground-truth JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
     evaluate_extras.add_args(p)
+    hybrid_options.add_evaluate_args(p)
     p.set_defaults(func=run)
 
 
@@ -90,6 +91,7 @@ def run(args) -> int:
 
         label = args.model or "minilm"
         retriever = DenseRetriever(BiEncoder.load(label), batch_size=args.batch_size, show_progress=not args.no_progress)
+    retriever, label = hybrid_options.evaluate_retriever(args, retriever, label)
     results, tasks = [], []
     for name in names:
         t0 = time.perf_counter()

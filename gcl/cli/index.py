@@ -76,7 +76,20 @@ def add_parser(sub) -> None:
                    help="keep documents whose field equals VALUE exactly (repeatable)")
     s.add_argument("--ef-search", type=positive_int, default=None, help="HNSW search breadth for this query")
     s.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    add_mode_args(s)
     s.set_defaults(func=run_search)
+
+
+def add_mode_args(p) -> None:
+    from gcl.cli.hybrid_options import add_fusion_args
+    from gcl.index.hybrid import MODES
+
+    g = p.add_argument_group("lexical and hybrid search (directory index only; docs/index.md)")
+    g.add_argument("--mode", choices=MODES, default=MODES[0],
+                   help="dense (default): cosine of the query vector; lexical: BM25 over the stored text "
+                        "fields; hybrid: both, fused by --fusion")
+    fusions, d = add_fusion_args(g)
+    g.add_argument("--fusion", choices=fusions, default=d.fusion, help="hybrid fusion rule (default %(default)s)")
 
 
 def add_milvus_args(p) -> None:
@@ -178,12 +191,20 @@ def run_search(args) -> int:
         raise ConfigError(f"-k must be a positive integer, got {args.k}")
     check_queries(args.queries)
     check_model(args.model)
-    filters = _parse_filters(args.filter)
+    filters = _parse_filters(args.filter) or None
     index = open_index(args.index, **_milvus_options(args))
-    model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}")
-    if args.ef_search is not None:
-        index.ef_search = args.ef_search
-    results = index.search(encode_query_texts(model, args.queries), args.k, filters=filters or None)
+    lexical = None
+    if args.mode != "dense":
+        from gcl.index.lexical import LexicalIndex
+
+        lexical = LexicalIndex.open(index, args.index)  # a ConfigError for a Milvus index
+        if args.mode == "lexical":
+            results = lexical.search(args.queries, args.k, filters=filters)
+    if args.mode != "lexical":
+        model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}")
+        if args.ef_search is not None:
+            index.ef_search = args.ef_search
+        results = _dense_or_hybrid(index, lexical, encode_query_texts(model, args.queries), args, filters)
     for text, hits in zip(args.queries, results):
         if args.json:
             for rank, h in enumerate(hits, 1):
@@ -201,3 +222,16 @@ def run_search(args) -> int:
         if not hits:
             print("   (no results)")
     return 0
+
+
+def _dense_or_hybrid(index, lexical, vectors, args, filters):
+    if lexical is None:
+        return index.search(vectors, args.k, filters=filters)
+    from gcl.cli.hybrid_options import params
+    from gcl.index.hybrid import fuse_hits
+
+    p = params(args, args.fusion)
+    depth = max(p.depth, args.k)
+    dense = index.search(vectors, depth, filters=filters)
+    lex = lexical.search(args.queries, depth, filters=filters)
+    return [fuse_hits(d, lx, p, args.k) for d, lx in zip(dense, lex)]

@@ -312,6 +312,9 @@ def build_index(
         index.flush()
     else:
         index.save(out_dir)
+        from gcl.index.lexical import LexicalIndex
+
+        LexicalIndex(index).save(out_dir)  # BM25 over the stored text fields, for lexical/hybrid search
     shutil.rmtree(work_dir, ignore_errors=True)
     return BuildResult(index=index, out_dir=out_dir, n_documents=n, encoded_batches=encoded_batches,
                        resumed_rows=resumed_rows, seconds=time.perf_counter() - t0, location=location)

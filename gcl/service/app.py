@@ -37,6 +37,7 @@ from typing import Optional
 
 from gcl.data.errors import ConfigError, DataError, GCLError
 from gcl.service.durable import DurableIndex
+from gcl.index.hybrid import HybridParams, fuse_hits
 from gcl.service.encoding import ServiceEncoders
 from gcl.service.metrics import Metrics
 from gcl.service.middleware import AllowedHosts, BodyLimit, Observe, SecurityHeaders, Utf8Path
@@ -46,6 +47,7 @@ from gcl.service.settings import ServiceSettings
 log = logging.getLogger("gcl.service")
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 MAX_ECHO_CHARS = 200  # of an input echoed in a 422
+HYBRID = HybridParams()  # mode "hybrid": reciprocal rank fusion, k_rrf 60, 100 candidates a side
 
 
 def _text(value: str) -> str:
@@ -86,6 +88,16 @@ def open_store(settings: ServiceSettings):
     if settings.collection or settings.token or settings.db_name:
         raise ConfigError(f"collection, token and db_name apply to a Milvus index only; {settings.index_dir} is a directory")
     return DurableIndex(settings.index_dir, checkpoint_every=settings.checkpoint_every)
+
+
+def _lexical_index(store, settings: ServiceSettings):
+    """BM25 over the stored fields of a directory index (read from ``lexical/`` when it is current,
+    else built at the first lexical search and after writes); None for Milvus."""
+    from gcl.index.lexical import LexicalIndex
+
+    if not hasattr(store.index, "live_documents"):
+        return None
+    return LexicalIndex.open(store.index, settings.index_dir)
 
 
 def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
@@ -163,9 +175,26 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     app.add_middleware(SecurityHeaders)
 
     # ------------------------------------------------------------------ search
-    def _search(vectors, k: int, offset: int, filters, query: Optional[str], t0: float):
+    lexical = _lexical_index(store, settings)  # None for Milvus: lexical/hybrid modes answer 422
+
+    def _text_hits(req, window: int) -> list:
+        """The first ``window`` hits of a text query in its mode (dense, lexical or hybrid)."""
+        filters = req.filters or None
+        if req.mode != "dense" and lexical is None:
+            raise HTTPException(422, f"mode {req.mode!r} needs a directory index (BM25 over its stored fields); "
+                                     f"this service runs on {type(store.index).__name__}")
+        if req.mode == "lexical":
+            return lexical.search([req.query], window, filters=filters)[0]
+        if req.mode == "dense":
+            return store.search(encoders.queries([req.query]), window, filters=filters)[0]
+        depth = max(HYBRID.depth, window)
+        dense = store.search(encoders.queries([req.query]), depth, filters=filters)[0]
+        return fuse_hits(dense, lexical.search([req.query], depth, filters=filters)[0], HYBRID, window)
+
+    def _search(vectors, k: int, offset: int, filters, query: Optional[str], t0: float, hits=None):
         window = offset + k
-        hits = store.search(vectors, window + 1, filters=filters or None)[0]
+        if hits is None:
+            hits = store.search(vectors, window + 1, filters=filters or None)[0]
         page = [S.Hit(rank=offset + i + 1, doc_id=h.doc_id, score=h.score, fields=h.fields)
                 for i, h in enumerate(hits[offset:window])]
         return S.SearchResponse(query=query, k=k, offset=offset, hits=page,
@@ -174,9 +203,10 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
 
     @app.post("/search", response_model=S.SearchResponse, dependencies=auth, responses=errors, tags=["search"])
     def search(req: S.SearchRequest):
-        """Rank documents by cosine similarity to the encoded query text."""
+        """Rank documents by cosine similarity to the encoded query text (``mode``: or BM25, or both fused)."""
         t0 = time.perf_counter()
-        return _search(encoders.queries([req.query]), req.k, req.offset, req.filters, req.query, t0)
+        hits = _text_hits(req, req.offset + req.k + 1)
+        return _search(None, req.k, req.offset, req.filters, req.query, t0, hits=hits)
 
     @app.post("/search/image", response_model=S.SearchResponse, dependencies=auth,
               responses={**errors, 400: {"model": S.Error}}, tags=["search"])

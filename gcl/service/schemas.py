@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import unicodedata
 from types import SimpleNamespace
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
+from gcl.index.hybrid import MODES
 from gcl.service.settings import ServiceSettings
 
 MAX_ID_CHARS = 256
@@ -70,6 +71,9 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
         filters: Optional[dict[FieldName, FilterValue]] = Field(
             default=None, max_length=s.max_fields,
             description="keep documents whose field equals the string exactly (all pairs must match)")
+        mode: Literal[MODES] = Field(
+            default=MODES[0], description="dense: cosine of the query vector; lexical: BM25 over the stored text "
+                                         "fields; hybrid: both, fused by reciprocal rank (directory index only)")
 
         @model_validator(mode="after")
         def _window(self):
@@ -80,7 +84,7 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
     class Hit(BaseModel):
         rank: int = Field(description="1-based rank in the whole ranking (offset included)")
         doc_id: str
-        score: float = Field(description="cosine similarity")
+        score: float = Field(description="cosine similarity (mode dense), BM25 score (lexical) or fused score (hybrid)")
         fields: dict[str, Any]
 
     class SearchResponse(BaseModel):
