@@ -87,10 +87,10 @@ def run(args) -> int:
     elif args.embeddings:
         retriever, label = PrecomputedRetriever(args.embeddings), f"embeddings:{args.embeddings}"
     else:
-        from gcl.encoders.model import BiEncoder
+        from gcl.encoders.base import load_model
 
         label = args.model or "minilm"
-        retriever = DenseRetriever(BiEncoder.load(label), batch_size=args.batch_size, show_progress=not args.no_progress)
+        retriever = DenseRetriever(load_model(label), batch_size=args.batch_size, show_progress=not args.no_progress)
     retriever, label = hybrid_options.evaluate_retriever(args, retriever, label)
     results, tasks = [], []
     for name in names:
