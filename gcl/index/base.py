@@ -28,7 +28,8 @@ import numpy as np
 from gcl.errors import ConfigError, DataError
 
 
-KINDS = ("exact", "hnsw")
+KINDS = ("exact", "hnsw", "sq8", "hnsw_sq8", "ivfpq")
+QUANTIZED_KINDS = ("sq8", "hnsw_sq8", "ivfpq")  # compressed codes in RAM, float32 vectors on disk (gcl.index.quantized)
 
 
 def _positive_int(value: Any) -> bool:
@@ -39,13 +40,14 @@ def _positive_int(value: Any) -> bool:
 class IndexParams:
     """How an index is built and searched: the one place these defaults live.
 
-    ``kind``: ``exact`` (inner product over every vector) or ``hnsw`` (approximate graph search).
+    ``kind``: ``exact`` (inner product over every vector), ``hnsw`` (approximate graph search), or
+    a compressed kind of :data:`QUANTIZED_KINDS` (settings in :class:`QuantParams`).
     HNSW: ``hnsw_m`` links per node (graph degree M), ``ef_construction`` candidates kept while
     inserting, ``ef_search`` candidates kept while searching (recall grows with it, QPS falls).
     Every backend, ``build_index`` and ``gcl index build`` take their defaults from here.
     """
 
-    kind: Literal["exact", "hnsw"] = "exact"
+    kind: Literal["exact", "hnsw", "sq8", "hnsw_sq8", "ivfpq"] = "exact"
     hnsw_m: int = 32
     ef_construction: int = 200
     ef_search: int = 128
@@ -59,6 +61,45 @@ class IndexParams:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.hnsw_m < 2:
             raise ConfigError(f"hnsw_m must be >= 2, got {self.hnsw_m}")
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Settings of the compressed kinds (``sq8``, ``hnsw_sq8``, ``ivfpq``; see :mod:`gcl.index.quantized`).
+
+    ``rescore``: the compressed index proposes ``rescore * k`` candidates, which are re-scored
+    exactly from the float32 vectors on disk (recall grows with it, QPS falls).
+    ``train_size``: the quantiser is trained on the first ``train_size`` vectors written (or on all
+    of them at the first save, if fewer) and never retrained except by ``compact()``.
+    IVF-PQ: ``nlist`` coarse cells, ``nprobe`` cells scanned per query, ``pq_m`` sub-vectors of
+    ``pq_nbits`` bits each (``pq_m`` must divide the dimension; a code is ``pq_m * pq_nbits / 8`` bytes).
+    """
+
+    rescore: int = 4
+    train_size: int = 100_000
+    nlist: int = 1024
+    nprobe: int = 32
+    pq_m: int = 48
+    pq_nbits: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("rescore", "train_size", "nlist", "nprobe", "pq_m", "pq_nbits"):
+            value = getattr(self, name)
+            if not _positive_int(value):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.pq_nbits > 16:
+            raise ConfigError(f"pq_nbits must be between 1 and 16, got {self.pq_nbits}")
+
+    def check_dim(self, dim: int) -> None:
+        """``pq_m`` must divide the vector dimension (a ConfigError naming the option otherwise)."""
+        if dim % self.pq_m:
+            divisors = [m for m in range(1, dim + 1) if dim % m == 0 and m <= 128]
+            raise ConfigError(f"--pq-m {self.pq_m} does not divide the vector dimension {dim}; "
+                              f"choose one of {divisors}")
+
+    def min_train(self, kind: str) -> int:
+        """Fewest vectors the quantiser of ``kind`` can be trained on (k-means needs a point per centroid)."""
+        return max(self.nlist, 2 ** self.pq_nbits) if kind == "ivfpq" else 1
 
 
 class SearchIndex(ABC):

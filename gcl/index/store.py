@@ -54,7 +54,8 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from gcl.errors import ConfigError, DataError
-from gcl.index.base import IndexParams, SearchIndex, check_filters, check_ids, check_k, matches, normalise
+from gcl.index.base import (QUANTIZED_KINDS, IndexParams, SearchIndex, check_filters, check_ids, check_k, matches,
+                            normalise)
 from gcl.index.locks import ReadWriteLock
 
 FORMAT = "gcl-vector-index"
@@ -64,6 +65,16 @@ FAISS_FILE = "vectors.faiss"
 DOCUMENTS_FILE = "documents.jsonl"
 TOMBSTONES_FILE = "tombstones.npy"
 HNSW_MAX_FETCH = 4096  # HNSW filtered search stops widening here (see the module docstring)
+
+
+def check_exact(kind: str) -> None:
+    """``exact=True`` (``gcl search --exact``, the API's ``exact``) is served only by the exact kind."""
+    if kind == "exact":
+        return
+    why = ("a compressed index: it scores codes and re-scores only the top rescore*k candidates from the "
+           "float32 vectors on disk; raise --rescore for better recall" if kind in QUANTIZED_KINDS
+           else "an approximate index")
+    raise ConfigError(f"exact search asked of a {kind} index ({why}); build one with --kind exact for exact results")
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,14 @@ class VectorIndex(SearchIndex):
     >>> [h.doc_id for h in index.search([[0, 1, 0]], k=2)[0]]
     ['b', 'a']
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "VectorIndex":
+        """A compressed ``kind`` (``sq8``, ``hnsw_sq8``, ``ivfpq``) makes a :class:`gcl.index.quantized.QuantizedIndex`."""
+        if cls is VectorIndex and kwargs.get("kind") in QUANTIZED_KINDS:
+            from gcl.index.quantized import QuantizedIndex
+
+            cls = QuantizedIndex
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -341,13 +360,16 @@ class VectorIndex(SearchIndex):
                     [self._doc_of[x] for x in labels], [self._fields[x] for x in labels])
 
     def search(
-        self, query_vectors: Any, k: int, *, filters: Mapping[str, str] | None = None
+        self, query_vectors: Any, k: int, *, filters: Mapping[str, str] | None = None, exact: bool = False
     ) -> list[list[SearchHit]]:
         """Top-``k`` documents per query (one list per query row, best first; shorter if fewer match).
 
         ``filters`` keeps documents whose every named field equals the given string (see the
-        module docstring for how post-filtering and tombstones over-fetch).
+        module docstring for how post-filtering and tombstones over-fetch). ``exact=True`` asks for
+        exact results: a :class:`ConfigError` on any kind but ``exact``.
         """
+        if exact:
+            check_exact(self._kind)
         k = check_k(k)
         q = self._prepare(query_vectors, "query")
         filters = check_filters(filters)
@@ -463,6 +485,7 @@ class VectorIndex(SearchIndex):
                 fh.flush()
                 os.fsync(fh.fileno())
             np.save(tmp / TOMBSTONES_FILE, np.asarray(sorted(self._tombstones), dtype=np.int64))
+            self._write_extra(tmp)
             with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
                 json.dump(self.manifest(), fh, indent=2)
                 fh.flush()
@@ -478,6 +501,12 @@ class VectorIndex(SearchIndex):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return directory
+
+    def _write_extra(self, tmp: Path) -> None:
+        """Files a subclass keeps beside the faiss index (written into the temporary directory)."""
+
+    def _load_extra(self, directory: Path) -> None:
+        """Read what :meth:`_write_extra` wrote (before the consistency check of :meth:`load`)."""
 
     @classmethod
     def load(cls, directory: str | Path) -> "VectorIndex":
@@ -526,6 +555,7 @@ class VectorIndex(SearchIndex):
         tombstones = np.load(tomb_path) if tomb_path.is_file() else np.zeros(0, dtype=np.int64)
         index._tombstones = set(tombstones.tolist())
         index._next_label = int(manifest.get("next_label", max(index._doc_of, default=-1) + 1))
+        index._load_extra(directory)
         expected = np.sort(np.concatenate([np.fromiter(index._doc_of, dtype=np.int64, count=len(index._doc_of)),
                                            tombstones.astype(np.int64)]))
         if len(index._label_of) != len(index._doc_of) or not np.array_equal(np.sort(index._stored_labels()), expected):
