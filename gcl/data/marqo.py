@@ -361,6 +361,8 @@ def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> bytes:
     ``", "`` and ``": "``): printable ASCII without ``"`` or ``\\`` is quoted by a vectorised
     join, other strings go through ``json``'s own encoder.
     """
+    import pyarrow as pa
+
     if len(index) == 0:
         return b""
     encode = json.encoder.encode_basestring_ascii
@@ -373,6 +375,8 @@ def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> bytes:
             parts.append(_json_strings(values.fill_null("")))
     parts.append("}, ")
     entries = _join_strings(*parts)
+    if isinstance(entries, pa.ChunkedArray):
+        entries = entries.combine_chunks()
     data, offsets = entries.buffers()[2], np.frombuffer(entries.buffers()[1], dtype=np.int64)
     start, stop = offsets[entries.offset], offsets[entries.offset + len(entries)]
     return memoryview(data)[start : stop - 2].tobytes()  # the entries back to back, less the last ", "
@@ -383,6 +387,8 @@ def _json_strings(values):
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
     values = values.cast(pa.large_string())
     quoted = _join_strings('"', values, '"')
     special = pc.invert(pc.match_substring_regex(values, r'^[ !#-\[\]-~]*$')).to_numpy(zero_copy_only=False)
