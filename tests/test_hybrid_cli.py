@@ -101,3 +101,11 @@ def test_evaluate_hybrid_on_synthetic(tiny_model_dir, tmp_path, capsys):
 def test_evaluate_hybrid_with_bm25_is_refused(tmp_path, capsys):
     assert main(["evaluate", "--bm25", "--hybrid", "rrf", "--data", "synthetic", "--out", str(tmp_path / "e")]) == 2
     assert "--hybrid fuses a dense retriever with BM25" in capsys.readouterr().err
+
+
+def test_fusion_options_without_a_fusion_are_refused(built_index, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["search", "--index", str(built_index), "chair", "--alpha", "0.2"]) == 2
+    assert "--alpha only apply with --mode hybrid" in capsys.readouterr().err
+    assert main(["evaluate", "--bm25", "--k-rrf", "10", "--data", "synthetic", "--out", str(tmp_path / "e")]) == 2
+    assert "--k-rrf only apply with --hybrid" in capsys.readouterr().err

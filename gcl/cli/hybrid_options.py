@@ -54,8 +54,20 @@ def params(args, fusion: str):
     return HybridParams(fusion=fusion, alpha=args.alpha, k_rrf=args.k_rrf)
 
 
+def check_fusion_used(args, active: bool, needs: str) -> None:
+    """``--alpha`` / ``--k-rrf`` changed while no fusion runs is a mistake, not something to ignore."""
+    from gcl.index.hybrid import HybridParams
+
+    d = HybridParams()
+    changed = [flag for flag, value, default in (("--alpha", args.alpha, d.alpha), ("--k-rrf", args.k_rrf, d.k_rrf))
+               if value != default]
+    if changed and not active:
+        raise ConfigError(f"{' and '.join(changed)} only apply with {needs}")
+
+
 def evaluate_retriever(args, retriever, label: str):
     """``(retriever, label)``, wrapped in a :class:`HybridRetriever` when ``--hybrid`` is given."""
+    check_fusion_used(args, args.hybrid is not None, "--hybrid rrf|convex")
     if args.hybrid is None:
         return retriever, label
     if args.bm25:

@@ -184,6 +184,7 @@ def _parse_filters(items: list[str]) -> dict[str, str]:
 
 
 def run_search(args) -> int:
+    from gcl.cli.hybrid_options import check_fusion_used
     from gcl.encoders.query import encode_query_texts, load_index_encoder
     from gcl.index.factory import open_index
 
@@ -192,6 +193,7 @@ def run_search(args) -> int:
     check_queries(args.queries)
     check_model(args.model)
     filters = _parse_filters(args.filter) or None
+    check_fusion_used(args, args.mode == "hybrid", "--mode hybrid")
     index = open_index(args.index, **_milvus_options(args))
     lexical = None
     if args.mode != "dense":
