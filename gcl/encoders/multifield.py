@@ -280,13 +280,6 @@ class MultiFieldModel(nn.Module):
         """(n, dim) fused, L2-normalised document embeddings (zero rows where no field is present)."""
         return self._encode_side(documents, "doc", batch_size, show_progress)
 
-    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
-        """Texts through the first query field's tower (when it is a text field)."""
-        f = self.query_fields[0]
-        if self.field_kind(f) != "text":
-            raise ConfigError("encode_texts needs a text field first on the query side")
-        return self.encode_text_field(f, texts, batch_size=batch_size)[0]
-
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -257,20 +257,8 @@ class Trainer:
         from gcl.training.multifield import multi_field_loss
 
         p, model, lc = self.pairs, self.model, self.cfg.loss
-        local = rows[self.dist.rows(len(rows))]
-        meta = dict(
-            query_ids=torch.as_tensor(p.query_code[rows]),
-            doc_ids=torch.as_tensor(p.doc_code[rows]),
-            scores=torch.as_tensor(p.score[rows]),
-        )
-        weights = torch.as_tensor(p.weight[rows], dtype=torch.float32)
-        hn_codes = p.doc_code[hard_negative_rows(p, rows, lc.hard_negatives, self.hn_rng)]
-        if self.miner is not None:
-            hn_codes = np.concatenate([hn_codes, self.miner.sample(p.query_code[rows], lc.mined_negatives, self.hn_rng)])
-        if len(hn_codes):
-            with torch.no_grad():  # fixed negatives: no gradient through them (as in the text path)
-                hn_emb = model.fuse_side("doc", *self.d_inputs.embed(hn_codes, self._autocast))
-            meta.update(hard_neg_emb=hn_emb, hard_neg_doc_ids=torch.as_tensor(hn_codes))
+        local, meta, weights = self._batch_inputs(
+            rows, lambda codes: model.fuse_side("doc", *self.d_inputs.embed(codes, self._autocast)))
         q_embs, q_present = self.q_inputs.embed(p.query_code[local], self._autocast)
         d_embs, d_present = self.d_inputs.embed(p.doc_code[local], self._autocast)
         q_all = D.gather_rows(model.fuse_side("query", q_embs, q_present), self.dist)
@@ -341,26 +329,33 @@ class Trainer:
             emb.backward(grad[torch.as_tensor(pos, device=grad.device)])
         self._set_rng_state(after)
 
-    def _micro_step(self, rows: np.ndarray, loss_scale: float) -> float:
-        """Forward + backward of one micro-batch (global rows; this process encodes its slice)."""
-        if self.multifield:
-            return self._micro_step_fields(rows, loss_scale)
-        p = self.pairs
-        local = rows[self.dist.rows(len(rows))]
-        q_codes, d_codes = p.query_code[local], p.doc_code[local]
+    def _batch_inputs(self, rows: np.ndarray, embed_docs) -> tuple[np.ndarray, dict, torch.Tensor]:
+        """What every micro-step shares: this process's slice of ``rows``, the loss's ``meta`` (ids,
+        scores, fixed negatives) and the pairs' weights. Fixed negatives are the lower-graded
+        documents of the batch's queries plus mined ones, embedded by ``embed_docs(codes)`` with no
+        gradient through them (documented)."""
+        p, lc = self.pairs, self.cfg.loss
         meta = dict(
             query_ids=torch.as_tensor(p.query_code[rows]),
             doc_ids=torch.as_tensor(p.doc_code[rows]),
             scores=torch.as_tensor(p.score[rows]),
         )
         weights = torch.as_tensor(p.weight[rows], dtype=torch.float32)
-        hn_codes = p.doc_code[hard_negative_rows(p, rows, self.cfg.loss.hard_negatives, self.hn_rng)]
+        hn_codes = p.doc_code[hard_negative_rows(p, rows, lc.hard_negatives, self.hn_rng)]
         if self.miner is not None:
-            hn_codes = np.concatenate([hn_codes, self.miner.sample(p.query_code[rows], self.cfg.loss.mined_negatives, self.hn_rng)])
+            hn_codes = np.concatenate([hn_codes, self.miner.sample(p.query_code[rows], lc.mined_negatives, self.hn_rng)])
         if len(hn_codes):
-            with torch.no_grad():  # fixed negatives: no gradient through them (documented)
-                hn_emb = self._encode(self.d_tokens, hn_codes)
-            meta.update(hard_neg_emb=hn_emb, hard_neg_doc_ids=torch.as_tensor(hn_codes))
+            with torch.no_grad():
+                meta.update(hard_neg_emb=embed_docs(hn_codes), hard_neg_doc_ids=torch.as_tensor(hn_codes))
+        return rows[self.dist.rows(len(rows))], meta, weights
+
+    def _micro_step(self, rows: np.ndarray, loss_scale: float) -> float:
+        """Forward + backward of one micro-batch (global rows; this process encodes its slice)."""
+        if self.multifield:
+            return self._micro_step_fields(rows, loss_scale)
+        p = self.pairs
+        local, meta, weights = self._batch_inputs(rows, lambda codes: self._encode(self.d_tokens, codes))
+        q_codes, d_codes = p.query_code[local], p.doc_code[local]
         if self.cfg.batch.grad_cache_chunk:
             q_emb, q_plan = self._embed_with_grad_cache(self.q_tokens, q_codes)
             d_emb, d_plan = self._embed_with_grad_cache(self.d_tokens, d_codes)
