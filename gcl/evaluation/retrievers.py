@@ -36,7 +36,7 @@ def _pad(scores: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 
 
 class DenseRetriever:
-    """Cosine top-k with a :class:`gcl.encoders.model.BiEncoder`, exact search in blocks."""
+    """Cosine top-k with any model (:class:`gcl.encoders.base.EmbeddingModel`), exact search in blocks."""
 
     def __init__(self, model, *, name: str = "dense", batch_size: int = 256, show_progress: bool = True) -> None:
         self.model = model
