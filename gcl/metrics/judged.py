@@ -213,15 +213,31 @@ def judge_indices(
 
     # --- the grade at each rank ----------------------------------------------------------------
     row, col, found = _find_judgments(ranked, key, qrel_query, qrel_doc, stride)
-    is_judged = np.zeros(ranked.shape, dtype=bool)
+    return _assemble(qids, depth, n_retrieved, row, col, qrel_grade[found], qrel_query, qrel_grade)
+
+
+def _assemble(
+    qids: np.ndarray,
+    depth: int,
+    n_retrieved: np.ndarray,
+    row: np.ndarray,
+    col: np.ndarray,
+    grade_at: np.ndarray,
+    qrel_query: np.ndarray,
+    qrel_grade: np.ndarray,
+) -> JudgedRun:
+    """The :class:`JudgedRun` of judged entries ``(row, col)`` with grades ``grade_at``;
+    ``qrel_query`` / ``qrel_grade`` are all the judgments, grouped by query (ascending)."""
+    n_q = len(qids)
+    is_judged = np.zeros((n_q, depth), dtype=bool)
     is_judged[row, col] = True
-    gains = np.zeros(ranked.shape)
-    gains[row, col] = qrel_grade[found]
+    gains = np.zeros((n_q, depth))
+    gains[row, col] = grade_at
 
     # --- each query's judged grades, sorted descending (the qrels are grouped by query) -------
     n_judged = np.bincount(qrel_query, minlength=n_q).astype(np.int64)
     ideal = np.zeros((n_q, int(n_judged.max(initial=0))))
-    slot = np.arange(len(key)) - (np.cumsum(n_judged) - n_judged)[qrel_query]
+    slot = np.arange(len(qrel_query)) - (np.cumsum(n_judged) - n_judged)[qrel_query]
     ideal[qrel_query, slot] = qrel_grade
     ideal = np.ascontiguousarray(np.sort(ideal, axis=1)[:, ::-1])  # grades >= 0: padding last
 
@@ -302,53 +318,106 @@ def judge_run(
     (pytrec_eval leaves both kinds out of its output; averages over queries then differ). A query
     of ``run`` absent from ``qrels`` is ignored, as trec_eval and pytrec_eval ignore it.
 
-    Cost: one small numpy sort per query (the input is per-query dicts; reading them is the
-    bulk of the time), then :func:`judge_indices`.
+    Only the judged documents need a rank. With ``s_d`` the float32 score of document ``d`` of a
+    query's run, a judged, retrieved document ``j`` has the 0-based rank
+
+        rank(j) = #{d : s_d > s_j} + #{d : s_d = s_j, id_d > id_j}
+
+    The first term comes from the run's scores as one row of keys per query (descending score
+    order, see :func:`_descending_bits`), sorted per row (skipped when the dicts already list
+    documents best first, as TREC run files and gcl's runs do), with the query in the high bits so
+    one binary search per judgment finds it; the second is computed only for judged documents
+    whose score another document of the run shares. The dicts are read with C-level iteration
+    (``np.fromiter`` over ``dict.values()`` and ``map(dict.get, ...)``); no Python loop runs over
+    the retrieved documents.
 
     Raises:
         ValueError: on a NaN score, or a negative or non-finite grade.
     """
     qids = sorted(qrels)
-    sizes = [len(qrels[q]) for q in qids]
-    n_judgments = sum(sizes)
-    first = np.cumsum(sizes) - np.asarray(sizes, dtype=np.int64)
-    grades = np.fromiter(
-        chain.from_iterable(qrels[q].values() for q in qids), dtype=np.float64, count=n_judgments
-    )
-    # A document's index is the number of its judgment (0..n_judgments-1), so the join needs no
-    # document vocabulary; every unjudged document gets the one index no judgment has.
-    unjudged = n_judgments
-    depth = max((len(run.get(q) or ()) for q in qids), default=0)
-    ranked = np.full((len(qids), depth), -1, dtype=np.int64)
-    # A loop over the input dicts (they must be read one by one anyway); numpy within each.
-    for i, q in enumerate(qids):
-        docs = run.get(q)
-        if not docs:
-            continue
-        ids = list(docs)
-        n = len(ids)
-        score = np.fromiter(docs.values(), dtype=np.float64, count=n)
-        if np.isnan(score).any():
-            raise ValueError(f"query {q!r}: NaN score; scores must be comparable numbers")
-        # trec_eval keeps scores as C floats (TEXT_RESULTS.sim is `float`): compare in float32.
-        with np.errstate(over="ignore"):
-            score32 = score.astype(np.float32)
-        order = np.argsort(score32, kind="stable")[::-1]
-        ordered = score32[order]
-        if n > 1 and (ordered[1:] == ordered[:-1]).any():
-            # Ties: sort ascending by (score, id) and reverse, i.e. descending by both. Python's
-            # str order is code-point order, the order strcmp gives on UTF-8 bytes.
-            id_rank = np.empty(n, dtype=np.int64)
-            id_rank[sorted(range(n), key=ids.__getitem__)] = np.arange(n)
-            order = np.lexsort((id_rank, score32))[::-1]
-        judgment = dict(zip(qrels[q], range(first[i], first[i] + sizes[i])))
-        doc = np.fromiter(map(judgment.get, ids, repeat(unjudged)), dtype=np.int64, count=n)
-        ranked[i, :n] = doc[order]
+    n_q = len(qids)
+    judged = [qrels[q] for q in qids]
+    runs = [run.get(q) or {} for q in qids]
+    sizes = np.fromiter(map(len, judged), dtype=np.int64, count=n_q)
+    lens = np.fromiter(map(len, runs), dtype=np.int64, count=n_q)
+    n_judgments, total = int(sizes.sum()), int(lens.sum())
+    grades = np.fromiter(chain.from_iterable(j.values() for j in judged), dtype=np.float64, count=n_judgments)
+    qrel_query = np.repeat(np.arange(n_q, dtype=np.int64), sizes)
+    scores = np.fromiter(chain.from_iterable(r.values() for r in runs), dtype=np.float64, count=total)
+    if np.isnan(scores).any():
+        first = int(np.flatnonzero(np.isnan(scores))[0])
+        q = qids[int(np.searchsorted(np.cumsum(lens), first, side="right"))]
+        raise ValueError(f"query {q!r}: NaN score; scores must be comparable numbers")
+    if n_judgments and (not np.isfinite(grades).all() or grades.min() < 0):
+        raise ValueError("qrel_grade must be finite and >= 0")
+    # the score of each judged document in its query's run; NaN where it was not retrieved
+    nan = float("nan")
+    at = np.fromiter(chain.from_iterable(map(r.get, j, repeat(nan)) for r, j in zip(runs, judged)),
+                     dtype=np.float64, count=n_judgments)
+    retrieved = ~np.isnan(at)
+    row, j = qrel_query[retrieved], np.flatnonzero(retrieved)
 
-    return judge_indices(
-        ranked,
-        np.repeat(np.arange(len(qids), dtype=np.int64), sizes),
-        np.arange(n_judgments, dtype=np.int64),
-        grades,
-        query_ids=np.asarray(qids, dtype=object),
-    )
+    # --- #{d : s_d > s_j}: the run's scores as descending-order keys, one row per query --------
+    depth = int(lens.max(initial=0))
+    if total == n_q * depth:  # every query retrieved `depth` documents: no padding
+        low = _descending_bits(scores).reshape(n_q, depth)
+    else:
+        low = np.full((n_q, depth), _PAD, dtype=np.uint32)  # padding sorts after every real score
+        low[np.arange(depth) < lens[:, None]] = _descending_bits(scores)
+    if depth > 1 and not (low[:, 1:] >= low[:, :-1]).all():  # runs listed best first skip the sort
+        low.sort(axis=1)
+    keys = low.astype(np.uint64).ravel()  # + the query in the high 32 bits: sorted as a whole
+    keys |= np.repeat(np.arange(n_q, dtype=np.uint64) << np.uint64(32), depth)
+    mine = (row.astype(np.uint64) << np.uint64(32)) | _descending_bits(at[retrieved]).astype(np.uint64)
+    left = np.searchsorted(keys, mine, side="left")
+    rank = left - row * depth  # the documents of the row before the equal ones score higher
+    after = np.minimum(left + 1, max(len(keys) - 1, 0))  # the key itself is at `left`
+    shared = np.flatnonzero((left + 1 < len(keys)) & (keys[after] == mine))  # another doc ties it
+    if shared.size:  # + #{d : s_d = s_j, id_d > id_j}, only where the score is shared
+        rank[shared] += _ids_above(runs, judged, row[shared], j[shared] - (np.cumsum(sizes) - sizes)[row[shared]],
+                                   at[retrieved][shared])
+    return _assemble(np.asarray(qids, dtype=object), depth, lens, row, rank, grades[j], qrel_query, grades)
+
+
+_PAD = 0xFFFFFFFF  # above the key of every real score (the largest, -inf's, is 0xFF800000)
+
+
+def _descending_bits(score: np.ndarray) -> np.ndarray:
+    """uint32 keys whose unsigned order is descending ``float32(score)`` order, ties equal.
+
+    With ``b`` the float32 bits: ``b ^ 0x7FFFFFFF`` for a positive score (sign bit clear: larger
+    values have larger ``b``, so flipping the 31 low bits reverses them, into 0..0x7FFFFFFF) and
+    ``b`` for a negative one (larger magnitude, larger ``b``, lower value; 0x80000000..). ``-0.0``
+    is folded into ``0.0`` first (they compare equal). NaN must be excluded by the caller.
+    """
+    with np.errstate(over="ignore"):
+        s32 = score.astype(np.float32)  # trec_eval keeps scores as C floats: overflow -> inf
+    s32 += np.float32(0.0)  # -0.0 + 0.0 = +0.0
+    bits = s32.view(np.uint32)
+    negative = s32.view(np.int32) >> 31  # 0 or -1 (all bits set)
+    bits ^= ~negative.view(np.uint32) & np.uint32(0x7FFFFFFF)
+    return bits
+
+
+def _ids_above(runs: list, judged: list, row: np.ndarray, pos: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """For each judged document (number ``pos`` of query ``row``'s judgments) whose float32 score
+    other documents of the run share: how many of those have a larger id (code-point order). A
+    Python loop, but only over the queries and scores that have such ties."""
+    out = np.zeros(len(row), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        score32 = score.astype(np.float32)
+    by_query: dict[int, list[int]] = {}
+    for t, r in enumerate(row.tolist()):
+        by_query.setdefault(r, []).append(t)
+    for r, members in by_query.items():
+        ids = list(runs[r])
+        with np.errstate(over="ignore"):
+            s32 = np.fromiter(runs[r].values(), dtype=np.float64, count=len(ids)).astype(np.float32)
+        judged_ids = list(judged[r])
+        tied: dict[float, list[str]] = {}  # score -> the ids sharing it, descending
+        for t in members:
+            value = score32[t]
+            if value not in tied:
+                tied[value] = sorted((ids[i] for i in np.flatnonzero(s32 == value)), reverse=True)
+            out[t] = tied[value].index(judged_ids[pos[t]])
+    return out
