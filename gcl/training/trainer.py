@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -105,7 +106,11 @@ class Trainer:
     :class:`~gcl.encoders.multifield.MultiFieldModel` (text and image fields, see
     docs/multimodal.md) with :class:`GCLLoss` on the benchmark's training split."""
 
-    def __init__(self, cfg: TrainConfig, *, splits=None, model: BiEncoder | None = None, dist: D.DistInfo | None = None):
+    def __init__(self, cfg: TrainConfig, *, splits=None, model: BiEncoder | None = None, dist: D.DistInfo | None = None,
+                 dev_eval: Callable[[Any], dict[str, float]] | None = None):
+        """``dev_eval(model) -> metrics`` scores the model during training (keep-best, early
+        stopping); default: :class:`gcl.training.dev_eval.DevEvaluator` on ``splits.dev``, built
+        on first use."""
         self.cfg = cfg
         self.dist = dist or D.DistInfo()
         if cfg.batch.batch_size % (self.dist.world_size * cfg.batch.grad_accum):
@@ -184,7 +189,7 @@ class Trainer:
         self.best_step: int | None = None
         self.bad_evals = 0
         self.history: list[dict] = []
-        self._evaluator = None
+        self._evaluator = dev_eval
 
     # ------------------------------------------------------------------ multi-field models
     def _data_config(self):
@@ -397,9 +402,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_dev(self) -> dict[str, float]:
-        from gcl.training.dev_eval import DevEvaluator
-
         if self._evaluator is None:
+            from gcl.training.dev_eval import DevEvaluator
+
             self._evaluator = DevEvaluator(self.splits, self.cfg.eval, seed=self.cfg.seed)
         self.model.eval()
         return self._evaluator(self.model)
