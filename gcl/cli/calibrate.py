@@ -87,3 +87,48 @@ def run(args) -> int:
     print(f"calibrated {args.model} ({args.method}) on {info['n_pairs']} judged pairs of {info['n_queries']} dev "
           f"queries of {bench.name}; grades {lo:g}..{hi:g}, {len(calib.knots_x)} knots -> {out}")
     return 0
+
+
+# ---------------------------------------------------------------------- gcl search
+def add_search_args(p) -> None:
+    """``gcl search`` options: ``--calibration`` and ``--min-relevance``."""
+    from gcl.calibration import CALIBRATION_FILE
+
+    g = p.add_argument_group("calibrated relevance (mode dense; see 'gcl calibrate')")
+    g.add_argument("--calibration", default=None, metavar="FILE",
+                   help=f"calibration file (default: MODEL_DIR/{CALIBRATION_FILE} when the model has one); each "
+                        "hit then shows its calibrated relevance (expected judged grade)")
+    g.add_argument("--min-relevance", type=float, default=None, metavar="GRADE",
+                   help="keep only hits whose calibrated relevance is at least GRADE (within the calibration's "
+                        "grade range; needs a calibration and --mode dense)")
+
+
+def search_calibration(args, model, model_ref):
+    """The calibration ``gcl search`` applies (None: none found and none needed); checks the options."""
+    from gcl.calibration import find_calibration
+
+    if args.mode != "dense":
+        if args.min_relevance is not None or args.calibration:
+            raise ConfigError(f"--min-relevance and --calibration apply to --mode dense (the cosine), "
+                              f"not --mode {args.mode}")
+        return None
+    calib = find_calibration(model, model_ref, args.calibration)
+    if args.min_relevance is not None:
+        if calib is None:
+            raise ConfigError(f"--min-relevance needs a calibration: the model {model_ref} has none; run "
+                              "'gcl calibrate --model ...' or pass --calibration FILE")
+        calib.check_min_relevance(args.min_relevance, "--min-relevance")
+    return calib
+
+
+def cut_results(calib, results, min_relevance, k):
+    """``(results, relevance)``: each query's hits cut at ``min_relevance`` and to ``k``, with their
+    calibrated relevance (``relevance`` is None without a calibration)."""
+    if calib is None:
+        return results, None
+    out, rels = [], []
+    for hits in results:
+        kept, rel = calib.cut(hits, min_relevance)
+        out.append(kept[:k])
+        rels.append(rel[:k])
+    return out, rels

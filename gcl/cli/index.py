@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from gcl.cli.calibrate import add_search_args, cut_results, search_calibration
 from gcl.cli.evaluate import add_data_args, data_config
 from gcl.cli.options import check_model, check_out_dir, check_queries, positive_int
 from gcl.data.errors import ConfigError, DataError
@@ -77,6 +78,7 @@ def add_parser(sub) -> None:
     s.add_argument("--ef-search", type=positive_int, default=None, help="HNSW search breadth for this query")
     s.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     add_mode_args(s)
+    add_search_args(s)  # --calibration, --min-relevance
     s.set_defaults(func=run_search)
 
 
@@ -196,6 +198,7 @@ def run_search(args) -> int:
     check_fusion_used(args, args.mode == "hybrid", "--mode hybrid")
     index = open_index(args.index, **_milvus_options(args))
     lexical = None
+    calib = search_calibration(args, None, None) if args.mode != "dense" else None  # refuses the options
     if args.mode != "dense":
         from gcl.index.lexical import LexicalIndex
 
@@ -206,29 +209,34 @@ def run_search(args) -> int:
         model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}")
         if args.ef_search is not None:
             index.ef_search = args.ef_search
-        results = _dense_or_hybrid(index, lexical, encode_query_texts(model, args.queries), args, filters)
-    for text, hits in zip(args.queries, results):
+        calib = search_calibration(args, model, args.model or index.model)
+        results = _dense_or_hybrid(index, lexical, encode_query_texts(model, args.queries), args, filters,
+                                   depth=calib.depth if calib else 0)
+    results, relevance = cut_results(calib, results, args.min_relevance, args.k)
+    for i, (text, hits) in enumerate(zip(args.queries, results)):
+        rel = relevance[i] if relevance else [None] * len(hits)
         if args.json:
-            for rank, h in enumerate(hits, 1):
-                print(json.dumps({"query": text, "rank": rank, "score": round(h.score, 6), "doc_id": h.doc_id,
+            for rank, (h, r) in enumerate(zip(hits, rel), 1):
+                extra = {} if r is None else {"relevance": r}
+                print(json.dumps({"query": text, "rank": rank, "score": round(h.score, 6), **extra, "doc_id": h.doc_id,
                                   "fields": h.fields}, ensure_ascii=False))
             continue
         if len(args.queries) > 1:
             print(f"query: {text}")
-        print(f"{'rank':>4}  {'score':>7}  {'doc_id':<16} title")
-        for rank, h in enumerate(hits, 1):
+        print(f"{'rank':>4}  {'score':>7}  {'relevance  ' if relevance else ''}{'doc_id':<16} title")
+        for rank, (h, r) in enumerate(zip(hits, rel), 1):
             title = h.fields.get("title")
             if title is None:
                 title = next((v for v in h.fields.values() if isinstance(v, str)), "")
-            print(f"{rank:>4}  {h.score:7.4f}  {h.doc_id:<16} {title}")
+            print(f"{rank:>4}  {h.score:7.4f}  {'' if r is None else f'{r:9.3f}  '}{h.doc_id:<16} {title}")
         if not hits:
             print("   (no results)")
     return 0
 
 
-def _dense_or_hybrid(index, lexical, vectors, args, filters):
-    if lexical is None:
-        return index.search(vectors, args.k, filters=filters)
+def _dense_or_hybrid(index, lexical, vectors, args, filters, depth: int = 0):
+    if lexical is None:  # depth: hits a query-dependent calibration reads (cut to k after)
+        return index.search(vectors, max(args.k, depth), filters=filters)
     from gcl.cli.hybrid_options import params
     from gcl.index.hybrid import fuse_hits
 
