@@ -18,6 +18,21 @@ import time
 from pathlib import Path
 
 
+class _QueryCache:
+    """The model with its query embeddings kept per query table: every setting re-uses one encoding."""
+
+    def __init__(self, model) -> None:
+        self.model, self._last = model, None
+
+    def encode_documents(self, documents, **kw):
+        return self.model.encode_documents(documents, **kw)
+
+    def encode_queries(self, queries, **kw):
+        if self._last is None or self._last[0] is not queries:
+            self._last = (queries, self.model.encode_queries(queries, **kw))
+        return self._last[1]
+
+
 def main(argv=None) -> int:
     from gcl.data.sources import load_benchmark
     from gcl.encoders.base import load_model
@@ -38,7 +53,7 @@ def main(argv=None) -> int:
 
     protocol = Protocol(name="reference", n_queries=args.n_queries, depth=args.depth)
     bench = load_benchmark(DataConfig(source=args.data), announce=lambda m: print(m, file=sys.stderr))
-    dense = DenseRetriever(load_model(args.model), show_progress=False)
+    dense = DenseRetriever(_QueryCache(load_model(args.model)), show_progress=False)
     bm25 = BM25Retriever()
     settings = [("dense", dense), ("bm25", bm25), ("hybrid-rrf", HybridRetriever(dense, bm25, HybridParams()))]
     for a in (float(x) for x in args.alphas.split(",")):
