@@ -171,6 +171,10 @@ def test_lexical_index_persists_and_is_rebuilt_when_stale(small_index, tmp_path)
     (tmp_path / "other" / LEXICAL_DIR).symlink_to(tmp_path / "ix" / LEXICAL_DIR)
     stale = LexicalIndex.open(VectorIndex.load(tmp_path / "other"), tmp_path / "other")
     assert ids(stale.search(["cordless drill"], k=10)[0]) == ["d", "c"] and stale.rebuilds == 1
+    # a damaged one is rebuilt too, not an error
+    (tmp_path / "ix" / LEXICAL_DIR / "labels.npy").write_bytes(b"not numpy")
+    damaged = LexicalIndex.open(VectorIndex.load(tmp_path / "ix"), tmp_path / "ix")
+    assert ids(damaged.search(["cordless drill"], k=10)[0]) == ["a", "d", "c"] and damaged.rebuilds == 1
 
 
 def test_lexical_index_of_no_text_and_milvus_like_indexes():

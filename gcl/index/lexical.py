@@ -27,7 +27,8 @@ batch of writes; dense searches never pay it.
 temporary sibling renamed into place): the ``bm25s`` arrays, ``labels.npy`` (the document labels,
 in BM25 row order) and ``lexical.json`` (format, settings). :meth:`LexicalIndex.open` uses it when
 its labels are exactly the index's live labels (labels are never reused, so equal labels mean the
-same documents and text), and otherwise rebuilds at the first search. ``gcl index build`` writes
+same documents and text), and otherwise (stale, other settings, unreadable: a warning) rebuilds at
+the first search. ``gcl index build`` writes
 it; a service checkpoint rewrites the index directory without it, so after writes a restarted
 service rebuilds it once.
 """
@@ -35,6 +36,7 @@ service rebuilds it once.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -45,7 +47,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gcl.errors import ConfigError, DataError
+from gcl.errors import ConfigError
 from gcl.index.base import check_filters, check_k, matches
 from gcl.index.store import SearchHit
 
@@ -54,6 +56,7 @@ LEXICAL_FILE = "lexical.json"
 LABELS_FILE = "labels.npy"
 FORMAT = "gcl-lexical-index"
 FORMAT_VERSION = 1
+log = logging.getLogger("gcl.index")
 
 
 @dataclass(frozen=True)
@@ -222,8 +225,8 @@ class LexicalIndex:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             labels = np.load(path / LABELS_FILE)
         except (OSError, ValueError) as exc:
-            raise DataError(f"the lexical index is unreadable ({exc}); delete {path} to rebuild it",
-                            source=str(path)) from exc
+            log.warning("%s is unreadable (%s); BM25 is rebuilt from the stored documents", path, exc)
+            return None
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION \
                 or meta.get("params") != asdict(self.params):
             return None  # another format or settings: rebuilt at the first search
@@ -237,6 +240,6 @@ class LexicalIndex:
             try:
                 bm = bm25s.BM25.load(str(path), show_progress=False)
             except (OSError, ValueError, KeyError) as exc:
-                raise DataError(f"the lexical index is unreadable ({exc}); delete {path} to rebuild it",
-                                source=str(path)) from exc
+                log.warning("%s is unreadable (%s); BM25 is rebuilt from the stored documents", path, exc)
+                return None
         return _Snapshot(version, live, ids, fields, bm)
