@@ -15,7 +15,7 @@ def modules_after(statement: str) -> set[str]:
     return set(out.split())
 
 
-@pytest.mark.parametrize("package", ["gcl.losses", "gcl.index", "gcl.errors", "gcl.encoders.base"])
+@pytest.mark.parametrize("package", ["gcl.losses", "gcl.index", "gcl.errors", "gcl.encoders"])
 def test_importing_does_not_load_the_data_layer(package):
     loaded = modules_after(f"import {package}")
     assert package in loaded
@@ -32,3 +32,13 @@ def test_the_old_error_module_is_the_same_classes():
 def test_tower_classes_do_not_import_the_clip_towers():
     loaded = modules_after("import gcl.encoders.towers, gcl.encoders.tower_factory")
     assert "gcl.encoders.clip" not in loaded
+
+
+def test_the_model_classes_load_when_first_named():
+    loaded = modules_after("import gcl.encoders")
+    assert "torch" not in loaded and "gcl.encoders.model" not in loaded
+    import gcl.encoders as enc
+    from gcl.encoders.model import BiEncoder
+    from gcl.encoders.multifield import MultiFieldModel
+
+    assert (enc.BiEncoder, enc.MultiFieldModel) == (BiEncoder, MultiFieldModel)
