@@ -5,6 +5,7 @@ saved file and its fingerprint check, ``gcl calibrate``, and the cut-off in ``gc
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -147,3 +148,147 @@ def test_saved_file_round_trips_and_refuses_another_model(tmp_path):
         Calibration.load(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="does not exist"):
         Calibration.load(tmp_path / "none.json")
+
+
+# ---------------------------------------------------------------------- CLI and service
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, one_torch_thread):
+    from gcl.encoders.model import BiEncoder
+    from service_helpers import build_tiny_index, make_documents
+    from tiny_models import make_tiny_sentence_transformer
+
+    root = tmp_path_factory.mktemp("calibration")
+    model_dir = make_tiny_sentence_transformer(root / "model")
+    other_dir = make_tiny_sentence_transformer(root / "other", seed=1)
+    model = BiEncoder.load(model_dir)
+    index = build_tiny_index(model, model_dir, root / "index", make_documents(40))
+    return SimpleNamespace(model=model, model_dir=model_dir, other_dir=other_dir, index=index, root=root)
+
+
+def _linear_calibration(fingerprint, path):
+    """relevance = 2 + cosine on grades 1..3 (knots at cosine -1 and 1)."""
+    return Calibration(fingerprint=fingerprint, grade_min=1.0, grade_max=3.0, knots_x=np.array([-1.0, 1.0]),
+                       knots_y=np.array([1.0, 3.0])).save(path)
+
+
+def test_gcl_calibrate_writes_the_file_into_the_model_dir(tiny, tmp_path, capsys):
+    import shutil
+
+    from gcl.cli.main import main
+
+    model_dir = shutil.copytree(tiny.model_dir, tmp_path / "m")
+    assert main(["calibrate", "--model", str(model_dir), "--data", "synthetic", "--no-progress"]) == 0
+    raw = json.loads((model_dir / "gcl_calibration.json").read_text())
+    assert raw["model_fingerprint"] == tiny.model.fingerprint()
+    assert (raw["grade_min"], raw["grade_max"]) == (1.0, 3.0) and raw["fit"]["split"] == "dev"
+    out = tmp_path / "q.json"
+    assert main(["calibrate", "--model", str(model_dir), "--data", "synthetic", "--method", "query", "--top-n", "5",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["adapter"]["top_n"] == 5
+    capsys.readouterr()
+    assert main(["calibrate", "--model", "minilm", "--data", "synthetic"]) == 2
+    assert "pass --out FILE" in capsys.readouterr().err
+
+
+def test_gcl_search_shows_relevance_and_cuts(tiny, tmp_path, capsys):
+    from gcl.cli.main import main
+
+    cal = _linear_calibration(tiny.model.fingerprint(), tmp_path / "cal.json")
+    base = ["search", "--index", str(tiny.index), "--model", str(tiny.model_dir), "red boots", "--json"]
+    assert main(base + ["-k", "40", "--calibration", str(cal)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 40
+    for r in rows:
+        assert r["relevance"] == pytest.approx(2 + r["score"], abs=1e-5)
+    cut = sorted(r["relevance"] for r in rows)[20]
+    assert main(base + ["-k", "40", "--calibration", str(cal), "--min-relevance", str(cut)]) == 0
+    kept = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert kept == [r for r in rows if r["relevance"] >= cut]
+    for extra, message in ((["--min-relevance", "3.5"], r"grade range \[1, 3\]"),
+                           (["--min-relevance", "2", "--mode", "lexical"], "apply to --mode dense")):
+        assert main(base + ["--calibration", str(cal)] + extra) == 2
+        assert re.search(message, capsys.readouterr().err)
+    assert main(base + ["--min-relevance", "2"]) == 2  # the tiny model's dir has no calibration
+    assert "needs a calibration" in capsys.readouterr().err
+
+
+def test_a_calibration_of_another_model_is_refused(tiny, tmp_path, capsys):
+    from gcl.cli.main import main
+    from gcl.service.app import create_app
+    from gcl.service.settings import ServiceSettings
+
+    from gcl.encoders.model import BiEncoder
+
+    other = BiEncoder.load(tiny.other_dir)
+    cal = _linear_calibration(other.fingerprint(), tmp_path / "other.json")
+    assert main(["search", "--index", str(tiny.index), "--model", str(tiny.model_dir), "red", "--calibration",
+                 str(cal)]) == 2
+    err = capsys.readouterr().err
+    assert other.fingerprint() in err and tiny.model.fingerprint() in err
+    import shutil
+
+    shutil.copytree(tiny.index, tmp_path / "index")
+    with pytest.raises(ConfigError, match=f"{other.fingerprint()}.*{tiny.model.fingerprint()}"):
+        create_app(ServiceSettings(index_dir=tmp_path / "index", calibration=cal), model=tiny.model)
+
+
+@pytest.fixture
+def client(tiny, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from gcl.service.app import create_app
+    from gcl.service.settings import ServiceSettings
+
+    cal = _linear_calibration(tiny.model.fingerprint(), tmp_path / "cal.json")
+    shutil.copytree(tiny.index, tmp_path / "index")
+    with TestClient(create_app(ServiceSettings(index_dir=tmp_path / "index", calibration=cal), model=tiny.model)) as c:
+        yield c
+
+
+def test_service_relevance_and_min_relevance(client):
+    r = client.post("/search", json={"query": "red boots", "k": 40})
+    hits = r.json()["hits"]
+    assert all(h["relevance"] == pytest.approx(2 + h["score"], abs=1e-5) for h in hits)
+    cut = sorted(h["relevance"] for h in hits)[25]
+    want = [h["doc_id"] for h in hits if h["relevance"] >= cut]
+    page1 = client.post("/search", json={"query": "red boots", "k": 5, "min_relevance": cut}).json()
+    page2 = client.post("/search", json={"query": "red boots", "k": 5, "offset": 5, "min_relevance": cut}).json()
+    got = [h["doc_id"] for h in page1["hits"] + page2["hits"]]
+    assert got == want[:10] and page1["has_more"]
+    last = client.post("/search", json={"query": "red boots", "k": 5, "offset": len(want) - 2, "min_relevance": cut})
+    assert [h["doc_id"] for h in last.json()["hits"]] == want[-2:] and not last.json()["has_more"]
+    lexical = client.post("/search", json={"query": "red boots", "mode": "lexical"}).json()["hits"]
+    assert lexical and all(h["relevance"] is None for h in lexical)
+
+
+@pytest.mark.parametrize("body, status, text", [
+    ({"min_relevance": 3.5}, 422, r"grade range \[1, 3\]"),
+    ({"min_relevance": 0}, 422, r"grade range \[1, 3\]"),
+    ({"min_relevance": "2"}, 422, "valid number"),
+    ({"min_relevance": True}, 422, "valid number"),
+    ({"min_relevance": 2, "mode": "hybrid"}, 422, "applies to mode 'dense'"),
+    ({"min_relevance": 1}, 200, None),
+    ({"min_relevance": 3}, 200, None),
+])
+def test_service_min_relevance_bad_input(client, body, status, text):
+    r = client.post("/search", json={"query": "red boots", **body})
+    assert r.status_code == status, r.text
+    if text:
+        assert re.search(text, r.text)
+
+
+def test_service_without_calibration_refuses_min_relevance(tiny, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from gcl.service.app import create_app
+    from gcl.service.settings import ServiceSettings
+
+    shutil.copytree(tiny.index, tmp_path / "index")
+    with TestClient(create_app(ServiceSettings(index_dir=tmp_path / "index"), model=tiny.model)) as c:
+        assert c.post("/search", json={"query": "red"}).json()["hits"][0]["relevance"] is None
+        r = c.post("/search", json={"query": "red", "min_relevance": 2})
+        assert r.status_code == 422 and "needs a calibrated model" in r.text

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--api-key-env", default=None, metavar="VAR",
                    help="require the API key held in environment variable VAR (header X-API-Key or Bearer)")
     p.add_argument("--image-root", default=None, help="directory that document image paths are relative to")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="calibration from 'gcl calibrate' (default: MODEL_DIR/gcl_calibration.json when the model "
+                        "has one): hits carry a calibrated relevance and searches accept min_relevance")
     p.add_argument("--image-field", default="image", help="document field holding the image path (default image)")
     p.add_argument("--title-field", default="title", help="document field shown as the title (default title)")
     p.add_argument("--max-k", type=positive_int, default=100, help="largest offset + k of a search (default 100)")
@@ -68,6 +71,7 @@ def settings_from_args(args):
         api_key=api_key, max_request_bytes=args.max_request_bytes,
         max_k=args.max_k, max_batch=args.max_batch, page_size=args.page_size, image_root=args.image_root,
         image_field=args.image_field, title_field=args.title_field, checkpoint_every=args.checkpoint_every,
+        calibration=args.calibration,
         **({"allowed_hosts": tuple(args.allowed_hosts.split(","))} if args.allowed_hosts is not None else {}),
     )
 

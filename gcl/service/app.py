@@ -35,6 +35,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Optional
 
+from gcl.calibration import find_calibration
 from gcl.data.errors import ConfigError, DataError, GCLError
 from gcl.service.durable import DurableIndex
 from gcl.index.hybrid import HybridParams, fuse_hits
@@ -121,6 +122,7 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
         else:
             encoders = ServiceEncoders(model, store.dim, name=settings.model or "the given model", image_tower=image_tower,
                                         image_root=settings.image_root)
+        calibration = find_calibration(encoders.model, settings.model or store.model, settings.calibration)
     except BaseException:
         store.close()
         raise
@@ -191,11 +193,26 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
         dense = store.search(encoders.queries([req.query]), depth, filters=filters)[0]
         return fuse_hits(dense, lexical.search([req.query], depth, filters=filters)[0], HYBRID, window)
 
-    def _search(vectors, k: int, offset: int, filters, query: Optional[str], t0: float, hits=None):
+    def _calibrated(req, hits: list) -> tuple[list, Optional[list]]:
+        """``(hits cut at req.min_relevance, their calibrated relevance)``; relevance None when the
+        model has no calibration or the mode is not dense (the map reads cosines)."""
+        if req.min_relevance is not None:
+            if calibration is None:
+                raise HTTPException(422, "min_relevance needs a calibrated model: this service's model has no "
+                                         "calibration (run 'gcl calibrate', then serve with it)")
+            if req.mode != "dense":
+                raise HTTPException(422, f"min_relevance applies to mode 'dense' (the cosine), not {req.mode!r}")
+            calibration.check_min_relevance(req.min_relevance)  # a ConfigError: 422 naming the grade range
+        if calibration is None or req.mode != "dense":
+            return hits, None
+        return calibration.cut(hits, req.min_relevance)
+
+    def _search(vectors, k: int, offset: int, filters, query: Optional[str], t0: float, hits=None, relevance=None):
         window = offset + k
         if hits is None:
             hits = store.search(vectors, window + 1, filters=filters or None)[0]
-        page = [S.Hit(rank=offset + i + 1, doc_id=h.doc_id, score=h.score, fields=h.fields)
+        page = [S.Hit(rank=offset + i + 1, doc_id=h.doc_id, score=h.score, fields=h.fields,
+                      relevance=relevance[offset + i] if relevance else None)
                 for i, h in enumerate(hits[offset:window])]
         return S.SearchResponse(query=query, k=k, offset=offset, hits=page,
                                 has_more=len(hits) > window and window < settings.max_k,
@@ -205,8 +222,9 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     def search(req: S.SearchRequest):
         """Rank documents by cosine similarity to the encoded query text (``mode``: or BM25, or both fused)."""
         t0 = time.perf_counter()
-        hits = _text_hits(req, req.offset + req.k + 1)
-        return _search(None, req.k, req.offset, req.filters, req.query, t0, hits=hits)
+        depth = calibration.depth if calibration is not None and req.mode == "dense" else 0  # query-dependent form
+        hits, relevance = _calibrated(req, _text_hits(req, max(req.offset + req.k + 1, depth)))
+        return _search(None, req.k, req.offset, req.filters, req.query, t0, hits=hits, relevance=relevance)
 
     @app.post("/search/image", response_model=S.SearchResponse, dependencies=auth,
               responses={**errors, 400: {"model": S.Error}}, tags=["search"])

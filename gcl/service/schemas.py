@@ -74,6 +74,10 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
         mode: Literal[MODES] = Field(
             default=MODES[0], description="dense: cosine of the query vector; lexical: BM25 over the stored text "
                                          "fields; hybrid: both, fused by reciprocal rank (directory index only)")
+        min_relevance: Optional[float] = Field(
+            default=None, allow_inf_nan=False,
+            description="keep only hits whose calibrated relevance (expected judged grade) is at least this; needs "
+                        "a calibrated model and mode dense; must lie in the calibration's grade range")
 
         @model_validator(mode="after")
         def _window(self):
@@ -85,6 +89,9 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
         rank: int = Field(description="1-based rank in the whole ranking (offset included)")
         doc_id: str
         score: float = Field(description="cosine similarity (mode dense), BM25 score (lexical) or fused score (hybrid)")
+        relevance: Optional[float] = Field(
+            default=None, description="calibrated relevance: the expected judged grade for this cosine (mode dense, "
+                                      "when the model has a calibration; else null)")
         fields: dict[str, Any]
 
     class SearchResponse(BaseModel):

@@ -55,6 +55,7 @@ class ServiceSettings:
     title_field: str = "title"
     checkpoint_every: int = 1000
     allowed_hosts: tuple[str, ...] = ("*",)
+    calibration: Path | str | None = None  # calibrated relevance file (None: MODEL_DIR/gcl_calibration.json if any)
 
     def __post_init__(self) -> None:
         from gcl.index.factory import is_milvus_location

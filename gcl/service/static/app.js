@@ -125,6 +125,13 @@
     score.textContent = hit.score.toFixed(4);
     meta.append(rank, score);
     c.append(title, meta);
+    if (typeof hit.relevance === "number") {  // a calibrated model: the expected judged grade
+      const rel = document.createElement("div");
+      rel.className = "relevance";
+      rel.title = "calibrated relevance: the expected judged grade for this similarity";
+      rel.textContent = "relevance " + hit.relevance.toFixed(2);
+      c.appendChild(rel);
+    }
     return c;
   }
 
