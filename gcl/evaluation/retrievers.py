@@ -63,37 +63,48 @@ class PrecomputedRetriever:
     """Dense retrieval from embeddings computed elsewhere.
 
     ``directory`` holds ``queries.npy`` + ``query_ids.txt`` and ``documents.npy`` + ``doc_ids.txt``
-    (one id per line, same order as the rows). Vectors are L2-normalised here.
+    (one id per line, same order as the rows). Vectors are L2-normalised here. The ``.npy`` files
+    are not loaded: each search gathers the rows it needs, normalised, in windows
+    (:class:`gcl.evaluation.vector_file.VectorFile`), and the last corpus gathered is kept, so
+    splits sharing a corpus table gather it once and memory holds one corpus's vectors at a time.
     """
 
     def __init__(self, directory: str | Path, *, name: str = "precomputed") -> None:
         self.name = name
         root = Path(directory)
-        self._q = self._load(root / "queries.npy", root / "query_ids.txt")
-        self._d = self._load(root / "documents.npy", root / "doc_ids.txt")
+        self._q = self._open(root / "queries.npy", root / "query_ids.txt")
+        self._d = self._open(root / "documents.npy", root / "doc_ids.txt")
+        self._corpus: tuple[pd.DataFrame, np.ndarray] | None = None
 
     @staticmethod
-    def _load(vec_path: Path, ids_path: Path) -> tuple[dict[str, int], np.ndarray]:
+    def _open(vec_path: Path, ids_path: Path):
+        from gcl.evaluation.vector_file import VectorFile
+
         for p in (vec_path, ids_path):
             if not p.is_file():
                 raise DataError("file not found (precomputed embeddings need vectors .npy and ids .txt)", source=str(p))
-        vecs = np.load(vec_path).astype(np.float32)
+        vecs = VectorFile(vec_path)
         ids = ids_path.read_text(encoding="utf-8").splitlines()
-        if vecs.ndim != 2 or len(ids) != vecs.shape[0]:
+        if len(ids) != vecs.shape[0]:
             raise DataError(f"{len(ids)} ids for an array of shape {vecs.shape}", source=str(vec_path))
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        return {i: n for n, i in enumerate(ids)}, vecs / np.maximum(norms, 1e-12)
+        return {i: n for n, i in enumerate(ids)}, vecs
 
-    def _rows(self, table: tuple[dict[str, int], np.ndarray], ids, what: str) -> np.ndarray:
+    def _rows(self, table, ids, what: str) -> np.ndarray:
         lookup, vecs = table
         missing = [i for i in ids if i not in lookup]
         if missing:
             raise DataError(f"{len(missing)} {what} have no precomputed embedding, e.g. {missing[0]!r}")
-        return vecs[[lookup[i] for i in ids]]
+        return vecs.gather(np.fromiter(map(lookup.__getitem__, ids), dtype=np.int64, count=len(ids)))
+
+    def corpus_embeddings(self, documents: pd.DataFrame) -> np.ndarray:
+        if self._corpus is None or self._corpus[0] is not documents:  # identity: ids are reused
+            self._corpus = None  # free the previous corpus before gathering the next
+            self._corpus = (documents, self._rows(self._d, documents.index, "documents"))
+        return self._corpus[1]
 
     def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = self._rows(self._q, queries.index, "queries")
-        d = self._rows(self._d, documents.index, "documents")
+        d = self.corpus_embeddings(documents)
         return _pad(*exact_search(q, d, k), k)
 
 
