@@ -49,12 +49,15 @@ def add_parser(sub) -> None:
     add_milvus_args(b)
     d = IndexParams()  # the index defaults live there
     b.add_argument("--kind", choices=KINDS, default=d.kind,
-                   help="exact: brute-force inner product; hnsw: approximate HNSW graph (default %(default)s)")
+                   help="exact: brute-force inner product; hnsw: approximate HNSW graph; compressed, with the "
+                        "float32 vectors on disk and exact re-scoring (docs/index.md): sq8 (int8 scan), hnsw_sq8 "
+                        "(HNSW over int8 codes), ivfpq (IVF-PQ, for 1M-10M documents) (default %(default)s)")
     b.add_argument("--hnsw-m", type=positive_int, default=d.hnsw_m, help="HNSW graph degree M (default %(default)s)")
     b.add_argument("--ef-construction", type=positive_int, default=d.ef_construction,
                    help="HNSW build breadth: candidates kept while inserting (default %(default)s)")
     b.add_argument("--ef-search", type=positive_int, default=d.ef_search,
                    help="default HNSW search breadth stored in the index (default %(default)s)")
+    add_quant_args(b)
     b.add_argument("--batch-size", type=positive_int, default=256, help="documents encoded per forward pass (default 256)")
     b.add_argument("--checkpoint-every", type=positive_int, default=10, help="batches between shard-log checkpoints")
     b.add_argument("--restart", action="store_true", help="discard a partial build of another configuration")
@@ -77,6 +80,9 @@ def add_parser(sub) -> None:
                    help="keep documents whose field equals VALUE exactly (repeatable)")
     s.add_argument("--ef-search", type=positive_int, default=None, help="HNSW search breadth for this query")
     s.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    s.add_argument("--exact", action="store_true",
+                   help="require exact results: an error unless the index kind is exact (a compressed or HNSW "
+                        "index is approximate)")
     add_mode_args(s)
     add_search_args(s)  # --calibration, --min-relevance
     s.set_defaults(func=run_search)
@@ -92,6 +98,28 @@ def add_mode_args(p) -> None:
                         "fields; hybrid: both, fused by --fusion")
     fusions, d = add_fusion_args(g)
     g.add_argument("--fusion", choices=fusions, default=d.fusion, help="hybrid fusion rule (default %(default)s)")
+
+
+def add_quant_args(p) -> None:
+    from gcl.index.base import QuantParams
+
+    q = QuantParams()  # the compressed kinds' defaults live there
+    g = p.add_argument_group("compressed kinds (sq8, hnsw_sq8, ivfpq; ignored by exact and hnsw)")
+    g.add_argument("--rescore", type=positive_int, default=q.rescore,
+                   help="re-score the top RESCORE*k candidates exactly from the float32 vectors (default %(default)s)")
+    g.add_argument("--train-size", type=positive_int, default=q.train_size,
+                   help="train the quantiser on the first N vectors; later ones are encoded with it (default %(default)s)")
+    g.add_argument("--nlist", type=positive_int, default=q.nlist, help="ivfpq: coarse IVF cells (default %(default)s)")
+    g.add_argument("--nprobe", type=positive_int, default=q.nprobe,
+                   help="ivfpq: cells scanned per query, stored in the index (default %(default)s)")
+    g.add_argument("--pq-m", type=positive_int, default=q.pq_m,
+                   help="ivfpq: sub-vectors per code; must divide the dimension (default %(default)s)")
+    g.add_argument("--pq-nbits", type=positive_int, default=q.pq_nbits,
+                   help="ivfpq: bits per sub-vector code, 1-16 (default %(default)s)")
+
+
+def _quant_options(args) -> dict:
+    return {name: getattr(args, name) for name in ("rescore", "train_size", "nlist", "nprobe", "pq_m", "pq_nbits")}
 
 
 def add_milvus_args(p) -> None:
@@ -155,6 +183,7 @@ def run_build(args) -> int:
         model, documents, args.out, kind=args.kind, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, model_path=_model_ref(args.model), hnsw_m=args.hnsw_m,
         ef_construction=args.ef_construction, ef_search=args.ef_search, restart=args.restart,
+        quantization=_quant_options(args),
         show_progress=not args.no_progress, **_milvus_options(args),
     )
     resumed = f", resumed after {result.resumed_rows} already encoded" if result.resumed_rows else ""
@@ -197,6 +226,13 @@ def run_search(args) -> int:
     filters = _parse_filters(args.filter) or None
     check_fusion_used(args, args.mode == "hybrid", "--mode hybrid")
     index = open_index(args.index, **_milvus_options(args))
+    if args.exact:
+        from gcl.index.store import check_exact
+
+        try:
+            check_exact(index.kind)
+        except ConfigError as exc:
+            raise ConfigError(f"--exact: {exc}") from None
     lexical = None
     calib = search_calibration(args, None, None) if args.mode != "dense" else None  # refuses the options
     if args.mode != "dense":

@@ -46,7 +46,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -166,6 +166,19 @@ def _load_progress(work_dir: Path, expect: dict[str, Any], restart: bool) -> dic
     return progress
 
 
+def _check_quantization(kind: str, quantization: Mapping[str, int] | None, dim: Any) -> dict[str, int]:
+    """The compressed kinds' settings, checked before encoding starts (``pq_m`` against the model's
+    dimension when it has one); empty for exact/hnsw."""
+    from gcl.index.base import QUANTIZED_KINDS, QuantParams
+
+    if kind not in QUANTIZED_KINDS:
+        return {}
+    checked = QuantParams(**dict(quantization or {}))
+    if kind == "ivfpq" and isinstance(dim, int):
+        checked.check_dim(dim)
+    return dict(checked.__dict__)
+
+
 def _one_writer(build):
     """Run ``build`` holding the :class:`~gcl.index.locks.WriterLock` of its output directory (for a
     Milvus output: of its shard log), so a second build or a ``gcl serve`` on it is refused."""
@@ -195,6 +208,7 @@ def build_index(
     hnsw_m: int = IndexParams.hnsw_m,
     ef_construction: int = IndexParams.ef_construction,
     ef_search: int = IndexParams.ef_search,
+    quantization: Mapping[str, int] | None = None,
     work_dir: str | Path | None = None,
     restart: bool = False,
     show_progress: bool = True,
@@ -208,6 +222,7 @@ def build_index(
     recorded in the index manifest so that ``gcl search`` can encode queries with the same model
     (default: ``model.source``, where the model was loaded from). See the module docstring for
     the shard log and resuming. ``collection``, ``token``, ``db_name``: for a Milvus ``out_dir``.
+    ``quantization``: fields of :class:`gcl.index.base.QuantParams` for a compressed ``kind``.
     """
     t0 = time.perf_counter()
     for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
@@ -216,6 +231,7 @@ def build_index(
     if len(documents) == 0:
         raise DataError("no documents to index")
     IndexParams(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # checks them
+    quantization = _check_quantization(kind, quantization, getattr(model, "dim", None))
     location = str(out_dir)
     milvus = is_milvus_location(location)
     if milvus:
@@ -293,7 +309,7 @@ def build_index(
         bar.close()
 
     params = dict(dim=progress["dim"], kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                  ef_search=ef_search, model=model_path)
+                  ef_search=ef_search, model=model_path, **quantization)
     if milvus:
         from gcl.index.milvus import MilvusIndex
 
