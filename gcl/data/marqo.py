@@ -342,7 +342,9 @@ def _write_corpus(path: Path, documents: pd.DataFrame) -> Path:
     strings = {n: arrow_strings(documents[n]) if n in documents.columns else "" for n in names}
     if all(v is not None for v in strings.values()) and arrow_strings(documents.index) is not None:
         with open(path, "wb") as fh:
-            fh.write(b"{" + _corpus_json(documents.index, strings) + b"}")
+            fh.write(b"{")
+            fh.write(_corpus_json(documents.index, strings))
+            fh.write(b"}")
         return path
     table = pd.DataFrame(index=documents.index)
     for name in names:
@@ -353,7 +355,7 @@ def _write_corpus(path: Path, documents: pd.DataFrame) -> Path:
     return path
 
 
-def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> bytes:
+def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> memoryview:
     """``'"id": {"field": "value", ...}, ...'`` (what ``json.dump`` writes inside the braces).
 
     ``fields`` maps a name to a pyarrow string array (nulls written as ``""``) or a constant
@@ -364,7 +366,7 @@ def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> bytes:
     import pyarrow as pa
 
     if len(index) == 0:
-        return b""
+        return memoryview(b"")
     encode = json.encoder.encode_basestring_ascii
     parts: list = [_json_strings(arrow_strings(index)), ": {"]
     for i, (name, values) in enumerate(fields.items()):
@@ -379,7 +381,7 @@ def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> bytes:
         entries = entries.combine_chunks()
     data, offsets = entries.buffers()[2], np.frombuffer(entries.buffers()[1], dtype=np.int64)
     start, stop = offsets[entries.offset], offsets[entries.offset + len(entries)]
-    return memoryview(data)[start : stop - 2].tobytes()  # the entries back to back, less the last ", "
+    return memoryview(data)[start : stop - 2]  # the entries back to back, less the last ", " (no copy)
 
 
 def _json_strings(values):
