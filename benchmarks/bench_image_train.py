@@ -66,7 +66,7 @@ def measure(data: Path, args, *, freeze: bool) -> dict:
             t0 = time.perf_counter()
             trainer = Trainer(config(data, Path(out), args, freeze=freeze))
             setup = time.perf_counter() - t0
-            n_images = trainer.d_inputs.stats.loaded
+            n_images = trainer.encoding.d_inputs.stats.loaded
             trainer.train_step()  # warm-up
             loading[0] = 0.0
             t0 = time.perf_counter()

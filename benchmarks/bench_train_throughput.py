@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(trainer.pairs.query_texts) + len(trainer.pairs.doc_texts)} unique texts in "
           f"{time.perf_counter() - t0:.1f}s (model load included, paid once)")
     gcl_tokens = TokenCounter()
-    trainer.q_tokens.collate = gcl_tokens.wrap(trainer.q_tokens.collate)
-    trainer.d_tokens.collate = gcl_tokens.wrap(trainer.d_tokens.collate)
+    trainer.encoding.q_tokens.collate = gcl_tokens.wrap(trainer.encoding.q_tokens.collate)
+    trainer.encoding.d_tokens.collate = gcl_tokens.wrap(trainer.encoding.d_tokens.collate)
 
     # ---- the hand-written sentence-transformers loop, same weights, same pairs
     st = load_sentence_transformer("minilm")

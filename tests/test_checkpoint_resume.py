@@ -57,7 +57,7 @@ def test_dropout_is_active():
     """Guard for the tests below: the tiny model's train-mode forward is random."""
     t = Trainer(make_config("unused"), splits=synthetic_splits())
     t.model.train()
-    feats = t.q_tokens.collate(t.pairs.query_code[:4])
+    feats = t.encoding.q_tokens.collate(t.pairs.query_code[:4])
     with torch.no_grad():
         assert not torch.equal(t.model.embed_tokens(feats), t.model.embed_tokens(feats))
 

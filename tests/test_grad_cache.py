@@ -37,7 +37,7 @@ def test_grad_cache_equals_plain_step(tmp_path, variant):
     items = {"batch.batch_size": 16, "optim.clip_grad_norm": 0.0, **GC_VARIANTS[variant]}
     plain = _trainer(tmp_path, "plain", 0.0, **items)
     cached = _trainer(tmp_path, "gc", 0.0, **items, **{"batch.grad_cache_chunk": 4})
-    assert len(cached.q_tokens.chunks(cached.pairs.query_code[:16], 4)) == 4  # really chunked
+    assert len(cached.encoding.q_tokens.chunks(cached.pairs.query_code[:16], 4)) == 4  # really chunked
     assert_states_close(model_state(plain), model_state(cached))  # same start
     if plain.cfg.loss.hard_negatives:  # the hard-negative path is exercised
         state, hn_state = plain.sampler.state_dict(), dict(plain.hn_rng.bit_generator.state)
@@ -74,8 +74,8 @@ def test_grad_cache_with_dropout_replays_the_first_pass(tmp_path):
     # and the masks really are random: a third encoding of chunk 0 differs
     t.model.train()
     with torch.no_grad():
-        again = real_encode(t.q_tokens, t.pairs.query_code[:4])
-    assert not torch.equal(again, real_encode(t.q_tokens, t.pairs.query_code[:4]))
+        again = real_encode(t.encoding.q_tokens, t.pairs.query_code[:4])
+    assert not torch.equal(again, real_encode(t.encoding.q_tokens, t.pairs.query_code[:4]))
 
 
 def _run(tmp_path, name, dropout, steps, **items):
@@ -113,10 +113,10 @@ def test_length_buckets_equal_one_padded_batch(tmp_path):
     four = _trainer(tmp_path, "four", 0.0, **items, **{"batch.length_buckets": 4})
     codes = four.pairs.doc_code[:16]
     four.model.eval()
-    emb_b = four._encode_bucketed(four.d_tokens, codes)
-    emb_1 = four._encode(four.d_tokens, codes)
+    emb_b = four._encode_bucketed(four.encoding.d_tokens, codes)
+    emb_1 = four._encode(four.encoding.d_tokens, codes)
     assert torch.allclose(emb_b, emb_1, atol=1e-6)
-    lengths = four.d_tokens.lengths[codes]
+    lengths = four.encoding.d_tokens.lengths[codes]
     assert len(set(lengths.tolist())) > 1  # buckets really differ in width
     assert one.train_step() == pytest.approx(four.train_step(), abs=1e-6)
     assert_states_close(grads(one), grads(four), atol=1e-6, rtol=1e-5)

@@ -31,5 +31,5 @@ def test_a_multifield_model_mines_from_its_fused_embeddings(tmp_path):
         assert miner._pool[q].tolist() == [d for d in idx[q, 1:].tolist() if d not in judged]
     assert any(len(v) for v in miner._pool.values())
     batch_negatives = miner.sample(p.query_code[tr.sampler.next_batch()], 2, np.random.default_rng(0))
-    assert len(batch_negatives) > 0  # what _micro_step_fields adds to the batch's hard negatives
+    assert len(batch_negatives) > 0  # what the multi-field micro-step adds to its fixed negatives
     assert tr.fit().steps == 2

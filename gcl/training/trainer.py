@@ -15,7 +15,6 @@ replayed exactly by restoring the RNG state of each chunk's first pass.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import random
@@ -30,12 +29,10 @@ from tqdm.auto import tqdm
 
 from gcl.config import to_dict
 from gcl.data.errors import ConfigError, DataError
-from gcl.encoders.config import BiEncoderConfig
 from gcl.encoders.model import BiEncoder
 from gcl.losses import GCLLoss, get_weight_fn
 from gcl.training import distributed as D
-from gcl.training.batching import (QueryGroupedSampler, RandomPairSampler, TokenCache, TrainPairs, hard_negative_rows,
-                                   keep_positives)
+from gcl.training.batching import QueryGroupedSampler, RandomPairSampler, TokenCache, hard_negative_rows, keep_positives
 from gcl.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -45,6 +42,7 @@ from gcl.training.checkpoint import (
     set_rng_state,
 )
 from gcl.training.config import RESUME_MUTABLE, TrainConfig
+from gcl.training.encoding import FieldEncoding, TextEncoding
 from gcl.training.metrics_log import MetricsLog
 
 
@@ -104,7 +102,8 @@ class TrainResult:
 class Trainer:
     """Train a :class:`BiEncoder` (text) or, when ``model.multifield`` is set, a
     :class:`~gcl.encoders.multifield.MultiFieldModel` (text and image fields, see
-    docs/multimodal.md) with :class:`GCLLoss` on the benchmark's training split."""
+    docs/multimodal.md) with :class:`GCLLoss` on the benchmark's training split. What differs
+    between the two is one strategy object, ``self.encoding`` (:mod:`gcl.training.encoding`)."""
 
     def __init__(self, cfg: TrainConfig, *, splits=None, model: BiEncoder | None = None, dist: D.DistInfo | None = None,
                  dev_eval: Callable[[Any], dict[str, float]] | None = None):
@@ -115,27 +114,19 @@ class Trainer:
         self.dist = dist or D.DistInfo()
         if cfg.batch.batch_size % (self.dist.world_size * cfg.batch.grad_accum):
             raise ConfigError("batch.batch_size must be divisible by world size × grad_accum")
+        self.encoding = FieldEncoding(cfg) if cfg.model.multifield is not None else TextEncoding(cfg)
         if splits is None:
             from gcl.data.sources import load_benchmark
 
-            splits = load_benchmark(self._data_config())
+            splits = load_benchmark(self.encoding.data_config())
         self.splits = splits
         self.out_dir = Path(cfg.out_dir)
         seed_everything(cfg.seed)
-        self.multifield = cfg.model.multifield is not None
         device = cfg.device
         if self.dist.enabled and device == "cuda":  # one GPU per process (NCCL cannot share one)
             device = f"cuda:{self.dist.local_rank}"
             torch.cuda.set_device(device)
-        if model is not None:
-            self.model = model
-        elif self.multifield:
-            self.model = self._build_multifield_model(device)
-        else:
-            self.model = BiEncoder(
-                BiEncoderConfig(**{f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(BiEncoderConfig)}),
-                device=device,
-            )
+        self.model = model if model is not None else self.encoding.build_model(device)
         train = keep_positives(splits.train, cfg.loss.positive_threshold)
         try:
             weight_fn = get_weight_fn(cfg.loss.weight_fn, **cfg.loss.weight_params)
@@ -145,16 +136,7 @@ class Trainer:
             weights = weight_fn(train.judgments)
         except ValueError as exc:  # NaN / infinite scores, bad user-function output
             raise DataError(f"cannot weight the training judgments: {exc}", source=getattr(train, "name", None)) from exc
-        self._code_tables: dict = {}  # multi-field: the training tables the negative miner encodes
-        if self.multifield:
-            self._setup_fields(train, weights)
-        else:
-            self.pairs = TrainPairs.from_dataset(train, weights, query_field=cfg.model.query_fields[0],
-                                                 doc_field=cfg.model.doc_fields[0])
-            tok = self.model.tower.tokenizer
-            limit = cfg.model.max_seq_length or self.model.tower.max_seq_length  # None: the tower's own
-            self.q_tokens = TokenCache(tok, self.pairs.query_texts, limit)
-            self.d_tokens = TokenCache(tok, self.pairs.doc_texts, limit)
+        self.pairs = self.encoding.prepare(self.model, train, weights)
         bc = cfg.batch
         if bc.sampler == "query_grouped":
             self.sampler = QueryGroupedSampler(self.pairs, bc.batch_size, cfg.seed, bc.docs_per_query)
@@ -166,7 +148,7 @@ class Trainer:
             from gcl.training.mining import NegativeMiner
 
             self.miner = NegativeMiner(self.pairs, depth=cfg.loss.mine_depth, skip=cfg.loss.mine_skip,
-                                       refresh=cfg.loss.mine_every, **self._code_tables)
+                                       refresh=cfg.loss.mine_every, **self.encoding.code_tables)
         lc = cfg.loss
         self.loss_fn = GCLLoss(
             temperature=lc.temperature,
@@ -190,96 +172,6 @@ class Trainer:
         self.bad_evals = 0
         self.history: list[dict] = []
         self._evaluator = dev_eval
-
-    # ------------------------------------------------------------------ multi-field models
-    def _data_config(self):
-        """``cfg.data``, plus (multi-field) the model's document fields typed text/image."""
-        mf = self.cfg.model.multifield
-        if mf is None:
-            return self.cfg.data
-        from dataclasses import replace
-
-        from gcl.data.schema import Field, FieldKind
-
-        fields = [Field(f.name, FieldKind(mf.kind_of(f))) for f in mf.doc_fields]
-        names = {f.name for f in fields}
-        extra = [f for f in self.cfg.data.doc_fields if (f if isinstance(f, str) else f.name) not in names]
-        return replace(self.cfg.data, doc_fields=fields + extra)
-
-    def _image_root(self) -> str | None:
-        """``images.root``, else the data source's directory (a Marqo-GS directory, a file's folder)."""
-        if self.cfg.images.root:
-            return str(Path(self.cfg.images.root).resolve())
-        src = Path(self.cfg.data.source)
-        if self.cfg.data.source in ("homedepot", "synthetic") or not src.exists():
-            return None
-        return str((src if src.is_dir() else src.parent).resolve())
-
-    def _build_multifield_model(self, device: str):
-        from dataclasses import replace
-
-        from gcl.encoders.multifield import MultiFieldModel
-
-        mf = self.cfg.model.multifield
-        if mf.image_root is None:
-            mf = replace(mf, image_root=self._image_root())
-        return MultiFieldModel(mf, device=device)
-
-    def _setup_fields(self, train, weights) -> None:
-        import pandas as pd
-
-        from gcl.data.schema import DOC_ID, QUERY_ID
-        from gcl.training.multifield import FieldInputs
-
-        cfg, model = self.cfg, self.model
-        if cfg.batch.grad_cache_chunk:
-            raise ConfigError("batch.grad_cache_chunk is not supported with multi-field models yet")
-        q_names, d_names = [f.name for f in model.query_fields], [f.name for f in model.doc_fields]
-        for pair in cfg.loss.field_pairs:
-            if pair.query not in q_names or pair.doc not in d_names:
-                raise ConfigError(f"loss.field_pairs: ({pair.query!r}, {pair.doc!r}) is not (query field, document "
-                                  f"field) of the model; query fields {q_names}, document fields {d_names}")
-        if model.config.image_root is None:
-            model.config.image_root = self._image_root()
-        model.image_workers = cfg.images.workers
-        model.image_cache_dir = cfg.images.cache_dir
-        q_text = [f.name for f in model.query_fields if model.field_kind(f) == "text"]
-        d_text = [f.name for f in model.doc_fields if model.field_kind(f) == "text"]
-        self.pairs = TrainPairs.from_dataset(train, weights, query_field=(q_text or q_names)[0],
-                                             doc_field=(d_text or d_names)[0])
-        _, q_uniques = pd.factorize(train.judgments[QUERY_ID])  # the order of pairs.query_code
-        _, d_uniques = pd.factorize(train.judgments[DOC_ID])
-        # the training queries and documents in code order: what the negative miner encodes
-        self._code_tables = dict(queries=train.queries.loc[q_uniques], documents=train.documents.loc[d_uniques])
-        root = model.image_root()
-        kw = dict(root=root, workers=cfg.images.workers, image_batch_size=cfg.images.batch_size)
-        self.q_inputs = FieldInputs(model, train.queries.loc[q_uniques], model.query_fields, source="training queries", **kw)
-        self.d_inputs = FieldInputs(model, train.documents.loc[d_uniques], model.doc_fields,
-                                    source="training documents", **kw)
-
-    def _micro_step_fields(self, rows: np.ndarray, loss_scale: float) -> float:
-        """:meth:`_micro_step` of a multi-field model: fused loss + per-field-pair terms."""
-        from gcl.training.multifield import multi_field_loss
-
-        p, model, lc = self.pairs, self.model, self.cfg.loss
-        local, meta, weights = self._batch_inputs(
-            rows, lambda codes: model.fuse_side("doc", *self.d_inputs.embed(codes, self._autocast)))
-        q_embs, q_present = self.q_inputs.embed(p.query_code[local], self._autocast)
-        d_embs, d_present = self.d_inputs.embed(p.doc_code[local], self._autocast)
-        q_all = D.gather_rows(model.fuse_side("query", q_embs, q_present), self.dist)
-        d_all = D.gather_rows(model.fuse_side("doc", d_embs, d_present), self.dist)
-        q_names = [f.name for f in model.query_fields]
-        d_names = [f.name for f in model.doc_fields]
-        terms = []
-        for pair in lc.field_pairs:
-            a, b = q_names.index(pair.query), d_names.index(pair.doc)
-            both = (q_present[a] & d_present[b]).float()
-            terms.append((pair.weight, D.gather_rows(q_embs[a], self.dist), D.gather_rows(d_embs[b], self.dist),
-                          D.gather_rows(both.to(model.device), self.dist).cpu()))
-        loss = multi_field_loss(self.loss_fn, q_all, d_all, weights, fused_weight=lc.fused_weight,
-                                field_terms=terms, **meta)
-        (loss * loss_scale).backward()
-        return float(loss.detach())
 
     # ------------------------------------------------------------------ encoding
     def _autocast(self):
@@ -355,28 +247,10 @@ class Trainer:
         return rows[self.dist.rows(len(rows))], meta, weights
 
     def _micro_step(self, rows: np.ndarray, loss_scale: float) -> float:
-        """Forward + backward of one micro-batch (global rows; this process encodes its slice)."""
-        if self.multifield:
-            return self._micro_step_fields(rows, loss_scale)
-        p = self.pairs
-        local, meta, weights = self._batch_inputs(rows, lambda codes: self._encode(self.d_tokens, codes))
-        q_codes, d_codes = p.query_code[local], p.doc_code[local]
-        if self.cfg.batch.grad_cache_chunk:
-            q_emb, q_plan = self._embed_with_grad_cache(self.q_tokens, q_codes)
-            d_emb, d_plan = self._embed_with_grad_cache(self.d_tokens, d_codes)
-            q_all = D.gather_rows(q_emb, self.dist).requires_grad_(True)
-            d_all = D.gather_rows(d_emb, self.dist).requires_grad_(True)
-            loss = self.loss_fn(q_all, d_all, weights, **meta)
-            (loss * loss_scale).backward()
-            sl = self.dist.rows(len(rows))
-            self._replay(self.q_tokens, q_codes, q_plan, q_all.grad[sl])
-            self._replay(self.d_tokens, d_codes, d_plan, d_all.grad[sl])
-        else:
-            q_all = D.gather_rows(self._encode_bucketed(self.q_tokens, q_codes), self.dist)
-            d_all = D.gather_rows(self._encode_bucketed(self.d_tokens, d_codes), self.dist)
-            loss = self.loss_fn(q_all, d_all, weights, **meta)
-            (loss * loss_scale).backward()
-        return float(loss.detach())
+        """Forward + backward of one micro-batch (global rows; this process encodes its slice):
+        the shared inputs, then the model kind's forward and loss (:mod:`gcl.training.encoding`)."""
+        local, meta, weights = self._batch_inputs(rows, lambda codes: self.encoding.fixed_documents(self, codes))
+        return self.encoding.step(self, rows, local, weights, meta, loss_scale)
 
     def train_step(self) -> float:
         """One optimiser step over one global batch (split into ``grad_accum`` micro-batches)."""
