@@ -242,3 +242,18 @@ def test_milvus_lite_refuses_ivfpq_it_cannot_build(tmp_path):
 
     with pytest.raises(ConfigError, match="milvus-lite cannot build an IVF_PQ index"):
         MilvusIndex(uri=tmp_path / "p.db", dim=DIM, kind="ivfpq", pq_m=16)
+
+
+def test_filters_and_tombstones_take_the_general_path_with_exact_scores(data):
+    ids, docs, queries = data
+    index = build("sq8", ids, docs)  # fields {"n": i}
+    index.delete(["d0"])  # sq8 removes physically: no tombstones
+    want = {"n": "7"}
+    hits = index.search(docs[7:8], 3, filters=want)[0]
+    assert [h.doc_id for h in hits] == ["d7"] and hits[0].score == pytest.approx(1, abs=1e-6)
+    hnsw = build("hnsw_sq8", ids, docs)
+    hnsw.delete(["d7"])  # a tombstone: the general path, which skips it
+    hits = hnsw.search(docs[7:8], K)[0]
+    assert "d7" not in {h.doc_id for h in hits} and len(hits) == K
+    rows = np.array([int(h.doc_id[1:]) for h in hits])
+    np.testing.assert_allclose([h.score for h in hits], docs[rows] @ docs[7], rtol=0, atol=1e-6)

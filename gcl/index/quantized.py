@@ -260,8 +260,18 @@ class QuantizedIndex(VectorIndex):
             return [[] for _ in range(len(q))]
         if not self._trained:
             return [self._exact(row, k, filters) for row in q]
+        if not filters and not self._tombstones:  # the common case, without building candidate hits
+            fetch = min(int(self._faiss_index.ntotal), k * self.quant.rescore)
+            _, labels = self._faiss_index.search(q, fetch, params=self._search_params(fetch))
+            return [self._rescore_labels(row, lab[lab >= 0], k) for row, lab in zip(q, labels)]
         candidates = super()._search(q, k * self.quant.rescore, filters)
         return [self._rescore(row, hits, k) for row, hits in zip(q, candidates)]
+
+    def _rescore_labels(self, q: np.ndarray, labels: np.ndarray, k: int) -> list[SearchHit]:
+        scores = self._store.rows(labels) @ q
+        order = np.lexsort((labels, -scores))[:k]
+        return [SearchHit(doc_id=self._doc_of[label], score=score, fields=dict(self._fields[label]))
+                for label, score in zip(labels[order].tolist(), scores[order].tolist())]
 
     def _rescore(self, q: np.ndarray, hits: list[SearchHit], k: int) -> list[SearchHit]:
         """The candidates' exact cosines from the float32 vectors; best ``k``, ties by label."""
