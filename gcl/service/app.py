@@ -4,7 +4,7 @@ Endpoints (JSON unless noted; all but ``/health``, ``/`` and ``/static/*`` need 
 when one is configured):
 
 =========================  ================================================================
-``POST /search``           text query -> ranked hits (``k``, ``offset`` paging, field filters)
+``POST /search``           text query -> ranked hits (paging, filters, ``min_relevance``)
 ``POST /search/image``     multipart image upload -> ranked hits (400 if no image tower)
 ``PUT /documents/{id}``    add or replace one document (201 created, 200 replaced)
 ``POST /documents``        add or replace a batch of documents

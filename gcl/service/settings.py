@@ -34,7 +34,9 @@ class ServiceSettings:
     service answers (exact names or addresses, ``*.example.com``, or ``*`` for any); any other is
     a 400. The default ``*`` suits the loopback default of ``gcl serve``; name the server's
     hosts when it is reachable from elsewhere (and ``127.0.0.1,localhost`` to refuse DNS
-    rebinding on one machine).
+    rebinding on one machine). ``calibration``: a file from ``gcl calibrate`` (``None``: the model
+    directory's ``gcl_calibration.json`` when there is one); hits then carry a calibrated
+    ``relevance`` and searches accept ``min_relevance`` (see :mod:`gcl.calibration`).
     """
 
     index_dir: Path | str
@@ -55,7 +57,7 @@ class ServiceSettings:
     title_field: str = "title"
     checkpoint_every: int = 1000
     allowed_hosts: tuple[str, ...] = ("*",)
-    calibration: Path | str | None = None  # calibrated relevance file (None: MODEL_DIR/gcl_calibration.json if any)
+    calibration: Path | str | None = None
 
     def __post_init__(self) -> None:
         from gcl.index.factory import is_milvus_location
