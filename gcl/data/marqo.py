@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gcl.data.arrow_text import arrow_strings, join_strings, json_strings, take_strings, to_strings
 from gcl.data.errors import DataError
 from gcl.data.readers import Duplicates, dataset_from_frame, load_columns, read_table
-from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, Field, FieldKind, GradedDataset, arrow_strings, positions
+from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, Field, FieldKind, GradedDataset, positions
 
 QUERY_KEY_SUFFIX = "_{!@#~}_"
 SPLIT_COLUMNS = (
@@ -88,8 +89,9 @@ def read_marqo_split(
 
     ``corpus_json`` is a path, or a :class:`Corpus` already read (:func:`load_corpus`, with the
     same ``doc_fields``), whose documents table the split then shares. Without ``corpus_json``
-    the documents are the judged ones, with their fields taken from the CSV's columns. Query text is kept as written (not stripped) so that query keys match the
-    reference ground truth. ``score_col=None`` scores every judgment 1.0 (grades all 1).
+    the documents are the judged ones, with their fields taken from the CSV's columns. Query
+    text is kept as written (not stripped) so that query keys match the reference ground truth.
+    ``score_col=None`` scores every judgment 1.0 (grades all 1).
     """
     split_csv = Path(split_csv)
     fields = [marqo_field(f) for f in doc_fields]
@@ -238,18 +240,21 @@ def split_table(ds: GradedDataset):
     d_pos = positions(j[DOC_ID], ds.documents.index)
     text = ds.queries[ds.query_fields[0].name]
     if len(text) and bool((text.to_numpy(dtype=object) == text.index.to_numpy(dtype=object)).all()):
-        query = _strings(j[QUERY_ID])  # the query ids are the texts: no lookup
+        query = to_strings(j[QUERY_ID])  # the query ids are the texts: no lookup
     else:
-        query = _take_strings(text, positions(j[QUERY_ID], ds.queries.index))
+        query = take_strings(text, positions(j[QUERY_ID], ds.queries.index))
     docs = ds.documents
     empty = pa.nulls(n, pa.large_string()).fill_null("")
-    title = _take_strings(docs["title"], d_pos).fill_null("") if "title" in docs.columns else empty
+    title = take_strings(docs["title"], d_pos).fill_null("") if "title" in docs.columns else empty
     image = empty
     if "image_local" in docs.columns:
-        image = _take_strings(docs["image_local"], d_pos, image=True, source=ds.name).fill_null("")
+        def image_paths(taken: pd.Series):  # checked per row of the split, so an error names it
+            return pa.array(_image_paths(taken, ds.name), pa.large_string())
+
+        image = take_strings(docs["image_local"], d_pos, convert=image_paths).fill_null("")
     columns = {
         "query": query,
-        "product_id": _strings(j[DOC_ID]),
+        "product_id": to_strings(j[DOC_ID]),
         "position": pa.array(position, pa.int64()),
         "title": title,
         "image_local": image,
@@ -257,7 +262,7 @@ def split_table(ds: GradedDataset):
         "score_linear": pa.array(score, pa.float64()),
         "score_reciprocal": pa.array(1.0 / np.maximum(position, 1), pa.float64()),
         "no_score": pa.array(np.ones(n, dtype=np.int64)),
-        "query_id": _strings(j[QUERY_ID]),
+        "query_id": to_strings(j[QUERY_ID]),
     }
     return pa.table([columns[c] for c in SPLIT_COLUMNS], names=list(SPLIT_COLUMNS))
 
@@ -368,74 +373,20 @@ def _corpus_json(index: pd.Index, fields: Mapping[str, object]) -> memoryview:
     if len(index) == 0:
         return memoryview(b"")
     encode = json.encoder.encode_basestring_ascii
-    parts: list = [_json_strings(arrow_strings(index)), ": {"]
+    parts: list = [json_strings(arrow_strings(index)), ": {"]
     for i, (name, values) in enumerate(fields.items()):
         parts.append((", " if i else "") + encode(str(name)) + ": ")
         if isinstance(values, str):
             parts[-1] += encode(values)
         else:
-            parts.append(_json_strings(values.fill_null("")))
+            parts.append(json_strings(values.fill_null("")))
     parts.append("}, ")
-    entries = _join_strings(*parts)
+    entries = join_strings(*parts)
     if isinstance(entries, pa.ChunkedArray):
         entries = entries.combine_chunks()
     data, offsets = entries.buffers()[2], np.frombuffer(entries.buffers()[1], dtype=np.int64)
     start, stop = offsets[entries.offset], offsets[entries.offset + len(entries)]
     return memoryview(data)[start : stop - 2]  # the entries back to back, less the last ", " (no copy)
-
-
-def _json_strings(values):
-    """``json.dumps(v)`` (``ensure_ascii``) of each string of a pyarrow array."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    values = values.cast(pa.large_string())
-    quoted = _join_strings('"', values, '"')
-    special = pc.invert(pc.match_substring_regex(values, r'^[ !#-\[\]-~]*$')).to_numpy(zero_copy_only=False)
-    if special.any():
-        escaped = [json.encoder.encode_basestring_ascii(v) for v in values.filter(special).to_pylist()]
-        quoted = pc.replace_with_mask(quoted, pa.array(special), pa.array(escaped, pa.large_string()))
-    return quoted
-
-
-def _join_strings(*parts):
-    """Element-wise concatenation of pyarrow ``large_string`` arrays and ``str`` constants."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    large = pa.large_string()
-    args = [pa.scalar(p, large) if isinstance(p, str) else p for p in parts]
-    return pc.binary_join_element_wise(*args, pa.scalar("", large))
-
-
-def _strings(values: pd.Series):
-    """A column of ids or texts as a pyarrow string array (``str()`` of other values)."""
-    import pyarrow as pa
-
-    arr = arrow_strings(values)
-    if arr is None:
-        arr = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
-                       pa.large_string())
-    return arr
-
-
-def _take_strings(values: pd.Series, pos: np.ndarray, *, image: bool = False, source: str = ""):
-    """``values`` at positions ``pos`` (``-1`` = missing = empty cell) as a pyarrow string array.
-
-    Image values go through :func:`_image_paths` (``None`` -> ``""``; ``bytes`` is an error).
-    """
-    import pyarrow as pa
-
-    arr = arrow_strings(values)
-    if arr is not None:
-        return arr.take(pa.array(pos, pa.int64(), mask=pos < 0))
-    taken = pd.Series(values.to_numpy(dtype=object)[pos], name=values.name, dtype=object)
-    taken[pos < 0] = None
-    if image:  # checked per judgment row, so an error names the row of the split
-        return pa.array(_image_paths(taken, source), pa.large_string())
-    return _strings(taken)
 
 
 def _write_split_csv(path: Path, table) -> None:

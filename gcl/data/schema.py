@@ -21,6 +21,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from gcl.data.arrow_text import arrow_strings, one_array
 from gcl.data.errors import DataError
 
 QUERY_ID = "query_id"
@@ -41,7 +42,7 @@ def isin(values: Iterable[str] | pd.Series | pd.Index, lookup: Iterable[str] | p
     if arrow_values is not None and arrow_lookup is not None:
         import pyarrow.compute as pc
 
-        found = pc.is_in(arrow_values, value_set=_one_array(arrow_lookup).cast(arrow_values.type))
+        found = pc.is_in(arrow_values, value_set=one_array(arrow_lookup).cast(arrow_values.type))
         return found.to_numpy(zero_copy_only=False).astype(bool, copy=False)
     values = np.asarray(values, dtype=object)
     lookup = np.asarray(lookup, dtype=object)
@@ -58,36 +59,8 @@ def positions(values: Iterable[str] | pd.Series | pd.Index, index: pd.Index) -> 
         return index.get_indexer(pd.Index(np.asarray(values, dtype=object))).astype(np.int64, copy=False)
     import pyarrow.compute as pc
 
-    found = pc.index_in(arrow_values, value_set=_one_array(arrow_index).cast(arrow_values.type))
+    found = pc.index_in(arrow_values, value_set=one_array(arrow_index).cast(arrow_values.type))
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-def _one_array(values):
-    """A pyarrow chunked array as one array (a copy only when there are several chunks)."""
-    import pyarrow as pa
-
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-
-
-def arrow_strings(values):
-    """``values`` as a pyarrow string (chunked) array when they are all strings (or missing), else ``None``.
-
-    A pandas ``str`` column backed by pyarrow converts without copying (its chunks kept); an
-    object array of ``str`` is converted (about 0.05 s per 10^6 values).
-    """
-    import pyarrow as pa
-
-    arr = values.array if isinstance(values, (pd.Series, pd.Index)) else values
-    if isinstance(arr, (pa.Array, pa.ChunkedArray)):
-        out = arr
-    elif isinstance(getattr(arr, "dtype", None), pd.StringDtype) and arr.dtype.storage == "pyarrow":
-        out = pa.array(arr)
-    else:
-        arr = np.asarray(arr, dtype=object)
-        if pd.api.types.infer_dtype(arr, skipna=True) not in ("string", "empty"):
-            return None
-        out = pa.array(arr, type=pa.large_string(), from_pandas=True)
-    return out if pa.types.is_string(out.type) or pa.types.is_large_string(out.type) else None
 
 
 class FieldKind(str, enum.Enum):
