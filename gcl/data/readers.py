@@ -11,8 +11,10 @@ Bad input raises :class:`~gcl.data.errors.DataError` naming the file, the 0-base
 the column. Nothing is dropped silently: merged duplicate judgments and conflicting document or
 query fields are counted in ``dataset.notes``. The rules are in ``docs/data.md``.
 
-Everything is vectorised with pandas, so a 10-million-row table reads without a Python loop
-per row (loops only run on the error path, to find the row at fault).
+Everything is vectorised, so a 10-million-row table reads without a Python loop per row (loops
+only run on the error path, to find the row at fault): each id column is hashed once
+(``pandas.factorize``) and the per-id work (first row, conflicting fields, repeated pairs) runs
+on the integer codes; strings stay in Arrow buffers.
 """
 
 from __future__ import annotations
