@@ -26,8 +26,6 @@ projection still trains unless ``train_projection=False``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 from pathlib import Path
 
 import torch
