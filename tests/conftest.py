@@ -78,3 +78,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _gcl_cache_dir(tmp_path_factory):
+    """``gcl evaluate`` caches document embeddings under ``$GCL_CACHE_DIR``: one directory for the
+    session, never the user's ~/.cache."""
+    before = os.environ.get("GCL_CACHE_DIR")
+    os.environ["GCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("gcl-cache"))
+    yield
+    if before is None:
+        os.environ.pop("GCL_CACHE_DIR", None)
+    else:
+        os.environ["GCL_CACHE_DIR"] = before

@@ -61,6 +61,14 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/eval", help="output directory (results.json, results.csv, per-query CSVs)")
     p.add_argument("--trec", action="store_true", help="also write TREC run/qrels files and ground-truth JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
+    from gcl.embedding_cache import default_cache_dir
+
+    p.add_argument("--cache-dir", default=None,
+                   help="where document embeddings are cached, keyed by the model's fingerprint and each "
+                        f"document's text, so a second run of the same model on the same corpus encodes nothing "
+                        f"(default: $GCL_CACHE_DIR, else $XDG_CACHE_HOME/gcl, else ~/.cache/gcl; here "
+                        f"{default_cache_dir()}); clear it by deleting that directory")
+    p.add_argument("--no-cache", action="store_true", help="encode every document; read and write no cache")
     evaluate_extras.add_args(p)
     hybrid_options.add_evaluate_args(p)
     p.set_defaults(func=run)
@@ -87,10 +95,12 @@ def run(args) -> int:
     elif args.embeddings:
         retriever, label = PrecomputedRetriever(args.embeddings), f"embeddings:{args.embeddings}"
     else:
+        from gcl.embedding_cache import default_cache_dir
         from gcl.encoders.base import load_model
 
         label = args.model or "minilm"
-        retriever = DenseRetriever(load_model(label), batch_size=args.batch_size, show_progress=not args.no_progress)
+        retriever = DenseRetriever(load_model(label), batch_size=args.batch_size, show_progress=not args.no_progress,
+                                   cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()))
     retriever, label = hybrid_options.evaluate_retriever(args, retriever, label)
     results, tasks = [], []
     for name in names:
@@ -109,6 +119,9 @@ def run(args) -> int:
         tasks.append(task)
     if not results:
         raise DataError(f"no split of {bench.name} has judgments to evaluate")
+    if getattr(retriever, "cache_dir", None) is not None:
+        print(f"[cache] {retriever.encoded_documents} documents encoded, the others read from {retriever.cache_dir}",
+              file=sys.stderr)
     evaluate_extras.add_seen_unseen(args, bench, results)
     mode = "judged_rerank" if args.judged_rerank else "retrieval"
     meta = {"model": label, "mode": mode, "data": bench.describe(), "protocol": protocol.__dict__ | {"metrics": list(protocol.metrics)}}

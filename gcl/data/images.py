@@ -13,18 +13,16 @@ An image field holds a path relative to an image root, raw ``bytes``, or ``None`
   A file that is missing or does not decode is *skipped and counted* (:class:`ImageStats`), never
   raised; callers warn once with :meth:`ImageStats.warn`.
 * :func:`encode_images` -- values -> ``(embeddings, present, stats)``, zero rows where no image.
-* :class:`EmbeddingCache` -- embeddings of a frozen tower on disk, keyed by (tower fingerprint,
-  sha1 of the image bytes).
+* :class:`EmbeddingCache` (from :mod:`gcl.embedding_cache`) -- embeddings of a frozen tower on
+  disk, keyed by (tower fingerprint, sha1 of the image bytes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -35,6 +33,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gcl.data.errors import DataError
+from gcl.embedding_cache import EmbeddingCache  # noqa: F401  (shared with gcl evaluate's document cache)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -403,83 +402,3 @@ def encode_images(
         stats.warn(stacklevel=2)
     return EncodedImages(out, present, stats)
 
-
-# ---------------------------------------------------------------------------- cache
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
-class EmbeddingCache:
-    """Embeddings on disk: ``<directory>/<namespace>/index.json`` + ``part-NNNNN.npy`` shards.
-
-    ``namespace`` identifies the encoder -- use ``tower.fingerprint()``, a hash of its config,
-    preprocessing and weights, so a changed tower never reads stale vectors. Keys are image
-    content hashes (:func:`image_key`). Each :meth:`put` writes one new shard and rewrites the
-    index, both by write-then-rename; one writer at a time. Meant for frozen towers: with a
-    trained tower every step has a new fingerprint and the cache only grows.
-    """
-
-    INDEX = "index.json"
-
-    def __init__(self, directory: str | Path, *, namespace: str) -> None:
-        if not _NAMESPACE_RE.match(namespace):
-            raise ValueError(f"cache namespace must match {_NAMESPACE_RE.pattern}, got {namespace!r}")
-        self.path = Path(directory) / namespace
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._parts: list[str] = []
-        self._keys: dict[str, tuple[int, int]] = {}
-        self._dim: int | None = None
-        self._loaded: dict[int, np.ndarray] = {}
-        index = self.path / self.INDEX
-        if index.is_file():
-            raw = json.loads(index.read_text())
-            self._parts = list(raw["parts"])
-            self._keys = {k: (int(p), int(r)) for k, (p, r) in raw["keys"].items()}
-            self._dim = raw["dim"]
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
-
-    def _part(self, p: int) -> np.ndarray:
-        if p not in self._loaded:
-            self._loaded[p] = np.load(self.path / self._parts[p], mmap_mode="r")
-        return self._loaded[p]
-
-    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """The cached vectors of the keys that are present (float32 copies)."""
-        out = {}
-        for k in keys:
-            loc = self._keys.get(k)
-            if loc is not None:
-                out[k] = np.array(self._part(loc[0])[loc[1]], dtype=np.float32)
-        return out
-
-    def put(self, keys: Sequence[str], embeddings: np.ndarray) -> None:
-        """Store (n, d) vectors under ``keys``; keys already present are kept as they are."""
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 2 or len(keys) != len(embeddings):
-            raise ValueError(f"{len(keys)} keys but embeddings of shape {embeddings.shape}")
-        if self._dim is not None and embeddings.shape[1] != self._dim:
-            raise ValueError(f"cache holds {self._dim}-d vectors, got {embeddings.shape[1]}-d")
-        fresh = {}
-        for i, k in enumerate(keys):
-            if k not in self._keys and k not in fresh:
-                fresh[k] = i
-        if not fresh:
-            return
-        p = len(self._parts)
-        name = f"part-{p:05d}.npy"
-        tmp = self.path / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, embeddings[list(fresh.values())])
-        os.replace(tmp, self.path / name)
-        self._parts.append(name)
-        for row, k in enumerate(fresh):
-            self._keys[k] = (p, row)
-        self._dim = int(embeddings.shape[1])
-        index = {"dim": self._dim, "parts": self._parts, "keys": {k: list(v) for k, v in self._keys.items()}}
-        tmp_index = self.path / f".{self.INDEX}.tmp"
-        tmp_index.write_text(json.dumps(index))
-        os.replace(tmp_index, self.path / self.INDEX)

@@ -38,18 +38,30 @@ def _pad(scores: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 class DenseRetriever:
     """Cosine top-k with any model (:class:`gcl.encoders.base.EmbeddingModel`), exact search in blocks."""
 
-    def __init__(self, model, *, name: str = "dense", batch_size: int = 256, show_progress: bool = True) -> None:
+    def __init__(self, model, *, name: str = "dense", batch_size: int = 256, show_progress: bool = True,
+                 cache_dir: str | Path | None = None) -> None:
         self.model = model
         self.name = name
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.cache_dir = cache_dir  # on-disk document embeddings (gcl.evaluation.doc_cache); None: off
+        self.encoded_documents = 0  # documents encoded so far (not read from a cache)
         self._cache: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
 
     def corpus_embeddings(self, documents: pd.DataFrame) -> np.ndarray:
         hit = self._cache.get(id(documents))
         if hit is not None and hit[0] is documents:
             return hit[1]
-        emb = self.model.encode_documents(documents, batch_size=self.batch_size, show_progress=self.show_progress)
+        self._cache = {}  # free the previous corpus first
+        if self.cache_dir is None:
+            emb = self.model.encode_documents(documents, batch_size=self.batch_size, show_progress=self.show_progress)
+            self.encoded_documents += len(documents)
+        else:
+            from gcl.evaluation.doc_cache import encode_documents_cached
+
+            emb, n = encode_documents_cached(self.model, documents, cache_dir=self.cache_dir,
+                                             batch_size=self.batch_size, show_progress=self.show_progress)
+            self.encoded_documents += n
         self._cache = {id(documents): (documents, emb)}  # keep one corpus: bounded memory
         return emb
 

@@ -1,0 +1,78 @@
+"""Document embeddings cached on disk, so a second evaluation of the same model encodes nothing.
+
+The key of a document is ``sha1`` of its field names and values (JSON, missing values as
+``null``) under the namespace ``docs-<model fingerprint>``
+(:meth:`gcl.encoders.base.EmbeddingModel.fingerprint`: configuration and weights), in a
+:class:`gcl.embedding_cache.EmbeddingCache`. A changed text, another field set or another model
+(even one retrained step) gets other keys; identical documents share one vector and are encoded
+once. Documents with an image field are not cached (an image path says nothing about the file's
+bytes today), they are always encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gcl.embedding_cache import EmbeddingCache
+
+
+def document_keys(documents: pd.DataFrame, fields: list[str]) -> list[str]:
+    """One sha1 hex key per row: of the JSON of the field names, then of the row's values."""
+    head = json.dumps(fields, ensure_ascii=False)
+    columns = [_column(documents, f) for f in fields]
+    rows = zip(*columns) if columns else ([] for _ in range(len(documents)))
+    return [hashlib.sha1((head + json.dumps(list(values), ensure_ascii=False)).encode("utf-8")).hexdigest()
+            for values in rows]
+
+
+def _column(documents: pd.DataFrame, field: str) -> list:
+    """The field's values as JSON-ready Python values; a missing value (or column) is ``None``."""
+    if field not in documents:
+        return [None] * len(documents)
+    col = documents[field]
+    return [None if missing else (v if isinstance(v, (str, bool, int, float)) else str(v))
+            for v, missing in zip(col.tolist(), col.isna().tolist())]
+
+
+def encode_documents_cached(model, documents: pd.DataFrame, *, cache_dir: str | Path, batch_size: int = 256,
+                            show_progress: bool = False) -> tuple[np.ndarray, int]:
+    """``(embeddings, n_encoded)``: the model's document embeddings, the cached ones read from
+    ``cache_dir`` and only the others encoded (then stored). Same rows as
+    ``model.encode_documents(documents)``."""
+    def encode_all():
+        return model.encode_documents(documents, batch_size=batch_size, show_progress=show_progress), len(documents)
+
+    if any(kind != "text" for kind in model.field_kinds("doc").values()):
+        return encode_all()
+    try:
+        cache = EmbeddingCache(cache_dir, namespace=f"docs-{model.fingerprint()}")
+    except OSError as exc:  # e.g. a read-only home directory: evaluate without the cache
+        warnings.warn(f"cannot use the embedding cache at {cache_dir} ({exc}); encoding every document", stacklevel=2)
+        return encode_all()
+    keys = document_keys(documents, list(model.doc_field_names))
+    found, cached = cache.lookup(keys)
+    out = np.empty((len(documents), model.dim), dtype=np.float32)
+    if found.any():
+        out[found] = cached
+    missing = np.flatnonzero(~found)
+    if not len(missing):
+        return out, 0
+    first: dict[str, int] = {}  # each missing key once: duplicates are encoded one time
+    for i in missing.tolist():
+        first.setdefault(keys[i], i)
+    todo = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+    fresh = np.asarray(model.encode_documents(documents.iloc[todo], batch_size=batch_size,
+                                              show_progress=show_progress), dtype=np.float32)
+    try:
+        cache.put(list(first), fresh)
+    except OSError as exc:  # e.g. a full disk: the results stand, the next run encodes again
+        warnings.warn(f"could not write the embedding cache at {cache.path} ({exc})", stacklevel=2)
+    slot = {k: n for n, k in enumerate(first)}
+    out[missing] = fresh[[slot[keys[i]] for i in missing.tolist()]]
+    return out, len(todo)
