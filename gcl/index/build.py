@@ -179,6 +179,81 @@ def _check_quantization(kind: str, quantization: Mapping[str, int] | None, dim: 
     return dict(checked.__dict__)
 
 
+def _check_output(location: str, *, milvus_options: bool) -> bool:
+    """Whether ``location`` is a Milvus output; a bad URI, Milvus options for a directory, or a
+    directory that holds something else than an index fail now, not after encoding."""
+    if is_milvus_location(location):
+        from gcl.index.milvus import parse_uri
+
+        parse_uri(location)
+        return True
+    if milvus_options:
+        raise ConfigError("collection, token and db_name apply to a Milvus output only")
+    out_dir = Path(location)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
+        raise ConfigError(f"{out_dir} is not empty and holds no index; choose another output directory")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a directory")
+    return False
+
+
+def _encode_to_shards(model: DocumentEncoder, documents: pd.DataFrame, order: np.ndarray, progress: dict[str, Any],
+                      work_dir: Path, *, batch_size: int, checkpoint_every: int, show_progress: bool) -> int:
+    """Encode the rows not yet in the shard log, in ``order``, ``batch_size`` at a time; append a
+    shard (then ``progress.json``) every ``checkpoint_every`` batches, and flush what is encoded
+    when encoding fails. Returns the number of batches encoded by this call."""
+    pending: list[np.ndarray] = []
+    encoded_batches = 0
+
+    def flush() -> None:
+        if not pending:
+            return
+        block = np.concatenate(pending)
+        start = progress["encoded_rows"]
+        shard = {"file": f"shard-{start:010d}.npy", "start": start, "stop": start + len(block)}
+        write_atomic(work_dir / shard["file"], lambda fh: np.save(fh, block))
+        progress["shards"].append(shard)
+        progress["encoded_rows"] = shard["stop"]
+        write_atomic(work_dir / PROGRESS_FILE, lambda fh: fh.write(json.dumps(progress, indent=1).encode()))
+        pending.clear()
+
+    n, resumed_rows = len(documents), progress["encoded_rows"]
+    bar = tqdm(total=n, initial=resumed_rows, unit="doc", desc="encode", disable=not show_progress)
+    try:
+        for start in range(resumed_rows, n, batch_size):
+            batch = documents.iloc[order[start : start + batch_size]]
+            emb = np.asarray(model.encode_documents(batch, batch_size=batch_size), dtype=np.float32)
+            if emb.ndim != 2 or emb.shape[0] != len(batch) or (progress["dim"] not in (None, emb.shape[1])):
+                raise DataError(f"the model returned vectors of shape {emb.shape} for {len(batch)} documents"
+                                + (f" (earlier batches had dimension {progress['dim']})" if progress["dim"] else ""))
+            progress["dim"] = int(emb.shape[1])
+            pending.append(emb)
+            encoded_batches += 1
+            bar.update(len(batch))
+            if len(pending) >= checkpoint_every:
+                flush()
+        flush()
+    except BaseException:
+        try:
+            flush()  # keep what was encoded before the failure
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+        raise
+    finally:
+        bar.close()
+    return encoded_batches
+
+
+def _load_shards(write, work_dir: Path, shards: list[dict], order: np.ndarray, ids: list[str],
+                 fields: pd.DataFrame | None) -> None:
+    """``write(ids, vectors, fields)`` every shard of the log, in encoding order."""
+    id_array = np.asarray(ids, dtype=object)
+    for shard in shards:
+        rows = order[shard["start"] : shard["stop"]]
+        vectors = np.load(work_dir / shard["file"])
+        write(id_array[rows].tolist(), vectors, fields.iloc[rows].to_dict("records") if fields is not None else None)
+
+
 def _one_writer(build):
     """Run ``build`` holding the :class:`~gcl.index.locks.WriterLock` of its output directory (for a
     Milvus output: of its shard log), so a second build or a ``gcl serve`` on it is refused."""
@@ -200,7 +275,7 @@ def build_index(
     documents: pd.DataFrame,
     out_dir: str | Path,
     *,
-    kind: Literal["exact", "hnsw"] = "exact",
+    kind: Literal["exact", "hnsw"] = IndexParams.kind,
     batch_size: int = 256,
     checkpoint_every: int = 10,
     fields: Sequence[str] | None = None,
@@ -232,20 +307,8 @@ def build_index(
         raise DataError("no documents to index")
     IndexParams(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # checks them
     quantization = _check_quantization(kind, quantization, getattr(model, "dim", None))
-    location = str(out_dir)
-    milvus = is_milvus_location(location)
-    if milvus:
-        from gcl.index.milvus import parse_uri
-
-        parse_uri(location)  # a malformed URI fails now, not after encoding
-    elif collection or token or db_name:
-        raise ConfigError("collection, token and db_name apply to a Milvus output only")
-    out_dir = Path(out_dir)
-    if not milvus:
-        if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
-            raise ConfigError(f"{out_dir} is not empty and holds no index; choose another output directory")
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ConfigError(f"{out_dir} exists and is not a directory")
+    location, out_dir = str(out_dir), Path(out_dir)
+    milvus = _check_output(location, milvus_options=bool(collection or token or db_name))
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(location, collection)
     if model_path is None:
         model_path = model.source
@@ -268,45 +331,9 @@ def build_index(
     work_dir.mkdir(parents=True, exist_ok=True)
     resumed_rows = progress["encoded_rows"]
 
-    pending: list[np.ndarray] = []
-    encoded_batches = 0
-
-    def flush() -> None:
-        if not pending:
-            return
-        block = np.concatenate(pending)
-        start = progress["encoded_rows"]
-        shard = {"file": f"shard-{start:010d}.npy", "start": start, "stop": start + len(block)}
-        write_atomic(work_dir / shard["file"], lambda fh: np.save(fh, block))
-        progress["shards"].append(shard)
-        progress["encoded_rows"] = shard["stop"]
-        write_atomic(work_dir / PROGRESS_FILE, lambda fh: fh.write(json.dumps(progress, indent=1).encode()))
-        pending.clear()
-
     n = len(ids)
-    bar = tqdm(total=n, initial=resumed_rows, unit="doc", desc="encode", disable=not show_progress)
-    try:
-        for start in range(resumed_rows, n, batch_size):
-            batch = documents.iloc[order[start : start + batch_size]]
-            emb = np.asarray(model.encode_documents(batch, batch_size=batch_size), dtype=np.float32)
-            if emb.ndim != 2 or emb.shape[0] != len(batch) or (progress["dim"] not in (None, emb.shape[1])):
-                raise DataError(f"the model returned vectors of shape {emb.shape} for {len(batch)} documents"
-                                + (f" (earlier batches had dimension {progress['dim']})" if progress["dim"] else ""))
-            progress["dim"] = int(emb.shape[1])
-            pending.append(emb)
-            encoded_batches += 1
-            bar.update(len(batch))
-            if len(pending) >= checkpoint_every:
-                flush()
-        flush()
-    except BaseException:
-        try:
-            flush()  # keep what was encoded before the failure
-        except Exception:  # noqa: BLE001 - the original error matters more
-            pass
-        raise
-    finally:
-        bar.close()
+    encoded_batches = _encode_to_shards(model, documents, order, progress, work_dir, batch_size=batch_size,
+                                        checkpoint_every=checkpoint_every, show_progress=show_progress)
 
     params = dict(dim=progress["dim"], kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
                   ef_search=ef_search, model=model_path, **quantization)
@@ -318,12 +345,7 @@ def build_index(
     else:
         index = VectorIndex(**params)
         write = index.add
-    table = documents[field_cols]
-    id_array = np.asarray(ids, dtype=object)
-    for shard in progress["shards"]:
-        rows = order[shard["start"] : shard["stop"]]
-        vectors = np.load(work_dir / shard["file"])
-        write(id_array[rows].tolist(), vectors, table.iloc[rows].to_dict("records") if field_cols else None)
+    _load_shards(write, work_dir, progress["shards"], order, ids, documents[field_cols] if field_cols else None)
     if milvus:
         index.flush()
     else:
