@@ -110,6 +110,18 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def write_synthetic(path: str, n_queries: int = 2000, n_docs: int = 4000, seed: int = 7) -> str:
+    """A larger generated product set than ``--data synthetic`` (its dev split has 8 queries), as a
+    CSV (query, doc_id, score, title) that ``--data`` and ``gcl train data.source=`` read."""
+    from gcl.data.synthetic import make_synthetic
+
+    ds = make_synthetic(n_queries=n_queries, n_docs=n_docs, seed=seed)
+    j = ds.judgments.merge(ds.queries, left_on="query_id", right_index=True)
+    j = j.merge(ds.documents, left_on="doc_id", right_index=True)
+    j[["query", "doc_id", "score", "title"]].to_csv(path, index=False)
+    return path
+
+
 def main(argv=None) -> int:
     from gcl.cli.evaluate import add_data_args, data_config
     from gcl.data.sources import load_benchmark
@@ -125,7 +137,11 @@ def main(argv=None) -> int:
     p.add_argument("--relevant", type=float, default=2.0, help="grade a rater calls relevant: the cut-off (default 2)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--synthetic-csv", default=None, metavar="PATH",
+                   help="write 2,000 generated queries over 4,000 products (seed 7) to PATH and use it as --data")
     args = p.parse_args(argv)
+    if args.synthetic_csv:
+        args.data = write_synthetic(args.synthetic_csv)
     args.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     results = {}
