@@ -236,7 +236,7 @@ def test_corpus_with_non_string_fields_takes_the_json_dump_path(tmp_path):
         "x": {"title": "a", "price": 1.5, "image_local": ""}, "y": {"title": "b", "price": "", "image_local": ""}}
 
 
-def test_positions_rank_within_query_like_pandas():
+def test_rank_in_query_equals_pandas_groupby_rank():
     rng = np.random.default_rng(0)
     q = pd.Series(rng.integers(0, 30, 2000).astype(str))
     score = rng.integers(0, 5, 2000).astype(float)  # many ties
