@@ -1,6 +1,7 @@
 """Calibrated relevance on the test splits: calibration error and the precision/recall of a cut-off.
 
     python experiments/calibration.py --model minilm --data homedepot --n-queries 300 --corpus-size 5000
+    python experiments/calibration.py --report docs/results/calibration_homedepot_minilm.json   # its table
     python experiments/calibration.py --model gcl=runs/homedepot_gcl/final --model binary=runs/homedepot_binary/final \
         --data homedepot --out docs/results/calibration_homedepot.json
 
@@ -100,13 +101,15 @@ def evaluate_model(label: str, ref: str, bench, args) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| model | split | pairs | method | ECE | RMSE | precision | recall | F1 |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | split | judged pairs | relevant share | method | ECE | RMSE | kept | precision | recall | F1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, res in results.items():
         for name, row in res["splits"].items():
             for m in ("isotonic", "query"):
                 s = row[m]
-                lines.append(f"| {label} | {name} | {row['pairs']} | {m} | {s['ece']:.3f} | {s['rmse']:.3f} | "
-                             f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} |")
+                lines.append(f"| {label} | {name} | {row['pairs']} | {row['relevant_share']:.3f} | {m} | {s['ece']:.3f} | "
+                             f"{s['rmse']:.3f} | {s['kept']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
+                             f"{s['f1']:.3f} |")
     return "\n".join(lines)
 
 
@@ -127,6 +130,11 @@ def main(argv=None) -> int:
     from gcl.data.sources import load_benchmark
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--report"]:  # --report RESULTS.json: the table of a saved run
+        print(table(json.loads(Path(argv[1]).read_text())["results"]))
+        return 0
     p.add_argument("--model", action="append", required=True, metavar="[LABEL=]MODEL",
                    help="model to calibrate and score (repeatable), e.g. gcl=runs/homedepot_gcl/final")
     add_data_args(p)
