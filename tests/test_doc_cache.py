@@ -32,6 +32,7 @@ class CountingModel:
     def __init__(self, version: str = "v1") -> None:
         self.version = version
         self.encoded = 0
+        self.encoded_queries = 0
 
     def field_kinds(self, side):
         return {"query": "text"} if side == "query" else {"title": "text"}
@@ -50,6 +51,7 @@ class CountingModel:
         return self._vec(documents["title"].astype(str).tolist())
 
     def encode_queries(self, queries, *, batch_size=256, show_progress=False):
+        self.encoded_queries += len(queries)
         return self._vec(queries["query"].astype(str).tolist())
 
 
@@ -73,9 +75,11 @@ def test_second_evaluation_encodes_nothing_and_scores_the_same(tiny_dataset, tmp
     model = CountingModel()
     first, n_first = evaluate_all(tiny_dataset, model, tmp_path / "cache")
     assert n_first == model.encoded > 0
-    model.encoded = 0
+    assert model.encoded_queries > 0
+    model.encoded = model.encoded_queries = 0
     second, n_second = evaluate_all(tiny_dataset, model, tmp_path / "cache")
     assert model.encoded == 0 and n_second == 0
+    assert model.encoded_queries == 0  # the test queries come from the cache too
     assert second == first
     uncached, _ = evaluate_all(tiny_dataset, CountingModel(), None)
     assert uncached == first  # the cache changes nothing but the work

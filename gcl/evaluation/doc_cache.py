@@ -1,7 +1,7 @@
-"""Document embeddings cached on disk, so a second evaluation of the same model encodes nothing.
+"""Document (and query) embeddings cached on disk: a second evaluation of the same model encodes nothing.
 
 The key of a document is ``sha1`` of its field names and values (JSON, missing values as
-``null``) under the namespace ``docs-<model fingerprint>``
+``null``) under the namespace ``docs-<model fingerprint>`` (queries: ``queries-<fingerprint>``)
 (:meth:`gcl.encoders.base.EmbeddingModel.fingerprint`: configuration and weights), in a
 :class:`gcl.embedding_cache.EmbeddingCache`. A changed text, another field set or another model
 (even one retrained step) gets other keys; identical documents share one vector and are encoded
@@ -45,19 +45,30 @@ def encode_documents_cached(model, documents: pd.DataFrame, *, cache_dir: str | 
     """``(embeddings, n_encoded)``: the model's document embeddings, the cached ones read from
     ``cache_dir`` and only the others encoded (then stored). Same rows as
     ``model.encode_documents(documents)``."""
-    def encode_all():
-        return model.encode_documents(documents, batch_size=batch_size, show_progress=show_progress), len(documents)
+    return encode_cached(model, documents, "doc", cache_dir=cache_dir, batch_size=batch_size,
+                         show_progress=show_progress)
 
-    if any(kind != "text" for kind in model.field_kinds("doc").values()):
+
+def encode_cached(model, table: pd.DataFrame, side: str, *, cache_dir: str | Path, batch_size: int = 256,
+                  show_progress: bool = False) -> tuple[np.ndarray, int]:
+    """``(embeddings, n_encoded)`` of one side (``"doc"`` or ``"query"``) of ``table``, through
+    the cache (namespaces ``docs-<fingerprint>`` and ``queries-<fingerprint>``)."""
+    encode = model.encode_documents if side == "doc" else model.encode_queries
+    fields = list(model.doc_field_names if side == "doc" else model.query_field_names)
+
+    def encode_all():
+        return encode(table, batch_size=batch_size, show_progress=show_progress), len(table)
+
+    if any(kind != "text" for kind in model.field_kinds(side).values()):
         return encode_all()
     try:
-        cache = EmbeddingCache(cache_dir, namespace=f"docs-{model.fingerprint()}")
+        cache = EmbeddingCache(cache_dir, namespace=f"{'docs' if side == 'doc' else 'queries'}-{model.fingerprint()}")
     except OSError as exc:  # e.g. a read-only home directory: evaluate without the cache
-        warnings.warn(f"cannot use the embedding cache at {cache_dir} ({exc}); encoding every document", stacklevel=2)
+        warnings.warn(f"cannot use the embedding cache at {cache_dir} ({exc}); encoding every row", stacklevel=2)
         return encode_all()
-    keys = document_keys(documents, list(model.doc_field_names))
+    keys = document_keys(table, fields)
     found, cached = cache.lookup(keys)
-    out = np.empty((len(documents), model.dim), dtype=np.float32)
+    out = np.empty((len(table), model.dim), dtype=np.float32)
     if found.any():
         out[found] = cached
     missing = np.flatnonzero(~found)
@@ -67,8 +78,7 @@ def encode_documents_cached(model, documents: pd.DataFrame, *, cache_dir: str | 
     for i in missing.tolist():
         first.setdefault(keys[i], i)
     todo = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-    fresh = np.asarray(model.encode_documents(documents.iloc[todo], batch_size=batch_size,
-                                              show_progress=show_progress), dtype=np.float32)
+    fresh = np.asarray(encode(table.iloc[todo], batch_size=batch_size, show_progress=show_progress), dtype=np.float32)
     try:
         cache.put(list(first), fresh)
     except OSError as exc:  # e.g. a full disk: the results stand, the next run encodes again

@@ -44,7 +44,7 @@ class DenseRetriever:
         self.name = name
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self.cache_dir = cache_dir  # on-disk document embeddings (gcl.evaluation.doc_cache); None: off
+        self.cache_dir = cache_dir  # on-disk document and query embeddings (gcl.evaluation.doc_cache); None: off
         self.encoded_documents = 0  # documents encoded so far (not read from a cache)
         self._cache: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
 
@@ -67,7 +67,12 @@ class DenseRetriever:
 
     def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
         d = self.corpus_embeddings(documents)
-        q = self.model.encode_queries(queries, batch_size=self.batch_size, show_progress=False)
+        if self.cache_dir is None:
+            q = self.model.encode_queries(queries, batch_size=self.batch_size, show_progress=False)
+        else:
+            from gcl.evaluation.doc_cache import encode_cached
+
+            q, _ = encode_cached(self.model, queries, "query", cache_dir=self.cache_dir, batch_size=self.batch_size)
         return _pad(*exact_search(q, d, k), k)
 
 
