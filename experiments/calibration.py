@@ -52,16 +52,24 @@ def sample(ds, n_queries: int | None, corpus_size: int | None, rng):
     return sub
 
 
-def scores(pred: np.ndarray, grade: np.ndarray, relevant: float, grade_range) -> dict:
-    from gcl.calibration import expected_calibration_error
-
-    cut, truth = pred >= relevant, grade >= relevant
+def cut_scores(pred: np.ndarray, grade: np.ndarray, relevant: float, cutoff: float) -> dict:
+    """Precision/recall/F1 of ``pred >= cutoff`` against ``grade >= relevant``; ``kept``: share kept."""
+    cut, truth = pred >= cutoff, grade >= relevant
     tp = float((cut & truth).sum())
     p = tp / cut.sum() if cut.any() else float("nan")
     r = tp / truth.sum() if truth.any() else float("nan")
-    return {"ece": expected_calibration_error(pred, grade, grade_range=grade_range),
-            "rmse": float(np.sqrt(np.mean((pred - grade) ** 2))), "precision": p, "recall": r,
-            "f1": 2 * p * r / (p + r) if p + r > 0 else float("nan"), "kept": float(cut.mean())}
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else float("nan"),
+            "kept": float(cut.mean())}
+
+
+def scores(pred: np.ndarray, grade: np.ndarray, relevant: float, cutoffs, grade_range) -> dict:
+    from gcl.calibration import expected_calibration_error
+
+    out = {"ece": expected_calibration_error(pred, grade, grade_range=grade_range),
+           "rmse": float(np.sqrt(np.mean((pred - grade) ** 2)))}
+    out |= cut_scores(pred, grade, relevant, relevant)
+    out["cuts"] = {f"{t:g}": cut_scores(pred, grade, relevant, t) for t in cutoffs}
+    return out
 
 
 def evaluate_model(label: str, ref: str, bench, args) -> dict:
@@ -91,7 +99,7 @@ def evaluate_model(label: str, ref: str, bench, args) -> dict:
                 for i in np.unique(pairs["query_index"]):
                     at = pairs["query_index"] == i
                     pred[at] = calib.relevance(pairs["cos"][at], pairs["top"][i])
-            row[m] = scores(pred, pairs["grade"], args.relevant, (lo, hi))
+            row[m] = scores(pred, pairs["grade"], args.relevant, args.cutoffs, (lo, hi))
         out["splits"][name] = row
         print(f"[{label}] {name}: {row['pairs']} pairs  " + "  ".join(
             f"{m}: ece {row[m]['ece']:.3f} rmse {row[m]['rmse']:.3f} P {row[m]['precision']:.3f} "
@@ -101,15 +109,20 @@ def evaluate_model(label: str, ref: str, bench, args) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| model | split | judged pairs | relevant share | method | ECE | RMSE | kept | precision | recall | F1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Per model, split and method: ECE, RMSE, then kept share / precision / recall at each cut-off."""
+    first = next(iter(next(iter(results.values()))["splits"].values()))
+    cuts = list(first["isotonic"].get("cuts", {}))
+    lines = ["| model | split | judged pairs | relevant share | method | ECE | RMSE | "
+             + " | ".join(f"kept / P / R at {t}" for t in cuts) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(cuts)]
     for label, res in results.items():
         for name, row in res["splits"].items():
             for m in ("isotonic", "query"):
                 s = row[m]
-                lines.append(f"| {label} | {name} | {row['pairs']} | {row['relevant_share']:.3f} | {m} | {s['ece']:.3f} | "
-                             f"{s['rmse']:.3f} | {s['kept']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
-                             f"{s['f1']:.3f} |")
+                cells = " | ".join(f"{c['kept']:.2f} / {c['precision']:.3f} / {c['recall']:.3f}"
+                                   for c in s.get("cuts", {}).values())
+                lines.append(f"| {label} | {name} | {row['pairs']} | {row['relevant_share']:.3f} | {m} | "
+                             f"{s['ece']:.3f} | {s['rmse']:.3f} | {cells} |")
     return "\n".join(lines)
 
 
@@ -143,6 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--corpus-size", type=int, default=None, help="documents per sampled corpus (default whole corpus)")
     p.add_argument("--top-n", type=int, default=10, help="top cosines the query-dependent form reads (default 10)")
     p.add_argument("--relevant", type=float, default=2.0, help="grade a rater calls relevant: the cut-off (default 2)")
+    p.add_argument("--cutoffs", default="2,2.25,2.5",
+                   help="min_relevance values whose precision/recall against grade >= --relevant are reported "
+                        "(default 2,2.25,2.5)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--synthetic-csv", default=None, metavar="PATH",
@@ -151,6 +167,7 @@ def main(argv=None) -> int:
     if args.synthetic_csv:
         args.data = write_synthetic(args.synthetic_csv)
     args.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    args.cutoffs = [float(t) for t in args.cutoffs.split(",") if t.strip()]
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     results = {}
     for item in args.model:
