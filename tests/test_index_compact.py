@@ -257,3 +257,31 @@ def test_filters_and_tombstones_take_the_general_path_with_exact_scores(data):
     assert "d7" not in {h.doc_id for h in hits} and len(hits) == K
     rows = np.array([int(h.doc_id[1:]) for h in hits])
     np.testing.assert_allclose([h.score for h in hits], docs[rows] @ docs[7], rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- service
+def test_service_serves_a_compressed_index_and_has_no_exact_option(tmp_path, tiny_model_dir):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gcl.encoders.model import BiEncoder
+    from gcl.encoders.query import encode_query_texts
+    from gcl.service import ServiceSettings, create_app
+    from service_helpers import make_documents
+
+    model = BiEncoder.load(tiny_model_dir)
+    docs = make_documents(80)
+    index = VectorIndex(dim=model.dim, kind="sq8", model=str(tiny_model_dir))
+    index.add(list(docs.index), model.encode_documents(docs), [{"title": t} for t in docs["title"]])
+    index.save(tmp_path / "svc")
+    expected = VectorIndex.load(tmp_path / "svc").search(encode_query_texts(model, ["red chair"]), 5)[0]
+    app = create_app(ServiceSettings(index_dir=tmp_path / "svc"), model=model)
+    with TestClient(app) as client:
+        got = client.post("/search", json={"query": "red chair", "k": 5})
+        assert got.status_code == 200
+        assert [h["doc_id"] for h in got.json()["hits"]] == [h.doc_id for h in expected]
+        assert client.post("/search", json={"query": "red chair", "exact": True}).status_code == 422
+        new = client.put("/documents/zz-new", json={"fields": {"title": "red chair deluxe"}})
+        assert new.status_code in (200, 201) and client.get("/documents/zz-new").status_code == 200
+    app.state.store.close()
+    assert "zz-new" in VectorIndex.load(tmp_path / "svc")
