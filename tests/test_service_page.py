@@ -411,3 +411,24 @@ def test_search_page_with_an_api_key(served, page, tmp_path):
             assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
         assert _page_width(page) <= PHONE["width"]
         _shot(page, tmp_path, "phone-key")
+
+
+def test_cards_show_the_calibrated_relevance(served, page, tmp_path):
+    """A calibrated model: every card shows 'relevance X.XX' equal to the API's; none without one."""
+    import numpy as np
+
+    from gcl.calibration import Calibration
+
+    cal = Calibration(fingerprint=served.model.fingerprint(), grade_min=1.0, grade_max=3.0,
+                      knots_x=np.array([-1.0, 1.0]), knots_y=np.array([1.0, 3.0])).save(tmp_path / "cal.json")
+    with _other_server(served, "calibrated", index_dir=served.index_dir, calibration=cal) as url:
+        page.goto(url + "/")
+        _search(page, "red boots", PAGE_SIZE)
+        shown = page.eval_on_selector_all(".card", """cards => cards.map(c => [
+            parseFloat(c.querySelector('.score').textContent), c.querySelector('.relevance').textContent])""")
+        assert len(shown) == PAGE_SIZE and all(rel.startswith("relevance ") for _, rel in shown)
+        assert all(abs(float(rel.split()[1]) - (2 + score)) <= 0.0051 for score, rel in shown)  # 2 + cosine
+        _shot(page, tmp_path, "calibrated")
+    page.goto(served.url + "/")
+    _search(page, "red boots", PAGE_SIZE)
+    assert page.query_selector(".relevance") is None
