@@ -93,3 +93,27 @@ def test_filters_apply_in_every_mode(client, tiny):
 def test_unknown_mode_is_422(client, mode):
     r = client.post("/search", json={"query": "chair", "mode": mode})
     assert r.status_code == 422 and "mode" in r.text
+
+
+def test_convex_fusion_with_alpha_equals_the_library(client, tiny):
+    model, base = tiny
+    index = VectorIndex.load(base)
+    p = HybridParams(fusion="convex", alpha=0.3)
+    dense = index.search(encode_query_texts(model, ["red chair"]), p.depth)[0]
+    want = fuse_hits(dense, LexicalIndex(index).search(["red chair"], p.depth)[0], p, 6)
+    got = client.post("/search", json={"query": "red chair", "k": 6, "mode": "hybrid", "fusion": "convex",
+                                       "alpha": 0.3})
+    assert ranked(got) == [(h.doc_id, pytest.approx(h.score)) for h in want]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"mode": "hybrid", "fusion": "max"}, "fusion"),
+    ({"mode": "hybrid", "fusion": "convex", "alpha": 1.5}, "alpha"),
+    ({"mode": "hybrid", "fusion": "convex", "alpha": "0.5"}, "alpha"),
+    ({"mode": "hybrid", "alpha": 0.5}, "alpha applies to fusion 'convex'"),
+    ({"mode": "dense", "fusion": "rrf"}, "apply to mode 'hybrid'"),
+    ({"alpha": 0.2}, "apply to mode 'hybrid'"),
+])
+def test_fusion_options_out_of_place_are_422(client, extra, message):
+    r = client.post("/search", json={"query": "chair", **extra})
+    assert r.status_code == 422 and message in r.text

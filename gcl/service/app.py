@@ -48,7 +48,6 @@ from gcl.service.settings import ServiceSettings
 log = logging.getLogger("gcl.service")
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 MAX_ECHO_CHARS = 200  # of an input echoed in a 422
-HYBRID = HybridParams()  # mode "hybrid": reciprocal rank fusion, k_rrf 60, 100 candidates a side
 
 
 def _text(value: str) -> str:
@@ -189,9 +188,10 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
             return lexical.search([req.query], window, filters=filters)[0]
         if req.mode == "dense":
             return store.search(encoders.queries([req.query]), window, filters=filters)[0]
-        depth = max(HYBRID.depth, window)
+        params = HybridParams(fusion=req.fusion, alpha=req.alpha)
+        depth = max(params.depth, window)
         dense = store.search(encoders.queries([req.query]), depth, filters=filters)[0]
-        return fuse_hits(dense, lexical.search([req.query], depth, filters=filters)[0], HYBRID, window)
+        return fuse_hits(dense, lexical.search([req.query], depth, filters=filters)[0], params, window)
 
     def _calibrated(req, hits: list) -> tuple[list, Optional[list]]:
         """``(hits cut at req.min_relevance, their calibrated relevance)``; relevance None when the

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
-from gcl.index.hybrid import MODES
+from gcl.index.hybrid import FUSIONS, MODES, HybridParams
 from gcl.service.settings import ServiceSettings
 
 MAX_ID_CHARS = 256
@@ -73,7 +73,12 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
             description="keep documents whose field equals the string exactly (all pairs must match)")
         mode: Literal[MODES] = Field(
             default=MODES[0], description="dense: cosine of the query vector; lexical: BM25 over the stored text "
-                                         "fields; hybrid: both, fused by reciprocal rank (directory index only)")
+                                         "fields; hybrid: both, fused by `fusion` (directory index only)")
+        fusion: Literal[FUSIONS] = Field(
+            default=HybridParams.fusion, description="mode hybrid: rrf (sum of 1/(60 + rank)) or convex "
+                                                     "(alpha * min-max cosine + (1 - alpha) * min-max BM25)")
+        alpha: float = Field(default=HybridParams.alpha, ge=0, le=1, allow_inf_nan=False,
+                             description="mode hybrid, fusion convex: the weight of the dense score")
         min_relevance: Optional[float] = Field(
             default=None, allow_inf_nan=False,
             description="keep only hits whose calibrated relevance (expected judged grade) is at least this; needs "
@@ -83,6 +88,15 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
         def _window(self):
             if self.offset + self.k > s.max_k:
                 raise ValueError(f"offset + k must be <= {s.max_k} (got {self.offset} + {self.k})")
+            return self
+
+        @model_validator(mode="after")
+        def _fusion_options(self):
+            given = self.model_fields_set
+            if self.mode != "hybrid" and given & {"fusion", "alpha"}:
+                raise ValueError(f"fusion and alpha apply to mode 'hybrid', not {self.mode!r}")
+            if "alpha" in given and self.fusion != "convex":
+                raise ValueError("alpha applies to fusion 'convex' (rrf uses ranks only)")
             return self
 
     class Hit(BaseModel):
