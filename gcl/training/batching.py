@@ -206,11 +206,19 @@ class TokenCache:
         return out
 
     def chunks(self, codes: np.ndarray, chunk: int | None) -> list[np.ndarray]:
-        """Positions of ``codes`` split into chunks of similar length (length-bucketed padding)."""
-        if chunk is None or chunk >= len(codes):
-            return [np.arange(len(codes))]
-        order = np.argsort(self.lengths[codes], kind="stable")
-        return [order[i : i + chunk] for i in range(0, len(order), chunk)]
+        return length_chunks(self.lengths, codes, chunk)
+
+    def embed(self, model, codes: np.ndarray) -> torch.Tensor:
+        """(n, d) embeddings of the texts ``codes`` through the whole tower, with a graph."""
+        return model.embed_tokens(self.collate(codes))
+
+
+def length_chunks(lengths: np.ndarray, codes: np.ndarray, chunk: int | None) -> list[np.ndarray]:
+    """Positions of ``codes`` split into chunks of similar length (length-bucketed padding)."""
+    if chunk is None or chunk >= len(codes):
+        return [np.arange(len(codes))]
+    order = np.argsort(lengths[codes], kind="stable")
+    return [order[i : i + chunk] for i in range(0, len(order), chunk)]
 
 
 def keep_positives(ds: GradedDataset, threshold: float | None) -> GradedDataset:

@@ -40,6 +40,12 @@ class ModelConfig(BiEncoderConfig):
     # A multi-field model (text and image towers, per-side fields with fusion weights; see
     # docs/multimodal.md). When set, text_model/max_seq_length/*_fields above are not used.
     multifield: Optional[MultiFieldConfig] = None
+    # Training speed (text models; docs/training.md "Frozen lower layers"): freeze the embeddings
+    # and the lower N transformer layers (0: train everything); with cache_frozen their outputs
+    # are computed once per distinct training text (exactly the same loss and gradients)
+    freeze_layers: int = 0
+    cache_frozen: bool = True
+    cache_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # storage of the cached states
 
 
 @dataclass
@@ -151,6 +157,7 @@ DEV_METRICS: tuple[str, ...] = ("ndcg@10", "err", "rbp@0.9", "map@100", "mrr@100
 # Lower bounds checked when a config is loaded: dotted key -> (bound, strict). ``None`` (off) passes.
 BOUNDS: dict[str, tuple[float, bool]] = {
     "data.split_seed": (0, False), "seed": (0, False), "model.max_seq_length": (1, False),
+    "model.freeze_layers": (0, False),
     "loss.temperature": (0, True), "loss.hard_negatives": (0, False), "loss.mined_negatives": (0, False),
     "loss.mine_depth": (1, False), "loss.mine_skip": (0, False), "loss.mine_every": (1, False),
     "loss.fused_weight": (0, False),

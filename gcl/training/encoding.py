@@ -41,8 +41,9 @@ class TextEncoding:
     def __init__(self, cfg: "TrainConfig") -> None:
         self.cfg = cfg
         self.code_tables: dict = {}
-        self.q_tokens: TokenCache | None = None
+        self.q_tokens: TokenCache | None = None  # or HiddenCache (model.cache_frozen)
         self.d_tokens: TokenCache | None = None
+        self.frozen = None  # FrozenBottom (model.freeze_layers)
 
     def data_config(self):
         return self.cfg.data
@@ -61,7 +62,27 @@ class TextEncoding:
         limit = mc.max_seq_length or model.tower.max_seq_length  # None: the tower's own
         self.q_tokens = TokenCache(tok, pairs.query_texts, limit)
         self.d_tokens = TokenCache(tok, pairs.doc_texts, limit)
+        if mc.freeze_layers:
+            self._freeze(model)
         return pairs
+
+    def _freeze(self, model) -> None:
+        """Freeze embeddings + the lower ``freeze_layers`` layers; with ``cache_frozen`` replace the
+        token caches by their frozen layers' outputs (:mod:`gcl.training.frozen_cache`)."""
+        from gcl.training.frozen_cache import CACHE_DTYPES, FrozenBottom, HiddenCache
+
+        mc = self.cfg.model
+        self.frozen = FrozenBottom(model, mc.freeze_layers)
+        if mc.cache_frozen:
+            dtype = CACHE_DTYPES[mc.cache_dtype]
+            self.q_tokens = HiddenCache.build(self.frozen, self.q_tokens, dtype=dtype)
+            self.d_tokens = HiddenCache.build(self.frozen, self.d_tokens, dtype=dtype)
+
+    def train_mode(self, model) -> None:
+        """``model.train()``, frozen layers kept in eval mode (no dropout: a fixed function)."""
+        model.train()
+        if self.frozen is not None:
+            self.frozen.eval_frozen()
 
     def fixed_documents(self, tr: "Trainer", codes: np.ndarray) -> torch.Tensor:
         return tr._encode(self.d_tokens, codes)
@@ -93,6 +114,8 @@ class FieldEncoding:
     def __init__(self, cfg: "TrainConfig") -> None:
         if cfg.batch.grad_cache_chunk:
             raise ConfigError("batch.grad_cache_chunk is not supported with multi-field models yet")
+        if cfg.model.freeze_layers:
+            raise ConfigError("model.freeze_layers is not supported with multi-field models yet")
         self.cfg = cfg
         self.code_tables: dict = {}
         self.q_inputs = None
@@ -153,6 +176,9 @@ class FieldEncoding:
         self.q_inputs = FieldInputs(model, queries, model.query_fields, source="training queries", **kw)
         self.d_inputs = FieldInputs(model, documents, model.doc_fields, source="training documents", **kw)
         return pairs
+
+    def train_mode(self, model) -> None:
+        model.train()
 
     def fixed_documents(self, tr: "Trainer", codes: np.ndarray) -> torch.Tensor:
         return tr.model.fuse_side("doc", *self.d_inputs.embed(codes, tr._autocast))

@@ -181,7 +181,7 @@ class Trainer:
 
     def _encode(self, cache: TokenCache, codes: np.ndarray) -> torch.Tensor:
         with self._autocast():
-            return self.model.embed_tokens(cache.collate(codes)).float()
+            return cache.embed(self.model, codes).float()
 
     def _rng_state(self) -> tuple:
         """CPU and (on CUDA) device RNG states: dropout on a GPU draws from the device generator."""
@@ -256,7 +256,7 @@ class Trainer:
         """One optimiser step over one global batch (split into ``grad_accum`` micro-batches)."""
         if self.miner is not None:
             self.miner.maybe_refresh(self.model, self.step)
-        self.model.train()
+        self.encoding.train_mode(self.model)
         batch = self.sampler.next_batch()
         micro = np.array_split(batch, self.cfg.batch.grad_accum)
         self.optimizer.zero_grad(set_to_none=True)
