@@ -139,6 +139,7 @@ def write_synthetic(path: str, n_queries: int = 2000, n_docs: int = 4000, seed: 
 
 
 def main(argv=None) -> int:
+    from gcl.calibration import CalibrationParams
     from gcl.cli.evaluate import add_data_args, data_config
     from gcl.data.sources import load_benchmark
 
@@ -154,7 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--splits", default=",".join(SPLITS), help="comma-separated test splits (default all four)")
     p.add_argument("--n-queries", type=int, default=None, help="queries sampled per test split (default all)")
     p.add_argument("--corpus-size", type=int, default=None, help="documents per sampled corpus (default whole corpus)")
-    p.add_argument("--top-n", type=int, default=10, help="top cosines the query-dependent form reads (default 10)")
+    p.add_argument("--top-n", type=int, default=CalibrationParams.top_n,
+                   help="top cosines the query-dependent form reads (default %(default)s)")
     p.add_argument("--relevant", type=float, default=2.0, help="grade a rater calls relevant: the cut-off (default 2)")
     p.add_argument("--cutoffs", default="2,2.25,2.5",
                    help="min_relevance values whose precision/recall against grade >= --relevant are reported "

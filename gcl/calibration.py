@@ -58,6 +58,15 @@ METHODS = ("isotonic", "query")
 Method = Literal["isotonic", "query"]
 
 
+@dataclass(frozen=True)
+class CalibrationParams:
+    """Fitting defaults, read by :func:`fit_calibration`, ``gcl calibrate`` and the experiment."""
+
+    method: Method = "isotonic"
+    top_n: int = 10  # top cosines of a query that the query-dependent features read
+    ridge: float = 1e-3  # ridge strength per judged pair of the adapter's least squares
+
+
 # ---------------------------------------------------------------------- isotonic regression
 def isotonic_fit(x, y, w=None) -> tuple[np.ndarray, np.ndarray]:
     """Pool-adjacent-violators (see the module docstring): knots ``(kx, ky)``, ``kx`` increasing."""
@@ -109,10 +118,11 @@ class QueryAdapter:
 
     alpha: np.ndarray
     beta: np.ndarray
-    top_n: int = 10
+    top_n: int
 
     @classmethod
-    def fit(cls, cos, phi, grade, *, top_n: int = 10, ridge: float = 1e-3) -> "QueryAdapter":
+    def fit(cls, cos, phi, grade, *, top_n: int = CalibrationParams.top_n,
+            ridge: float = CalibrationParams.ridge) -> "QueryAdapter":
         """Ridge least squares of ``grade`` on ``[phi * c, phi]`` (the intercept is not shrunk)."""
         cos, phi, g = np.asarray(cos, np.float64), np.asarray(phi, np.float64), np.asarray(grade, np.float64)
         X = np.concatenate([phi * cos[:, None], phi], axis=1)
@@ -240,8 +250,9 @@ def find_calibration(model, model_ref: str | Path | None, override: str | Path |
 
 
 # ---------------------------------------------------------------------- fitting
-def fit_calibration(cos, grade, *, fingerprint: str, grade_range: tuple[float, float], method: Method = "isotonic",
-                    top_cosines=None, query_index=None, top_n: int = 10, info: dict | None = None) -> Calibration:
+def fit_calibration(cos, grade, *, fingerprint: str, grade_range: tuple[float, float],
+                    method: Method = CalibrationParams.method, top_cosines=None, query_index=None,
+                    top_n: int = CalibrationParams.top_n, info: dict | None = None) -> Calibration:
     """Fit on judged pairs: cosines ``cos`` and grades ``grade``; for ``method="query"`` also
     ``query_index`` (row of ``top_cosines`` per pair) and ``top_cosines`` ``(n_queries, >=1)``."""
     cos, grade = np.asarray(cos, np.float64), np.asarray(grade, np.float64)

@@ -104,7 +104,7 @@ def test_query_adapter_with_constant_features_is_the_global_form():
 def test_query_features_and_negative_slope_clamped():
     phi = query_features(np.array([[0.9, 0.5, 0.1]]), top_n=2)
     np.testing.assert_allclose(phi, [[1.0, 0.9, 0.7]])
-    a = QueryAdapter(alpha=np.array([-1.0, 0.0, 0.0]), beta=np.array([2.0, 0.0, 0.0]))
+    a = QueryAdapter(alpha=np.array([-1.0, 0.0, 0.0]), beta=np.array([2.0, 0.0, 0.0]), top_n=2)
     np.testing.assert_allclose(a.transform(np.array([0.1, 0.9]), phi[0]), [2.0, 2.0])
 
 
@@ -292,3 +292,12 @@ def test_service_without_calibration_refuses_min_relevance(tiny, tmp_path):
         assert c.post("/search", json={"query": "red"}).json()["hits"][0]["relevance"] is None
         r = c.post("/search", json={"query": "red", "min_relevance": 2})
         assert r.status_code == 422 and "needs a calibrated model" in r.text
+
+
+def test_gcl_calibrate_defaults_are_calibration_params():
+    from gcl.calibration import CalibrationParams
+    from gcl.cli.main import build_parser
+
+    args = build_parser().parse_args(["calibrate", "--model", "m"])
+    d = CalibrationParams()
+    assert (args.method, args.top_n) == (d.method, d.top_n)

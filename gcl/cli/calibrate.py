@@ -19,7 +19,9 @@ from gcl.data.errors import ConfigError, DataError
 
 
 def add_parser(sub) -> None:
-    from gcl.calibration import CALIBRATION_FILE, METHODS
+    from gcl.calibration import CALIBRATION_FILE, METHODS, CalibrationParams
+
+    d = CalibrationParams()  # the defaults live there
 
     p = sub.add_parser("calibrate", help="fit a calibrated relevance (cosine -> expected grade) on the dev split",
                        description="Fit a monotone map from a model's cosine to the expected judged grade on the dev "
@@ -31,10 +33,10 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None,
                    help=f"calibration file to write (default: MODEL_DIR/{CALIBRATION_FILE}; required when --model "
                         "is a name rather than a directory)")
-    p.add_argument("--method", choices=METHODS, default=METHODS[0],
+    p.add_argument("--method", choices=METHODS, default=d.method,
                    help="isotonic (default): one global monotone map of the cosine; query: a per-query affine "
                         "transform from the query's top cosines over the corpus (Cosine Adapter style), then the map")
-    p.add_argument("--top-n", type=positive_int, default=10,
+    p.add_argument("--top-n", type=positive_int, default=d.top_n,
                    help="--method query: top cosines per query that its features read (default %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="texts encoded per forward pass (default 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
