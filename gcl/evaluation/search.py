@@ -75,8 +75,8 @@ def exact_search(
 
 
 def _as_float32(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor; torch itself is not imported for numpy input
-        x = x.detach().cpu().numpy()
+    if hasattr(x, "detach"):  # a torch tensor (any device, bfloat16 too); torch is not imported for numpy input
+        x = x.detach().cpu().float().numpy()
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
