@@ -69,9 +69,22 @@ def add_parser(sub) -> None:
                         f"(default: $GCL_CACHE_DIR, else $XDG_CACHE_HOME/gcl, else ~/.cache/gcl; here "
                         f"{default_cache_dir()}); clear it by deleting that directory")
     p.add_argument("--no-cache", action="store_true", help="encode every document; read and write no cache")
+    from gcl.cli.export import add_backend_arg
+
+    add_backend_arg(p, option="--query-backend", what="the queries only (documents: the torch model, so the fp32 "
+                                                      "document cache is reused)")
     evaluate_extras.add_args(p)
     hybrid_options.add_evaluate_args(p)
     p.set_defaults(func=run)
+
+
+def _query_backend(model, label: str, backend: str):
+    """``model`` for documents, the ``backend`` graph of the same export directory for queries."""
+    if backend == "torch":
+        return model
+    from gcl.encoders.onnx import QuerySideModel, load_backend
+
+    return QuerySideModel(model, load_backend(label, backend))
 
 
 def run(args) -> int:
@@ -99,7 +112,8 @@ def run(args) -> int:
         from gcl.encoders.base import load_model
 
         label = args.model or "minilm"
-        retriever = DenseRetriever(load_model(label), batch_size=args.batch_size, show_progress=not args.no_progress,
+        model = _query_backend(load_model(label), label, args.query_backend)
+        retriever = DenseRetriever(model, batch_size=args.batch_size, show_progress=not args.no_progress,
                                    cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()))
     retriever, label = hybrid_options.evaluate_retriever(args, retriever, label)
     results, tasks = [], []

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gcl.cli.calibrate import add_search_args, cut_results, search_calibration
 from gcl.cli.evaluate import add_data_args, data_config
+from gcl.cli.export import add_backend_arg
 from gcl.cli.options import check_model, check_out_dir, check_queries, positive_int
 from gcl.data.errors import ConfigError, DataError
 
@@ -62,6 +63,7 @@ def add_parser(sub) -> None:
     b.add_argument("--checkpoint-every", type=positive_int, default=10, help="batches between shard-log checkpoints")
     b.add_argument("--restart", action="store_true", help="discard a partial build of another configuration")
     b.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
+    add_backend_arg(b, what="the documents")
     b.set_defaults(func=run_build)
 
     i = isub.add_parser("info", help="print an index's manifest as JSON")
@@ -85,6 +87,7 @@ def add_parser(sub) -> None:
                         "index is approximate)")
     add_mode_args(s)
     add_search_args(s)  # --calibration, --min-relevance
+    add_backend_arg(s, what="the queries")
     s.set_defaults(func=run_search)
 
 
@@ -162,7 +165,7 @@ def select_corpus(bench, corpus: str):
 
 def run_build(args) -> int:
     from gcl.data.sources import load_benchmark
-    from gcl.encoders.base import load_model
+    from gcl.encoders.onnx import load_backend
     from gcl.index.build import build_index
 
     from gcl.index.factory import is_milvus_location
@@ -178,7 +181,7 @@ def run_build(args) -> int:
     check_model(args.model)
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     documents = select_corpus(bench, args.corpus)
-    model = load_model(args.model)
+    model = load_backend(args.model, args.encoder_backend)
     result = build_index(
         model, documents, args.out, kind=args.kind, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, model_path=_model_ref(args.model), hnsw_m=args.hnsw_m,
@@ -242,7 +245,8 @@ def run_search(args) -> int:
         if args.mode == "lexical":
             results = lexical.search(args.queries, args.k, filters=filters)
     if args.mode != "lexical":
-        model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}")
+        model = load_index_encoder(index.dim, index.model, args.model, where=f"the index at {args.index}",
+                                   backend=args.encoder_backend)
         if args.ef_search is not None:
             index.ef_search = args.ef_search
         calib = search_calibration(args, model, args.model or index.model)

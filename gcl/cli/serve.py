@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from gcl.cli.export import add_backend_arg
 from gcl.cli.options import check_model, positive_int
 from gcl.data.errors import ConfigError
 
@@ -44,6 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch and faiss threads per request (default 1: requests run side by side instead; "
                         "intra-op threads fight over a small, shared CPU)")
+    add_backend_arg(p, what="queries and added documents")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default info)")
     p.set_defaults(func=run_serve)
@@ -71,7 +73,7 @@ def settings_from_args(args):
         api_key=api_key, max_request_bytes=args.max_request_bytes,
         max_k=args.max_k, max_batch=args.max_batch, page_size=args.page_size, image_root=args.image_root,
         image_field=args.image_field, title_field=args.title_field, checkpoint_every=args.checkpoint_every,
-        calibration=args.calibration,
+        calibration=args.calibration, encoder_backend=args.encoder_backend,
         **({"allowed_hosts": tuple(args.allowed_hosts.split(","))} if args.allowed_hosts is not None else {}),
     )
 

@@ -18,17 +18,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_index_encoder(index_dim: int, index_model: str | None, override: str | None = None, *,
-                       where: str = "the index") -> "EmbeddingModel":
-    """The model named by ``override``, else the one the index manifest records (``index_model``).
+                       where: str = "the index", backend: str | None = None) -> "EmbeddingModel":
+    """The model named by ``override``, else the one the index manifest records (``index_model``),
+    built with ``backend`` (:func:`gcl.encoders.onnx.load_backend`; ``None``: its default).
 
     ConfigError when neither names a model, or when the model's dimension is not the index's.
     """
-    from gcl.encoders.base import load_model
+    from gcl.encoders.onnx import load_backend
 
     name = override or index_model
     if not name:
         raise ConfigError(f"{where} records no model; pass --model")
-    model = load_model(name)
+    model = load_backend(name, backend) if backend else load_backend(name)
     check_encoder_dim(model, index_dim, name)
     return model
 

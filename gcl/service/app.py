@@ -117,7 +117,8 @@ def create_app(settings: ServiceSettings, *, model=None, image_tower=None):
     store = open_store(settings)
     try:
         if model is None:
-            encoders = ServiceEncoders.load(store.dim, store.model, settings.model, image_root=settings.image_root)
+            encoders = ServiceEncoders.load(store.dim, store.model, settings.model, image_root=settings.image_root,
+                                            backend=settings.encoder_backend)
         else:
             encoders = ServiceEncoders(model, store.dim, name=settings.model or "the given model", image_tower=image_tower,
                                         image_root=settings.image_root)

@@ -103,8 +103,8 @@ class ServiceEncoders:
 
     @classmethod
     def load(cls, index_dim: int, index_model: str | None, override: str | None = None, *,
-             image_root: str | Path | None = None) -> "ServiceEncoders":
-        model = load_index_encoder(index_dim, index_model, override)
+             image_root: str | Path | None = None, backend: str | None = None) -> "ServiceEncoders":
+        model = load_index_encoder(index_dim, index_model, override, backend=backend)
         return cls(model, index_dim, name=str(override or index_model), image_root=image_root)
 
     @property

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gcl.data.errors import ConfigError
+from gcl.encoders.onnx import DEFAULT_BACKEND, check_backend
 
 
 def _host_pattern(host: str) -> bool:
@@ -37,6 +38,8 @@ class ServiceSettings:
     rebinding on one machine). ``calibration``: a file from ``gcl calibrate`` (``None``: the model
     directory's ``gcl_calibration.json`` when there is one); hits then carry a calibrated
     ``relevance`` and searches accept ``min_relevance`` (see :mod:`gcl.calibration`).
+    ``encoder_backend``: ``torch``, or ``onnx`` / ``onnx-int8`` for a ``model`` written by ``gcl export``
+    (see :mod:`gcl.encoders.onnx`).
     """
 
     index_dir: Path | str
@@ -58,10 +61,12 @@ class ServiceSettings:
     checkpoint_every: int = 1000
     allowed_hosts: tuple[str, ...] = ("*",)
     calibration: Path | str | None = None
+    encoder_backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
         from gcl.index.factory import is_milvus_location
 
+        check_backend(self.encoder_backend, "encoder_backend")
         if not is_milvus_location(self.index_dir):
             self.index_dir = Path(self.index_dir)
         elif not isinstance(self.index_dir, Path):
