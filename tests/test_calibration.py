@@ -181,6 +181,9 @@ def test_gcl_calibrate_writes_the_file_into_the_model_dir(tiny, tmp_path, capsys
     raw = json.loads((model_dir / "gcl_calibration.json").read_text())
     assert raw["model_fingerprint"] == tiny.model.fingerprint()
     assert (raw["grade_min"], raw["grade_max"]) == (1.0, 3.0) and raw["fit"]["split"] == "dev"
+    capsys.readouterr()  # gcl search finds it in the model dir: a relevance per hit
+    assert main(["search", "--index", str(tiny.index), "--model", str(model_dir), "red", "--json", "-k", "3"]) == 0
+    assert all("relevance" in json.loads(line) for line in capsys.readouterr().out.splitlines())
     out = tmp_path / "q.json"
     assert main(["calibrate", "--model", str(model_dir), "--data", "synthetic", "--method", "query", "--top-n", "5",
                  "--out", str(out), "--no-progress"]) == 0
