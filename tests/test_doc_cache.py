@@ -40,6 +40,9 @@ class CountingModel:
     def fingerprint(self) -> str:
         return hashlib.sha1(self.version.encode()).hexdigest()
 
+    def query_fingerprint(self) -> str:  # its queries are encoded by the fingerprinted weights too
+        return self.fingerprint()
+
     def _vec(self, texts) -> np.ndarray:
         out = np.stack([np.random.default_rng(int(hashlib.sha1(f"{self.version}|{t}".encode()).hexdigest()[:12], 16))
                         .standard_normal(self.dim) for t in texts]).astype(np.float32) if len(texts) else \
@@ -183,3 +186,20 @@ def test_help_shows_the_cache_and_how_to_clear_it(capsys, monkeypatch):
     text = " ".join(capsys.readouterr().out.split())
     assert "--no-cache" in text and "GCL_CACHE_DIR" in text and "/srv/gclcache" in text
     assert "clear it by deleting that directory" in text
+
+
+def test_queries_of_a_model_without_a_query_fingerprint_are_not_cached(tmp_path):
+    """A wrapper whose fingerprint() is the document model's while queries go elsewhere (e.g. an
+    ONNX graph) must not read or write query vectors under that fingerprint."""
+    from gcl.evaluation.doc_cache import encode_cached, query_fingerprint
+
+    class QueriesElsewhere(CountingModel):
+        query_fingerprint = None  # no claim about the query encoder
+
+    model = QueriesElsewhere()
+    assert query_fingerprint(model) is None
+    queries = pd.DataFrame({"query": ["a", "b"]})
+    encode_cached(model, queries, "query", cache_dir=tmp_path)
+    _, n = encode_cached(model, queries, "query", cache_dir=tmp_path)
+    assert n == 2 and model.encoded_queries == 4 and not any(tmp_path.iterdir())
+    assert query_fingerprint(CountingModel()) == CountingModel().fingerprint()

@@ -49,6 +49,24 @@ def encode_documents_cached(model, documents: pd.DataFrame, *, cache_dir: str | 
                          show_progress=show_progress)
 
 
+def query_fingerprint(model) -> str | None:
+    """The fingerprint that identifies ``model``'s *query* encoder, or ``None`` (queries not cached).
+
+    ``fingerprint()`` is the document side's: a wrapper may encode queries another way (e.g. an
+    exported ONNX graph for queries, the torch model for documents) under the same fingerprint.
+    So queries are cached only for a model that says what its query encoder is
+    (``query_fingerprint()``) or for gcl's own models, which encode both sides with the weights
+    and configuration their ``fingerprint()`` hashes.
+    """
+    own = getattr(type(model), "query_fingerprint", None)
+    if own is not None:
+        return own(model)
+    from gcl.encoders.model import BiEncoder
+    from gcl.encoders.multifield import MultiFieldModel
+
+    return model.fingerprint() if type(model) in (BiEncoder, MultiFieldModel) else None
+
+
 def encode_cached(model, table: pd.DataFrame, side: str, *, cache_dir: str | Path, batch_size: int = 256,
                   show_progress: bool = False) -> tuple[np.ndarray, int]:
     """``(embeddings, n_encoded)`` of one side (``"doc"`` or ``"query"``) of ``table``, through
@@ -59,10 +77,11 @@ def encode_cached(model, table: pd.DataFrame, side: str, *, cache_dir: str | Pat
     def encode_all():
         return encode(table, batch_size=batch_size, show_progress=show_progress), len(table)
 
-    if any(kind != "text" for kind in model.field_kinds(side).values()):
+    fingerprint = model.fingerprint() if side == "doc" else query_fingerprint(model)
+    if fingerprint is None or any(kind != "text" for kind in model.field_kinds(side).values()):
         return encode_all()
     try:
-        cache = EmbeddingCache(cache_dir, namespace=f"{'docs' if side == 'doc' else 'queries'}-{model.fingerprint()}")
+        cache = EmbeddingCache(cache_dir, namespace=f"{'docs' if side == 'doc' else 'queries'}-{fingerprint}")
     except OSError as exc:  # e.g. a read-only home directory: evaluate without the cache
         warnings.warn(f"cannot use the embedding cache at {cache_dir} ({exc}); encoding every row", stacklevel=2)
         return encode_all()
