@@ -52,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="directory for the index (default: a temporary one)")
     p.add_argument("--threads", type=int, default=1, help="torch/faiss threads, in-process and gcl serve --threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="minilm",
+                   help="query encoder recorded in the index (a 384-d model; default minilm); with --encoder-backend "
+                        "onnx|onnx-int8 a directory written by gcl export")
+    p.add_argument("--encoder-backend", default="torch", choices=("torch", "onnx", "onnx-int8"),
+                   help="query encoding engine, in-process and gcl serve --encoder-backend (default torch)")
     # client mode (internal): the load generator process
     p.add_argument("--client", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -119,7 +124,7 @@ def run_client(spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- main
-def build_index(out: Path, n: int, kind: str, seed: int) -> None:
+def build_index(out: Path, n: int, kind: str, seed: int, model: str = "minilm") -> None:
     from bench_index import structured
 
     from gcl.index import VectorIndex
@@ -128,17 +133,17 @@ def build_index(out: Path, n: int, kind: str, seed: int) -> None:
     centres = rng.standard_normal((max(1, n // 100), 384)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     x = structured(rng, n, centres, 1.0)
-    index = VectorIndex(dim=384, kind=kind, model="minilm")
+    index = VectorIndex(dim=384, kind=kind, model=model)
     index.add([f"doc{i:07d}" for i in range(n)], x, [{"title": f"product {i}"} for i in range(n)])
     index.save(out)
 
 
-def peer(index_dir: Path, texts: list[str], k: int, n_queries: int) -> dict:
+def peer(index_dir: Path, texts: list[str], k: int, n_queries: int, backend: str = "torch") -> dict:
     from gcl.encoders.query import encode_query_texts, load_index_encoder
     from gcl.index import VectorIndex
 
     index = VectorIndex.load(index_dir)
-    model = load_index_encoder(index.dim, index.model)
+    model = load_index_encoder(index.dim, index.model, backend=backend)
     for q in texts[:20]:  # warm-up
         index.search(encode_query_texts(model, [q]), k)
     lat = []
@@ -172,16 +177,18 @@ def main(argv=None) -> int:
     index_dir = work / "index"
     texts = queries()
     t0 = time.perf_counter()
-    build_index(index_dir, args.n, args.kind, args.seed)
+    build_index(index_dir, args.n, args.kind, args.seed, args.model)
     print(f"built a {args.kind} index of {args.n} x 384 in {time.perf_counter() - t0:.1f}s")
     print(machine_info(torch.get_num_threads()).replace("faiss threads", "torch/faiss threads"))
 
-    rows = [summary("in-process: encode_query_texts + VectorIndex.search", peer(index_dir, texts, args.k, args.peer_queries))]
+    rows = [summary("in-process: encode_query_texts + VectorIndex.search", peer(index_dir, texts, args.k, args.peer_queries,
+                                                                                         args.encoder_backend))]
 
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     server = subprocess.Popen([sys.executable, "-m", "gcl.cli.main", "serve", "--index", str(index_dir), "--host",
-                               "127.0.0.1", "--port", str(port), "--log-level", "warning", "--threads", str(args.threads)],
+                               "127.0.0.1", "--port", str(port), "--log-level", "warning", "--threads", str(args.threads),
+                               "--encoder-backend", args.encoder_backend],
                               env=env)
     try:
         _wait_healthy(port, server)
@@ -197,7 +204,7 @@ def main(argv=None) -> int:
         server.wait(timeout=60)
 
     base = rows[0]
-    print(f"\n{args.n} documents, k={args.k}, MiniLM query encoding included")
+    print(f"\n{args.n} documents, k={args.k}, query encoding ({args.model}, {args.encoder_backend}) included")
     print(f"{'':58} {'requests':>8} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>8} {'p50 x peer':>10} {'q/s / peer':>10}")
     for r in rows:
         print(f"{r['name']:58} {r['n']:>8} {r['errors']:>4} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['qps']:>8.1f} "
