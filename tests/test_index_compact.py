@@ -285,3 +285,13 @@ def test_service_serves_a_compressed_index_and_has_no_exact_option(tmp_path, tin
         assert new.status_code in (200, 201) and client.get("/documents/zz-new").status_code == 200
     app.state.store.close()
     assert "zz-new" in VectorIndex.load(tmp_path / "svc")
+
+
+def test_cli_defaults_of_the_compressed_kinds_come_from_quant_params():
+    from gcl.cli.main import build_parser
+    from gcl.index.base import KINDS, QuantParams
+
+    args = build_parser().parse_args(["index", "build", "--out", "x"])
+    q = QuantParams()
+    assert {n: getattr(args, n) for n in q.__dict__} == q.__dict__
+    assert {"sq8", "hnsw_sq8", "ivfpq"} <= set(KINDS)

@@ -4,7 +4,9 @@
 string document ids, with a small dict of fields per document, and searches them either exactly
 (``kind="exact"``: ``IndexIDMap2(IndexFlatIP)``) or approximately (``kind="hnsw"``:
 ``IndexIDMap2(IndexHNSWFlat(METRIC_INNER_PRODUCT))``). Each document gets an int64 *label*, handed
-out in write order and never reused; faiss only ever sees labels.
+out in write order and never reused; faiss only ever sees labels. The compressed kinds (``sq8``,
+``hnsw_sq8``, ``ivfpq``: codes in RAM, float32 vectors memory-mapped from disk, exact re-scoring)
+are :class:`gcl.index.quantized.QuantizedIndex`, which ``VectorIndex(kind=...)`` and :meth:`load` return.
 
 Behaviour worth knowing:
 
