@@ -7,18 +7,10 @@ model classes (torch, sentence-transformers) are imported when first named.
 
 from gcl.encoders.base import MODEL_CONFIG_FILE, EmbeddingModel, load_model
 from gcl.encoders.config import BiEncoderConfig, FieldConfig, MultiFieldConfig, TowerConfig
+from gcl.lazy import lazy_exports
 
 __all__ = ["MODEL_CONFIG_FILE", "EmbeddingModel", "load_model", "BiEncoderConfig", "FieldConfig", "MultiFieldConfig",
            "TowerConfig", "BiEncoder", "MultiFieldModel"]
 
 
-def __getattr__(name: str):
-    if name == "BiEncoder":
-        from gcl.encoders.model import BiEncoder
-
-        return BiEncoder
-    if name == "MultiFieldModel":
-        from gcl.encoders.multifield import MultiFieldModel
-
-        return MultiFieldModel
-    raise AttributeError(f"module 'gcl.encoders' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"BiEncoder": "gcl.encoders.model", "MultiFieldModel": "gcl.encoders.multifield"})

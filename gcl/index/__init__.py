@@ -8,18 +8,12 @@ when an index is first created or opened. :func:`open_index` picks the backend f
 from gcl.index.base import SearchIndex
 from gcl.index.factory import open_index
 from gcl.index.store import IndexedDocument, SearchHit, VectorIndex
+from gcl.lazy import lazy_exports
 
 __all__ = ["IndexedDocument", "SearchHit", "SearchIndex", "VectorIndex", "MilvusIndex", "open_index",
            "build_index", "BuildResult"]
 
 
-def __getattr__(name: str):  # lazy: the builder pulls in pandas/tqdm, MilvusIndex nothing heavy until used
-    if name in ("build_index", "BuildResult"):
-        from gcl.index import build
-
-        return getattr(build, name)
-    if name == "MilvusIndex":
-        from gcl.index.milvus import MilvusIndex
-
-        return MilvusIndex
-    raise AttributeError(f"module 'gcl.index' has no attribute {name!r}")
+# lazy: the builder pulls in pandas/tqdm, MilvusIndex nothing heavy until used
+__getattr__, __dir__ = lazy_exports(__name__, {"build_index": "gcl.index.build", "BuildResult": "gcl.index.build",
+                                               "MilvusIndex": "gcl.index.milvus"})

@@ -9,19 +9,25 @@ See ``docs/losses.md`` for the equations and masking rules.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gcl.losses.weights import WEIGHT_FUNCTIONS, WeightFn, get_weight_fn
+from gcl.lazy import lazy_exports
+from gcl.losses.weights import (
+    WEIGHT_FUNCTIONS,
+    WeightFn,
+    constant,
+    exponential,
+    get_weight_fn,
+    linear,
+    power,
+    reciprocal_rank,
+)
 
 if TYPE_CHECKING:
     from gcl.losses.gcl_loss import GCLLoss
 
-__all__ = ["GCLLoss", "WEIGHT_FUNCTIONS", "WeightFn", "get_weight_fn"]
+__all__ = ["GCLLoss", "WEIGHT_FUNCTIONS", "WeightFn", "get_weight_fn", "constant", "linear", "power", "exponential",
+           "reciprocal_rank"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "GCLLoss":
-        from gcl.losses.gcl_loss import GCLLoss
-
-        return GCLLoss
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"GCLLoss": "gcl.losses.gcl_loss"})
