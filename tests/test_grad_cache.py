@@ -58,14 +58,14 @@ def test_grad_cache_with_dropout_replays_the_first_pass(tmp_path):
     """Each chunk's graph pass sees the dropout masks of its no-grad pass (restored RNG state)."""
     t = _trainer(tmp_path, "gc", 0.1, **{"batch.batch_size": 16, "batch.grad_cache_chunk": 4})
     seen: list[torch.Tensor] = []
-    real_encode = t._encode
+    real_encode = t.encode_tokens
 
     def recording_encode(cache, codes):
         out = real_encode(cache, codes)
         seen.append(out.detach().clone())
         return out
 
-    t._encode = recording_encode
+    t.encode_tokens = recording_encode
     t.train_step()
     assert len(seen) == 16  # 4 query chunks + 4 doc chunks, each encoded twice
     first, replay = seen[:4] + seen[4:8], seen[8:12] + seen[12:16]
@@ -113,8 +113,8 @@ def test_length_buckets_equal_one_padded_batch(tmp_path):
     four = _trainer(tmp_path, "four", 0.0, **items, **{"batch.length_buckets": 4})
     codes = four.pairs.doc_code[:16]
     four.model.eval()
-    emb_b = four._encode_bucketed(four.encoding.d_tokens, codes)
-    emb_1 = four._encode(four.encoding.d_tokens, codes)
+    emb_b = four.encode_bucketed(four.encoding.d_tokens, codes)
+    emb_1 = four.encode_tokens(four.encoding.d_tokens, codes)
     assert torch.allclose(emb_b, emb_1, atol=1e-6)
     lengths = four.encoding.d_tokens.lengths[codes]
     assert len(set(lengths.tolist())) > 1  # buckets really differ in width

@@ -109,8 +109,8 @@ def test_unfrozen_image_tower_trains_its_backbone(tmp_path):
 def _fixed_loss(tr: Trainer, rows: np.ndarray) -> float:
     tr.model.eval()
     with torch.no_grad():
-        q = tr.model.fuse_side("query", *tr.encoding.q_inputs.embed(tr.pairs.query_code[rows], tr._autocast))
-        d = tr.model.fuse_side("doc", *tr.encoding.d_inputs.embed(tr.pairs.doc_code[rows], tr._autocast))
+        q = tr.model.fuse_side("query", *tr.encoding.q_inputs.embed(tr.pairs.query_code[rows], tr.autocast))
+        d = tr.model.fuse_side("doc", *tr.encoding.d_inputs.embed(tr.pairs.doc_code[rows], tr.autocast))
         return float(tr.loss_fn(q, d, torch.as_tensor(tr.pairs.weight[rows]),
                                 query_ids=torch.as_tensor(tr.pairs.query_code[rows]),
                                 doc_ids=torch.as_tensor(tr.pairs.doc_code[rows])))
@@ -128,7 +128,7 @@ def test_multimodal_model_trains_loss_falls_and_save_load_is_identical(tmp_path)
     import pandas as pd
 
     d_ids = pd.factorize(train.judgments["doc_id"])[1][:10]
-    via_training = tr.model.fuse_side("doc", *tr.encoding.d_inputs.embed(np.arange(10), tr._autocast)).detach().numpy()
+    via_training = tr.model.fuse_side("doc", *tr.encoding.d_inputs.embed(np.arange(10), tr.autocast)).detach().numpy()
     via_eval = tr.model.encode_documents(train.documents.loc[d_ids])
     np.testing.assert_allclose(via_training, via_eval, atol=1e-5)
     loaded = load_model(tmp_path / "final")

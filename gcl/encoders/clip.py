@@ -29,7 +29,7 @@ from torch import nn
 from gcl.data.images import PreprocessSpec
 from gcl.encoders.base import state_fingerprint
 from gcl.encoders.config import TowerConfig
-from gcl.encoders.towers import PROJECTION_FILE, Tower, _identity_linear, _load_tensors, _save_tensors
+from gcl.encoders.towers import PROJECTION_FILE, Tower, identity_linear, load_tensors, save_tensors
 from gcl.errors import ConfigError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP
@@ -48,7 +48,7 @@ def _heads(native: int, dim: int, project: bool | None) -> nn.ModuleDict | None:
         raise ConfigError(f"CLIP tower is {native}-d, the model {dim}-d: set project: true")
     if not project:
         return None
-    make = (lambda: _identity_linear(dim)) if native == dim else (lambda: nn.Linear(native, dim))
+    make = (lambda: identity_linear(dim)) if native == dim else (lambda: nn.Linear(native, dim))
     return nn.ModuleDict({"text": make(), "image": make()})
 
 
@@ -170,7 +170,7 @@ class HFClipTower(_ClipBase):
         self.tokenizer.save_pretrained(str(hf))
         if (self._source / PREPROCESSOR_FILE).is_file() and self._source.resolve() != hf.resolve():
             shutil.copyfile(self._source / PREPROCESSOR_FILE, hf / PREPROCESSOR_FILE)
-        _save_tensors(self.heads, directory / PROJECTION_FILE)
+        save_tensors(self.heads, directory / PROJECTION_FILE)
 
 
 # ---------------------------------------------------------------------------- open_clip
@@ -252,7 +252,7 @@ class OpenClipTower(_ClipBase):
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.clip.state_dict().items()}
         save_file(state, str(directory / "open_clip.safetensors"))
-        _save_tensors(self.heads, directory / PROJECTION_FILE)
+        save_tensors(self.heads, directory / PROJECTION_FILE)
 
 
 class _FixedTokens:
@@ -281,5 +281,5 @@ def load_clip_tower(directory: Path, config: TowerConfig, dim: int, *, device: s
         tower = OpenClipTower(config, dim, checkpoint=directory / "open_clip.safetensors", device=device)
     else:
         raise ConfigError(f"not a CLIP tower type: {config.type!r}")
-    _load_tensors(tower.heads, directory / PROJECTION_FILE)
+    load_tensors(tower.heads, directory / PROJECTION_FILE)
     return tower

@@ -40,7 +40,7 @@ TOWER_CONFIG_FILE = "tower.json"
 PROJECTION_FILE = "projection.safetensors"
 
 
-def _identity_linear(dim: int) -> nn.Linear:
+def identity_linear(dim: int) -> nn.Linear:
     lin = nn.Linear(dim, dim)
     with torch.no_grad():
         lin.weight.copy_(torch.eye(dim))
@@ -48,7 +48,7 @@ def _identity_linear(dim: int) -> nn.Linear:
     return lin
 
 
-def _save_tensors(module: nn.Module | None, path: Path) -> None:
+def save_tensors(module: nn.Module | None, path: Path) -> None:
     if module is None:
         return
     from safetensors.torch import save_file
@@ -56,7 +56,7 @@ def _save_tensors(module: nn.Module | None, path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
 
 
-def _load_tensors(module: nn.Module | None, path: Path) -> None:
+def load_tensors(module: nn.Module | None, path: Path) -> None:
     if module is None:
         return
     from safetensors.torch import load_file
@@ -141,7 +141,7 @@ class TextTower(Tower):
         project = config.project if config.project is not None else native != dim
         if not project and native != dim:
             raise ConfigError(f"text tower {config.model!r} is {native}-d, the model is {dim}-d: set project: true")
-        self.projection = (_identity_linear(dim) if native == dim else nn.Linear(native, dim)) if project else None
+        self.projection = (identity_linear(dim) if native == dim else nn.Linear(native, dim)) if project else None
         self.apply_freezing()
 
     def backbone_modules(self) -> list[nn.Module]:
@@ -172,7 +172,7 @@ class TextTower(Tower):
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.st.save(str(directory / "st"), safe_serialization=True)
-        _save_tensors(self.projection, directory / PROJECTION_FILE)
+        save_tensors(self.projection, directory / PROJECTION_FILE)
 
     @classmethod
     def load_saved(cls, directory: Path, config: TowerConfig, dim: int, *, device: str = "cpu") -> "TextTower":
@@ -180,7 +180,7 @@ class TextTower(Tower):
 
         st = load_sentence_transformer(str(directory / "st"), device=device)
         tower = cls(config, dim, st=st, device=device)
-        _load_tensors(tower.projection, directory / PROJECTION_FILE)
+        load_tensors(tower.projection, directory / PROJECTION_FILE)
         return tower
 
 

@@ -116,11 +116,11 @@ class JudgedRun:
 
     def n_relevant(self, relevance_level: float = 1) -> np.ndarray:
         """``(n_q,)``: judged documents with ``grade >= relevance_level``, retrieved or not."""
-        _check_relevance_level(relevance_level)
+        check_relevance_level(relevance_level)
         return np.count_nonzero(self.ideal >= relevance_level, axis=1).astype(np.int64)
 
 
-def _check_relevance_level(relevance_level: float) -> None:
+def check_relevance_level(relevance_level: float) -> None:
     if not np.isfinite(relevance_level) or relevance_level <= 0:
         raise ValueError(
             f"relevance_level must be a finite number > 0 (grades >= it count as relevant); "

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gcl.metrics import cascade, ranking
-from gcl.metrics.judged import JudgedRun, _check_relevance_level
+from gcl.metrics.judged import JudgedRun, check_relevance_level
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -127,7 +127,7 @@ def compute_metrics(
     if isinstance(metrics, str):
         metrics = (metrics,)
     specs = [parse_metric(name) for name in metrics]
-    _check_relevance_level(relevance_level)
+    check_relevance_level(relevance_level)
 
     ranks, grades = judged.hits  # sparse: only retrieved documents with a grade > 0
     level = relevance_level

@@ -85,24 +85,24 @@ class TextEncoding:
             self.frozen.eval_frozen()
 
     def fixed_documents(self, tr: "Trainer", codes: np.ndarray) -> torch.Tensor:
-        return tr._encode(self.d_tokens, codes)
+        return tr.encode_tokens(self.d_tokens, codes)
 
     def step(self, tr: "Trainer", rows: np.ndarray, local: np.ndarray, weights: torch.Tensor, meta: dict,
              loss_scale: float) -> float:
         q_codes, d_codes = tr.pairs.query_code[local], tr.pairs.doc_code[local]
         if self.cfg.batch.grad_cache_chunk:
-            q_emb, q_plan = tr._embed_with_grad_cache(self.q_tokens, q_codes)
-            d_emb, d_plan = tr._embed_with_grad_cache(self.d_tokens, d_codes)
+            q_emb, q_plan = tr.embed_with_grad_cache(self.q_tokens, q_codes)
+            d_emb, d_plan = tr.embed_with_grad_cache(self.d_tokens, d_codes)
             q_all = D.gather_rows(q_emb, tr.dist).requires_grad_(True)
             d_all = D.gather_rows(d_emb, tr.dist).requires_grad_(True)
             loss = tr.loss_fn(q_all, d_all, weights, **meta)
             (loss * loss_scale).backward()
             sl = tr.dist.rows(len(rows))
-            tr._replay(self.q_tokens, q_codes, q_plan, q_all.grad[sl])
-            tr._replay(self.d_tokens, d_codes, d_plan, d_all.grad[sl])
+            tr.replay_grad_cache(self.q_tokens, q_codes, q_plan, q_all.grad[sl])
+            tr.replay_grad_cache(self.d_tokens, d_codes, d_plan, d_all.grad[sl])
         else:
-            q_all = D.gather_rows(tr._encode_bucketed(self.q_tokens, q_codes), tr.dist)
-            d_all = D.gather_rows(tr._encode_bucketed(self.d_tokens, d_codes), tr.dist)
+            q_all = D.gather_rows(tr.encode_bucketed(self.q_tokens, q_codes), tr.dist)
+            d_all = D.gather_rows(tr.encode_bucketed(self.d_tokens, d_codes), tr.dist)
             loss = tr.loss_fn(q_all, d_all, weights, **meta)
             (loss * loss_scale).backward()
         return float(loss.detach())
@@ -181,7 +181,7 @@ class FieldEncoding:
         model.train()
 
     def fixed_documents(self, tr: "Trainer", codes: np.ndarray) -> torch.Tensor:
-        return tr.model.fuse_side("doc", *self.d_inputs.embed(codes, tr._autocast))
+        return tr.model.fuse_side("doc", *self.d_inputs.embed(codes, tr.autocast))
 
     def step(self, tr: "Trainer", rows: np.ndarray, local: np.ndarray, weights: torch.Tensor, meta: dict,
              loss_scale: float) -> float:
@@ -189,8 +189,8 @@ class FieldEncoding:
         from gcl.training.multifield import multi_field_loss
 
         p, model, lc, dist = tr.pairs, tr.model, self.cfg.loss, tr.dist
-        q_embs, q_present = self.q_inputs.embed(p.query_code[local], tr._autocast)
-        d_embs, d_present = self.d_inputs.embed(p.doc_code[local], tr._autocast)
+        q_embs, q_present = self.q_inputs.embed(p.query_code[local], tr.autocast)
+        d_embs, d_present = self.d_inputs.embed(p.doc_code[local], tr.autocast)
         q_all = D.gather_rows(model.fuse_side("query", q_embs, q_present), dist)
         d_all = D.gather_rows(model.fuse_side("doc", d_embs, d_present), dist)
         q_names, d_names = model.query_field_names, model.doc_field_names

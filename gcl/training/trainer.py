@@ -174,13 +174,14 @@ class Trainer:
         self._evaluator = dev_eval
 
     # ------------------------------------------------------------------ encoding
-    def _autocast(self):
+    def autocast(self):
+        """The context the encoders run in: bf16 autocast when ``optim.precision`` is ``bf16``."""
         if self.cfg.optim.precision == "bf16":
             return torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _encode(self, cache: TokenCache, codes: np.ndarray) -> torch.Tensor:
-        with self._autocast():
+    def encode_tokens(self, cache: TokenCache, codes: np.ndarray) -> torch.Tensor:
+        with self.autocast():
             return cache.embed(self.model, codes).float()
 
     def _rng_state(self) -> tuple:
@@ -194,19 +195,19 @@ class Trainer:
         if cuda is not None:
             torch.cuda.set_rng_state(cuda, self.model.device)
 
-    def _encode_bucketed(self, cache: TokenCache, codes: np.ndarray) -> torch.Tensor:
+    def encode_bucketed(self, cache: TokenCache, codes: np.ndarray) -> torch.Tensor:
         """Encode in ``length_buckets`` length-sorted chunks, each padded to its own longest text
         (length-bucketed dynamic padding); rows come back in ``codes`` order, with a graph."""
         n = self.cfg.batch.length_buckets
         if n <= 1 or len(codes) < 2 * n:
-            return self._encode(cache, codes)
+            return self.encode_tokens(cache, codes)
         chunks = cache.chunks(codes, -(-len(codes) // n))
-        embs = torch.cat([self._encode(cache, codes[pos]) for pos in chunks])
+        embs = torch.cat([self.encode_tokens(cache, codes[pos]) for pos in chunks])
         inverse = torch.empty(len(codes), dtype=torch.long)
         inverse[torch.as_tensor(np.concatenate(chunks))] = torch.arange(len(codes))
         return embs[inverse]
 
-    def _embed_with_grad_cache(self, cache: TokenCache, codes: np.ndarray) -> tuple[torch.Tensor, list]:
+    def embed_with_grad_cache(self, cache: TokenCache, codes: np.ndarray) -> tuple[torch.Tensor, list]:
         """First pass: embeddings without a graph, remembering each chunk's RNG state."""
         chunks = cache.chunks(codes, self.cfg.batch.grad_cache_chunk)
         out = torch.empty((len(codes), self.model.dim), device=self.model.device)
@@ -214,15 +215,15 @@ class Trainer:
         with torch.no_grad():
             for pos in chunks:
                 states.append(self._rng_state())
-                out[torch.as_tensor(pos, device=out.device)] = self._encode(cache, codes[pos])
+                out[torch.as_tensor(pos, device=out.device)] = self.encode_tokens(cache, codes[pos])
         return out, list(zip(chunks, states))
 
-    def _replay(self, cache: TokenCache, codes: np.ndarray, plan: list, grad: torch.Tensor) -> None:
+    def replay_grad_cache(self, cache: TokenCache, codes: np.ndarray, plan: list, grad: torch.Tensor) -> None:
         """Second pass: re-encode each chunk with a graph and back-propagate the cached gradient."""
         after = self._rng_state()
         for pos, state in plan:
             self._set_rng_state(state)
-            emb = self._encode(cache, codes[pos])
+            emb = self.encode_tokens(cache, codes[pos])
             emb.backward(grad[torch.as_tensor(pos, device=grad.device)])
         self._set_rng_state(after)
 
