@@ -12,6 +12,8 @@ A programming error (a wrong type passed by code, not by a user) stays a ``Value
 
 from __future__ import annotations
 
+from numbers import Integral
+
 
 class GCLError(Exception):
     """Base class for errors caused by user input; the CLI prints them without a traceback."""
@@ -44,3 +46,14 @@ class DataError(GCLError):
 
 class ConfigError(GCLError):
     """Bad configuration (unknown key, wrong type, incompatible resume)."""
+
+
+def check_k(k: object, *, error: type[Exception] = ConfigError) -> int:
+    """``k`` (a result count or metric cut-off) as an ``int``; ``error`` unless it is an integer >= 1.
+
+    The index and the service raise :class:`ConfigError` (``k`` comes from a request); the metric
+    functions pass ``error=ValueError`` (``k`` is a caller's argument, see the module docstring).
+    """
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+        raise error(f"k must be an integer >= 1, got {k!r}")
+    return int(k)

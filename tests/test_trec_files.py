@@ -248,3 +248,14 @@ def test_write_trec_files_leaves_token_ids_alone(tmp_path):
     paths = write_trec_files(tmp_path, "s", {"q1": {"d1": 1.0}}, {"q1": {"d1": 2}})
     assert "ids" not in paths and not (tmp_path / "s.trec_ids.json").exists()
     assert paths["run"].read_text() == "q1 Q0 d1 1 1.0 gcl\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=3),
+                       st.one_of(st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-9, 3.5e38, -np.inf, np.inf]),
+                                 st.floats(allow_nan=False)), max_size=12))
+def test_trec_order_is_the_naive_sort(docs):
+    """The one tie rule (gcl.metrics.judged, shared with judge_run): float32 score, then id, both descending."""
+    with np.errstate(over="ignore"):
+        naive = sorted(docs.items(), key=lambda kv: (np.float32(kv[1]), kv[0]), reverse=True)
+    assert trec_order(docs) == naive

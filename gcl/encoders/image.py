@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gcl.atomic import write_atomic
 from gcl.errors import ConfigError
 from gcl.data.images import LITE_MEAN, LITE_STD, PreprocessSpec
 
@@ -194,17 +194,15 @@ class ImageTower(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Write ``image_tower.json`` and ``image_tower.safetensors`` (each by write-then-rename)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        tmp = directory / f".{IMAGE_WEIGHTS_FILE}.tmp"
-        save_file(state, str(tmp))
-        os.replace(tmp, directory / IMAGE_WEIGHTS_FILE)
-        tmp_cfg = directory / f".{IMAGE_CONFIG_FILE}.tmp"
-        tmp_cfg.write_text(json.dumps(asdict(self.config), indent=2))
-        os.replace(tmp_cfg, directory / IMAGE_CONFIG_FILE)
+        weights = save(state)
+        write_atomic(directory / IMAGE_WEIGHTS_FILE, lambda fh: fh.write(weights))
+        config = json.dumps(asdict(self.config), indent=2).encode("utf-8")
+        write_atomic(directory / IMAGE_CONFIG_FILE, lambda fh: fh.write(config))
         return directory
 
     @classmethod

@@ -25,33 +25,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 
+from gcl.atomic import write_atomic
 from gcl.data.errors import DataError
+from gcl.metrics.judged import trec_order
 
 __all__ = ["read_run", "write_run", "read_qrels", "write_qrels", "trec_order", "trec_id_map", "write_trec_files"]
 
 RUN_FIELDS = ("qid", "Q0", "docid", "rank", "score", "tag")
 QRELS_FIELDS = ("qid", "iteration", "docid", "grade")
-
-
-def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:
-    """``(docid, score)`` pairs in trec_eval's order: score descending, then docid descending.
-
-    Scores are compared as float32, as trec_eval stores them (the rule of
-    :func:`gcl.metrics.judge_run`); the pairs keep the full float64 scores.
-    """
-    if not docs:
-        return []
-    ids = list(docs)
-    scores = np.fromiter(docs.values(), dtype=np.float64, count=len(ids))
-    with np.errstate(over="ignore"):
-        scores32 = scores.astype(np.float32)
-    id_rank = np.empty(len(ids), dtype=np.int64)  # Python str order: code points, like strcmp
-    id_rank[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
-    # Ascending by (score, id), reversed: descending on both; ids are unique, so no ties remain.
-    order = np.lexsort((id_rank, scores32))[::-1]
-    return [(ids[i], float(scores[i])) for i in order]
 
 
 def read_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
@@ -118,9 +100,10 @@ def write_run(
     for qid in sorted(run, key=str):
         q = _token(qid, "query id")
         docs = {_token(d, "document id"): float(s) for d, s in run[qid].items()}
-        for rank, (docid, score) in enumerate(trec_order(docs)[:depth], start=1):
+        for docid, score in docs.items():
             if math.isnan(score):
                 raise ValueError(f"query {q!r}, document {docid!r}: score is NaN")
+        for rank, (docid, score) in enumerate(trec_order(docs)[:depth], start=1):
             lines.append(f"{q} Q0 {docid} {rank} {score!r} {tag}\n")
     return _write(path, lines)
 
@@ -242,9 +225,4 @@ def _token(value, what: str) -> str:
 
 
 def _write(path, lines: list[str]) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda fh: fh.write("".join(lines).encode("utf-8")))

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from gcl.errors import ConfigError, DataError
+from gcl.errors import ConfigError, DataError, check_k  # noqa: F401 - check_k: the index modules import it from here
 
 
 KINDS = ("exact", "hnsw", "sq8", "hnsw_sq8", "ivfpq")
@@ -139,12 +139,6 @@ class SearchIndex(ABC):
 
     @abstractmethod
     def manifest(self) -> dict[str, Any]: ...
-
-
-def check_k(k: Any) -> int:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 def check_filters(filters: Mapping[str, str] | None) -> dict[str, str]:

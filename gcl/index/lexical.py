@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from gcl.atomic import write_atomic, write_directory_atomic
 from gcl.errors import ConfigError
 from gcl.index.base import check_filters, check_k, matches
 from gcl.index.store import SearchHit
@@ -184,29 +182,16 @@ class LexicalIndex:
     def save(self, directory: str | Path) -> Path:
         """Write ``<directory>/lexical/`` atomically (temporary sibling, then rename)."""
         snap = self._current()
-        target = Path(directory) / LEXICAL_DIR
-        tmp = Path(tempfile.mkdtemp(prefix=f".{LEXICAL_DIR}.tmp-", dir=Path(directory)))
-        try:
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": asdict(self.params),
+                "count": len(snap.labels), "empty": snap.bm is None}
+
+        def fill(tmp: Path) -> None:
             if snap.bm is not None:
                 snap.bm.save(str(tmp), show_progress=False)
             np.save(tmp / LABELS_FILE, snap.labels)
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": asdict(self.params),
-                    "count": len(snap.labels), "empty": snap.bm is None}
-            with open(tmp / LEXICAL_FILE, "w", encoding="utf-8") as fh:
-                json.dump(meta, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{LEXICAL_DIR}.old-", dir=Path(directory)))
-                os.replace(target, old / LEXICAL_DIR)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+            write_atomic(tmp / LEXICAL_FILE, lambda fh: fh.write(json.dumps(meta, indent=2).encode("utf-8")))
+
+        return write_directory_atomic(Path(directory) / LEXICAL_DIR, fill)
 
     @classmethod
     def open(cls, index, directory: str | Path | None = None, *, params: BM25Params = BM25Params()) -> "LexicalIndex":

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gcl.metrics.ranking import check_k
+from gcl.errors import check_k
 
 __all__ = ["stop_probability", "err", "rbp"]
 
@@ -59,7 +59,7 @@ def err(
     """
     stop = stop_probability(grades, max_grade)
     if k is not None:
-        stop = np.where(ranks <= check_k(k), stop, 0.0)
+        stop = np.where(ranks <= check_k(k, error=ValueError), stop, 0.0)
     if stop.shape[1] == 0:
         return np.zeros(stop.shape[0])
     # p_stop before each entry = prod of (1 - R) over the earlier entries: an exclusive cumprod.

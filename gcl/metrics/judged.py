@@ -324,7 +324,7 @@ def judge_run(
         rank(j) = #{d : s_d > s_j} + #{d : s_d = s_j, id_d > id_j}
 
     The first term comes from the run's scores as one row of keys per query (descending score
-    order, see :func:`_descending_bits`), sorted per row (skipped when the dicts already list
+    order, see :func:`descending_score_keys`), sorted per row (skipped when the dicts already list
     documents best first, as TREC run files and gcl's runs do), with the query in the high bits so
     one binary search per judgment finds it; the second is computed only for judged documents
     whose score another document of the run shares. The dicts are read with C-level iteration
@@ -360,15 +360,15 @@ def judge_run(
     # --- #{d : s_d > s_j}: the run's scores as descending-order keys, one row per query --------
     depth = int(lens.max(initial=0))
     if total == n_q * depth:  # every query retrieved `depth` documents: no padding
-        low = _descending_bits(scores).reshape(n_q, depth)
+        low = descending_score_keys(scores).reshape(n_q, depth)
     else:
         low = np.full((n_q, depth), _PAD, dtype=np.uint32)  # padding sorts after every real score
-        low[np.arange(depth) < lens[:, None]] = _descending_bits(scores)
+        low[np.arange(depth) < lens[:, None]] = descending_score_keys(scores)
     if depth > 1 and not (low[:, 1:] >= low[:, :-1]).all():  # runs listed best first skip the sort
         low.sort(axis=1)
     keys = low.astype(np.uint64).ravel()  # + the query in the high 32 bits: sorted as a whole
     keys |= np.repeat(np.arange(n_q, dtype=np.uint64) << np.uint64(32), depth)
-    mine = (row.astype(np.uint64) << np.uint64(32)) | _descending_bits(at[retrieved]).astype(np.uint64)
+    mine = (row.astype(np.uint64) << np.uint64(32)) | descending_score_keys(at[retrieved]).astype(np.uint64)
     left = np.searchsorted(keys, mine, side="left")
     rank = left - row * depth  # the documents of the row before the equal ones score higher
     after = np.minimum(left + 1, max(len(keys) - 1, 0))  # the key itself is at `left`
@@ -382,7 +382,23 @@ def judge_run(
 _PAD = 0xFFFFFFFF  # above the key of every real score (the largest, -inf's, is 0xFF800000)
 
 
-def _descending_bits(score: np.ndarray) -> np.ndarray:
+def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:
+    """``(docid, score)`` pairs in trec_eval's order, the rule :func:`judge_run` ranks by: score
+    descending (compared as float32, :func:`descending_score_keys`), then docid descending
+    (code-point order). The pairs keep the full float64 scores. Scores must not be NaN.
+    """
+    if not docs:
+        return []
+    ids = list(docs)
+    scores = np.fromiter(docs.values(), dtype=np.float64, count=len(ids))
+    id_rank = np.empty(len(ids), dtype=np.int64)  # Python str order: code points, like strcmp
+    id_rank[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+    # key ascending = score descending; then id rank descending; ids are unique, so no ties remain
+    order = np.lexsort((-id_rank, descending_score_keys(scores)))
+    return [(ids[i], float(scores[i])) for i in order]
+
+
+def descending_score_keys(score: np.ndarray) -> np.ndarray:
     """uint32 keys whose unsigned order is descending ``float32(score)`` order, ties equal.
 
     With ``b`` the float32 bits: ``b ^ 0x7FFFFFFF`` for a positive score (sign bit clear: larger

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gcl.errors import check_k
+
 __all__ = [
     "log2_discount",
     "dcg",
@@ -43,13 +45,6 @@ __all__ = [
     "recall",
     "precision",
 ]
-
-
-def check_k(k: int) -> int:
-    """``k`` as an int, or ``ValueError`` unless it is an integer >= 1."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"cut-off k must be an integer >= 1; got {k!r}")
-    return int(k)
 
 
 def log2_discount(ranks: np.ndarray) -> np.ndarray:
@@ -62,13 +57,13 @@ def dcg(ranks: np.ndarray, grades: np.ndarray, k: int) -> np.ndarray:
 
     .. math:: \mathrm{DCG@}k = \sum_{r=1}^{k} \frac{g_r}{\log_2(r + 1)}
     """
-    k = check_k(k)
+    k = check_k(k, error=ValueError)
     return np.where(ranks <= k, grades * log2_discount(ranks), 0.0).sum(axis=1)
 
 
 def ideal_dcg(ideal: np.ndarray, k: int) -> np.ndarray:
     """DCG@k of the ideal ranking: the judged grades in descending order."""
-    k = check_k(k)
+    k = check_k(k, error=ValueError)
     cut = ideal[:, :k]
     return cut @ log2_discount(np.arange(1, cut.shape[1] + 1))
 
@@ -92,7 +87,7 @@ def ndcg(ranks: np.ndarray, grades: np.ndarray, ideal: np.ndarray, k: int) -> np
 
 
 def _relevant(ranks: np.ndarray, grades: np.ndarray, k: int, relevance_level: float) -> np.ndarray:
-    return (grades >= relevance_level) & (ranks <= check_k(k))
+    return (grades >= relevance_level) & (ranks <= check_k(k, error=ValueError))
 
 
 def average_precision(
@@ -145,7 +140,7 @@ def precision(ranks: np.ndarray, grades: np.ndarray, k: int, relevance_level: fl
     .. math:: \mathrm{P@}k = \frac{1}{k} \sum_{r=1}^{k} \mathrm{rel}_r
     """
     hits = np.count_nonzero(_relevant(ranks, grades, k, relevance_level), axis=1)
-    return hits / float(check_k(k))
+    return hits / float(check_k(k, error=ValueError))
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:

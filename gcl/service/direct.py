@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from gcl.index.locks import ReadWriteLock
-from gcl.service.durable import LockedIndex, UpsertResult, normalise_vectors
+from gcl.index.base import normalise
+from gcl.service.durable import LockedIndex, UpsertResult
 
 
 class DirectIndex(LockedIndex):
@@ -27,7 +28,7 @@ class DirectIndex(LockedIndex):
 
     def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]]) -> UpsertResult:
         ids = [str(d) for d in ids]
-        x = normalise_vectors(vectors, self.dim)
+        x = normalise(vectors, self.dim, "document")
         with self._lock.write():
             created = [d for d in ids if d not in self.index]
             self.index.upsert(ids, x, [dict(f) for f in fields])

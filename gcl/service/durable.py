@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gcl.data.errors import DataError
+from gcl.index.base import normalise
 from gcl.index.store import MANIFEST_FILE, SearchHit, VectorIndex
 from gcl.index.locks import ReadWriteLock, WriterLock
 
@@ -72,21 +73,6 @@ def _decode_line(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return rec if isinstance(rec, dict) and rec.get("op") in ("upsert", "delete") else None
-
-
-def normalise_vectors(vectors: Any, dim: int) -> np.ndarray:
-    """(n, dim) float32 unit rows; a wrong shape, non-finite or zero row is a DataError."""
-    x = np.asarray(vectors, dtype=np.float32)
-    if x.ndim == 1:
-        x = x.reshape(1, -1)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise DataError(f"vectors must have shape (n, {dim}), got {tuple(x.shape)}")
-    if not np.isfinite(x).all():
-        raise DataError(f"vector {int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])} has a NaN or infinite value")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise DataError(f"vector {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros")
-    return np.ascontiguousarray(x / norms, dtype=np.float32)
 
 
 def recover_interrupted_save(directory: Path) -> str | None:
@@ -176,7 +162,7 @@ class DurableIndex(LockedIndex):
     def upsert(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]]) -> UpsertResult:
         """Add or replace documents (vector and fields); logged and fsync'ed before returning."""
         ids = [str(d) for d in ids]
-        x = normalise_vectors(vectors, self.dim)
+        x = normalise(vectors, self.dim, "document")
         if len(ids) != len(x) or len(fields) != len(ids) or len(set(ids)) != len(ids):
             raise DataError(f"upsert needs distinct ids and one vector and field dict per id "
                             f"(got {len(ids)} ids, {len(set(ids))} distinct, {len(x)} vectors, {len(fields)} field dicts)")
