@@ -395,9 +395,6 @@ def test_same_doc_mask_for_hard_negatives() -> None:
     torch.testing.assert_close(loss_fn(q, d, one_hot(1, 2), **kw), torch.logsumexp(L[1], 0) - L[1, 1])
     keep = GCLLoss(symmetric=False, same_doc="keep")
     torch.testing.assert_close(keep(q, d, one_hot(0, 2), **kw), torch.logsumexp(L[0], 0) - L[0, 0])
-    # hard_neg_query_ids is accepted and changes nothing
-    with_qids = loss_fn(q, d, one_hot(0, 2), hard_neg_query_ids=torch.tensor([0, 0]), **kw)
-    torch.testing.assert_close(with_qids, loss_fn(q, d, one_hot(0, 2), **kw), rtol=0, atol=0)
 
 
 @settings(max_examples=40, **HYPO)
@@ -535,7 +532,6 @@ H = torch.ones(2, 4)
         ((Q, D, W), dict(scores=torch.tensor([1.0, float("nan"), 0.0])), "scores must be finite"),
         ((Q, D, W), dict(hard_neg_emb=torch.ones(2, 5)), r"hard_neg_emb must be an \(N, 4\)"),
         ((Q, D, W), dict(hard_neg_emb=H, hard_neg_doc_ids=torch.arange(3)), "hard_neg_doc_ids"),
-        ((Q, D, W), dict(hard_neg_emb=H, hard_neg_query_ids=torch.arange(3)), "hard_neg_query_ids"),
         ((Q, D, W), dict(hard_neg_doc_ids=torch.arange(2)), "without hard_neg_emb"),
     ],
 )

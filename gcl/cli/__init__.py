@@ -1,7 +1,8 @@
-"""The ``gcl`` command line (filled in by gcl.cli.main)."""
+"""The ``gcl`` command line: :func:`main` runs ``gcl COMMAND ...`` (defined in :mod:`gcl.cli.main`,
+imported on the first call so that importing this package stays cheap)."""
 
 
-def main(argv=None):  # pragma: no cover - replaced below
-    from gcl.cli.main import main as _main
+def main(argv=None):
+    from gcl.cli.main import main as run
 
-    return _main(argv)
+    return run(argv)

@@ -16,11 +16,6 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _int_at_least(text, 0)
-
-
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)

@@ -109,16 +109,6 @@ class GradedDataset:
     def doc_ids(self) -> np.ndarray:
         return self.documents.index.to_numpy()
 
-    def query_text(self, field_name: str | None = None) -> list[str]:
-        """Texts of one query field (default: the first), in ``queries`` order."""
-        name = field_name or self.query_fields[0].name
-        return self.queries[name].fillna("").astype(str).tolist()
-
-    def doc_text(self, field_name: str | None = None) -> list[str]:
-        """Texts of one document text field (default: the first text field), in ``documents`` order."""
-        name = field_name or next(f.name for f in self.doc_fields if f.kind == FieldKind.TEXT)
-        return self.documents[name].fillna("").astype(str).tolist()
-
     def qrels(self) -> dict[str, dict[str, float]]:
         """Judgments as ``{query_id: {doc_id: score}}``."""
         out: dict[str, dict[str, float]] = {}

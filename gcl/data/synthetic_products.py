@@ -21,7 +21,6 @@ paths relative to ``root`` (the images are written under ``root/images``);
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -165,9 +164,3 @@ def write_parquet_split(split_csv: str | Path, corpus_json: str | Path, root: st
     frame["image"] = [(root / corpus[str(d)]["image_local"]).read_bytes() for d in frame["product_id"]]
     frame.to_parquet(out, index=False)
     return Path(out)
-
-
-def image_bytes(img, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()

@@ -109,19 +109,6 @@ class MultiFieldConfig:
     dim: Optional[int] = None
     image_root: Optional[str] = None
 
-    @classmethod
-    def text_image(cls, *, text: TowerConfig | None = None, image: TowerConfig | None = None,
-                   image_field: str = "image_local", image_weight: float = 0.9, title_weight: float = 0.1,
-                   dim: int | None = None, image_root: str | None = None) -> "MultiFieldConfig":
-        """The Marqo-GS setting: text queries against image + title documents (0.9 / 0.1)."""
-        return cls(
-            towers={"text": text or TowerConfig(), "image": image or TowerConfig(type="efficientnet", freeze=True)},
-            query_fields=[FieldConfig("query", "text")],
-            doc_fields=[FieldConfig(image_field, "image", weight=image_weight), FieldConfig("title", "text", weight=title_weight)],
-            dim=dim,
-            image_root=image_root,
-        )
-
     def fields(self) -> list[FieldConfig]:
         return [*self.query_fields, *self.doc_fields]
 

@@ -134,9 +134,6 @@ class MultiFieldModel(nn.Module):
     def field_kind(self, f: FieldConfig) -> str:
         return self.config.kind_of(f)
 
-    def image_fields(self) -> list[FieldConfig]:
-        return [f for f in self.config.fields() if self.field_kind(f) == "image"]
-
     def tower(self, f: FieldConfig) -> Tower:
         return self.towers[f.tower]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +206,3 @@ def write_results(
             write_trec_files(out, r.name, run, t.ground_truth(), tag=meta.get("model", "gcl") if meta else "gcl")
             write_ground_truth(out / f"{r.name}_gt_test.json", t.ground_truth(by_key=True))
     return out
-
-
-def protocol_dict(protocol: Protocol) -> dict:
-    return asdict(protocol)

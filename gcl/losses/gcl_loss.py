@@ -52,7 +52,6 @@ class GCLLoss(nn.Module):
     queries or mined ones) are extra columns ``L_ik = q_i . h_k / T`` of the q->d direction only.
     They are negatives of every row, except, when ``same_doc="mask"`` and both ``doc_ids`` and
     ``hard_neg_doc_ids`` are given, for rows whose positive document has the same id.
-    ``hard_neg_query_ids`` is checked for shape but changes nothing (kept simple on purpose).
 
     Reduces to: constant weights and no duplicated ids (or ids ``None``) -> InfoNCE; with
     ``symmetric=True`` exactly CLIP's ``(CE(L, arange) + CE(L.T, arange)) / 2``, with
@@ -81,7 +80,6 @@ class GCLLoss(nn.Module):
     ``scores``               (B,)       graded score per row (``same_query="lower"``)
     ``hard_neg_emb``         (N, D)     extra negative documents (q->d only)
     ``hard_neg_doc_ids``     (N,) int   their document ids
-    ``hard_neg_query_ids``   (N,) int   their query ids (checked, unused)
     ======================== ========== ==============================================
 
     Returns a scalar tensor (float32, or float64 for float64 inputs). Logits and the softmax are
@@ -178,10 +176,8 @@ class GCLLoss(nn.Module):
             same_anchor = anchor_ids[:, None] == anchor_ids[None, :]
             if self.same_query == "mask":
                 allowed &= ~same_anchor
-            elif scores is not None:  # "lower": same anchor stays a negative only if s_j < s_i
+            else:  # "lower" (forward checked that scores are given): a negative only if s_j < s_i
                 allowed &= ~same_anchor | (scores[None, :] < scores[:, None])
-            else:
-                raise ValueError('same_query="lower" needs scores (the graded score of each row)')
         allowed.fill_diagonal_(True)
         return allowed
 
@@ -197,12 +193,8 @@ class GCLLoss(nn.Module):
         scores: Tensor | None = None,
         hard_neg_emb: Tensor | None = None,
         hard_neg_doc_ids: Tensor | None = None,
-        hard_neg_query_ids: Tensor | None = None,
     ) -> Tensor:
-        b = _check_inputs(
-            query_emb, doc_emb, weights, query_ids, doc_ids, scores,
-            hard_neg_emb, hard_neg_doc_ids, hard_neg_query_ids,
-        )  # fmt: skip
+        b = _check_inputs(query_emb, doc_emb, weights, query_ids, doc_ids, scores, hard_neg_emb, hard_neg_doc_ids)
         if self.same_query == "lower" and scores is None:
             raise ValueError('same_query="lower" needs scores (the graded score of each row)')
         device = query_emb.device
@@ -246,7 +238,6 @@ def _check_inputs(
     scores: Tensor | None,
     hard_neg_emb: Tensor | None,
     hard_neg_doc_ids: Tensor | None,
-    hard_neg_query_ids: Tensor | None,
 ) -> int:
     """Raise ``ValueError`` on malformed inputs; return the batch size."""
     if not (isinstance(query_emb, Tensor) and query_emb.dim() == 2):
@@ -271,15 +262,14 @@ def _check_inputs(
         if not bool(torch.isfinite(scores).all()):
             raise ValueError("scores must be finite")
     if hard_neg_emb is None:
-        if hard_neg_doc_ids is not None or hard_neg_query_ids is not None:
-            raise ValueError("hard_neg_doc_ids / hard_neg_query_ids given without hard_neg_emb")
+        if hard_neg_doc_ids is not None:
+            raise ValueError("hard_neg_doc_ids given without hard_neg_emb")
         return b
     if not (isinstance(hard_neg_emb, Tensor) and hard_neg_emb.dim() == 2 and hard_neg_emb.shape[1] == dim):
         raise ValueError(f"hard_neg_emb must be an (N, {dim}) tensor, got {_shape(hard_neg_emb)}")
     n = hard_neg_emb.shape[0]
-    for name, ids in (("hard_neg_doc_ids", hard_neg_doc_ids), ("hard_neg_query_ids", hard_neg_query_ids)):
-        if ids is not None:
-            _check_vector(name, ids, n, integer=True)
+    if hard_neg_doc_ids is not None:
+        _check_vector("hard_neg_doc_ids", hard_neg_doc_ids, n, integer=True)
     return b
 
 
