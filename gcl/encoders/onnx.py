@@ -12,10 +12,11 @@ An export directory (``gcl export --model DIR --out OUT``) holds::
 The graph is the whole sentence-transformers pipeline (transformer, pooling, any dense/normalise
 modules) followed by ``e / ||e||``, so a backend's rows are what ``BiEncoder.encode_texts`` gives.
 
-Dynamic int8 quantisation (``onnxruntime.quantization.quantize_dynamic``, MatMul weights): each
-weight matrix is stored as ``q_W = round(W / s_W)`` in ``[-127, 127]`` with ``s_W = max|W| / 127``;
+Dynamic int8 quantisation (``onnxruntime.quantization.quantize_dynamic``, MatMul weights, per
+channel): each weight column ``j`` is stored as ``q_W = round(W / s_j)`` in ``[-127, 127]`` with
+``s_j = max_i |W_ij| / 127``;
 at run time each activation ``x`` is quantised with ``s_x = (max x - min x) / 255`` and zero point
-``z_x``, and ``x W ~= s_x s_W (q_x - z_x) q_W`` is an integer matrix product.
+``z_x``, and ``(x W)_j ~= s_x s_j ((q_x - z_x) q_W)_j`` is an integer matrix product.
 
 The exported model is the same model: ``fingerprint()`` of a backend is
 ``sha1(fp32 fingerprint | backend | sha1 of the graph file)``, distinct per backend (its vectors
@@ -145,13 +146,16 @@ def _export_graph(model, path: Path, opset: int) -> dict[str, str]:
 
 
 def _quantize(src: Path, dst: Path) -> dict[str, str]:
-    """ONNX Runtime dynamic quantisation of the MatMul weights to int8 (module docstring)."""
+    """ONNX Runtime dynamic quantisation of the MatMul weights to int8, one scale per output column
+    (per-tensor scales cost MiniLM cosine to fp32 down to 0.92, per-column 0.986 on Home Depot titles);
+    MatMuls of two activations (attention scores) stay fp32."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                     extra_options={"MatMulConstBOnly": True})
     return {"path": _GRAPH_FILES["onnx-int8"], "sha1": _sha1(dst)}
 
 
