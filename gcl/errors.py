@@ -1,13 +1,15 @@
-"""User-facing errors (every layer imports them from here; importing this module is free).
+"""User-facing errors and the one error rule (every layer imports them from here; importing this
+module is free). The rule, with what the CLI and the service do with each kind, is ``docs/errors.md``:
 
-* :class:`GCLError` -- any error caused by user input; the CLI prints it without a traceback and
-  the service answers it with a 4xx;
+* :class:`GCLError` -- any error caused by user input; the CLI prints it as one ``error:`` line
+  and exits with status 2, the service answers it with a 422;
 * :class:`DataError` -- bad input data: names the file (``source``), the row and the field;
-* :class:`ConfigError` -- bad configuration: an unknown key or option, a wrong value, a model or
-  index that does not fit the request.
-
-A programming error (a wrong type passed by code, not by a user) stays a ``ValueError`` /
-``TypeError``.
+* :class:`ConfigError` -- bad configuration or request: an unknown key or option, a wrong value,
+  a model or index that does not fit the request, a file that is not what it should be;
+* ``ValueError`` / ``TypeError`` -- a program passing a wrong argument to a library function
+  (metrics, exact search, the loss): a bug of the caller, shown with its traceback;
+* anything else (out of memory, a full disk, a bug) keeps its own type: code that turns a
+  library's exception into a ``GCLError`` names the types it expects and lets the rest through.
 """
 
 from __future__ import annotations

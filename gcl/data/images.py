@@ -115,7 +115,9 @@ def _decode(data: bytes, what: str) -> Image.Image:
                 canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(canvas, rgba).convert("RGB")
             return img.convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - untrusted bytes: whatever the decoder raises means "corrupt"
+    except MemoryError:
+        raise  # the machine's problem, not the file's
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: whatever else the decoder raises means "corrupt"
         # Pillow raises OSError (truncated, UnidentifiedImageError), ValueError, SyntaxError,
         # EOFError, struct.error... on broken files, DecompressionBombError past 2 x
         # Image.MAX_IMAGE_PIXELS.

@@ -49,6 +49,8 @@ _SUFFIX_FORMATS = {
     ".pq": "parquet",
 }
 _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
+# what re-reading a file on an error path can raise: unreadable or a broken compressed stream
+_REREAD_ERRORS = (OSError, EOFError, lzma.LZMAError)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -546,7 +548,7 @@ def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError | None) -> 
                     row = line_no - header if line_no >= header else None
                     exc = exc or line_exc
                     break
-    except Exception:  # noqa: BLE001 -- locating the row is best effort
+    except _REREAD_ERRORS:  # locating the row is best effort
         row = None
     hint = ' (try --encoding latin-1; Python: encoding="latin-1")' if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else ""
     what = f": {exc.reason}" if exc is not None else ""
@@ -566,7 +568,7 @@ def _first_ragged_row(path: Path, sep: str, encoding: str, n_fields: int) -> tup
             for i, fields in enumerate(rows):
                 if len(fields) != n_fields:
                     return i, len(fields)
-    except Exception:  # noqa: BLE001
+    except (*_REREAD_ERRORS, csv.Error):  # best effort, as above
         pass
     return None, 0
 
@@ -580,7 +582,7 @@ def _first_bad_json_line(path: Path, encoding: str) -> int | None:
                         json.loads(line.decode(encoding))
                     except ValueError:
                         return line_no
-    except Exception:  # noqa: BLE001
+    except _REREAD_ERRORS:  # best effort, as above
         return None
     return None
 

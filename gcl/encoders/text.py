@@ -47,6 +47,8 @@ def load_sentence_transformer(name_or_path: str = DEFAULT_TEXT_MODEL, *, device:
     ``HF_HUB_OFFLINE=1`` is set for the duration of the call unless the user set it, so a hub
     name resolves only from the local cache.
     """
+    import torch
+    from safetensors import SafetensorError
     from sentence_transformers import SentenceTransformer
 
     target = resolve_text_model(name_or_path)
@@ -56,7 +58,12 @@ def load_sentence_transformer(name_or_path: str = DEFAULT_TEXT_MODEL, *, device:
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         return SentenceTransformer(target, device=device)
-    except Exception as exc:  # noqa: BLE001 - any loader failure is a user-facing config problem
+    except torch.OutOfMemoryError:
+        raise  # a RuntimeError, but the machine's problem, not the model name's
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        # what a wrong name or a broken directory raises: not found / bad JSON (OSError), no or
+        # bad config or tokenizer (ValueError, KeyError), weights of another shape (RuntimeError),
+        # a corrupt weights file (SafetensorError)
         where = "local directory" if is_local else "model name (looked up in the local Hugging Face cache only)"
         raise ConfigError(
             f"cannot load text model {name_or_path!r} as a {where}: {exc}. "

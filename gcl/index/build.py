@@ -236,8 +236,8 @@ def _encode_to_shards(model: DocumentEncoder, documents: pd.DataFrame, order: np
     except BaseException:
         try:
             flush()  # keep what was encoded before the failure
-        except Exception:  # noqa: BLE001 - the original error matters more
-            pass
+        except (OSError, ValueError, MemoryError):  # the shard write's own failures (disk full, no memory
+            pass  # to join the batches): the original error, re-raised below, matters more
         raise
     finally:
         bar.close()

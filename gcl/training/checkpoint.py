@@ -9,6 +9,7 @@ arbitrary objects are unpickled.
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,11 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+    except torch.OutOfMemoryError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        # a corrupt file: not a pickle / disallowed objects (UnpicklingError), a damaged zip
+        # (RuntimeError), empty (EOFError); OSError: unreadable
         raise ConfigError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from exc
 
 
