@@ -216,3 +216,30 @@ def test_every_export_option_has_help(capsys):
         main(["export", "--help"])
     out = capsys.readouterr().out
     assert all(opt in out for opt in ("--model", "--out", "--quantize", "--opset"))
+
+
+@needs_ort
+def test_service_encodes_queries_with_the_int8_backend(torch_index, exported):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gcl.data.sources import load_benchmark
+    from gcl.service import ServiceSettings, create_app
+    from gcl.training.config import DataConfig
+
+    corpus = load_benchmark(DataConfig(source="synthetic")).corpus_1
+    settings = ServiceSettings(index_dir=torch_index, model=str(exported), encoder_backend="onnx-int8")
+    with TestClient(create_app(settings)) as client:
+        hits = client.post("/search", json={"query": corpus["title"].iloc[7], "k": 3}).json()["hits"]
+    assert hits[0]["doc_id"] == corpus.index[7]
+
+
+@needs_ort
+def test_service_passes_its_backend_to_the_model_loader(torch_index, tiny_model_dir, tmp_path, one_torch_thread):
+    pytest.importorskip("fastapi")
+    from gcl.service import ServiceSettings, create_app
+
+    fp32_only = tmp_path / "fp32_only"
+    assert main(["export", "--model", str(tiny_model_dir), "--out", str(fp32_only), "--quantize", "none"]) == 0
+    with pytest.raises(ConfigError, match="--quantize none"):
+        create_app(ServiceSettings(index_dir=torch_index, model=str(fp32_only), encoder_backend="onnx-int8"))
