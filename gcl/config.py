@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 
 T = TypeVar("T")
 

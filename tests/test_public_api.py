@@ -24,6 +24,13 @@ def test_importing_the_package_loads_neither_torch_nor_pandas(package):
     assert not {"torch", "pandas", "faiss", "fastapi"} & loaded
 
 
+@pytest.mark.parametrize("module", ["gcl.cli.main", "gcl.service.durable", "gcl.training.checkpoint", "gcl.config"])
+def test_modules_that_only_raise_data_errors_do_not_load_the_data_layer(module):
+    """They import the error classes from gcl.errors, not through gcl.data (which loads pandas)."""
+    loaded = modules_after(f"import {module}")
+    assert not {"pandas", "gcl.data"} & loaded
+
+
 def test_the_loss_is_importable_from_the_top_without_the_data_layer():
     loaded = modules_after("from gcl import GCLLoss; assert GCLLoss.__module__ == 'gcl.losses.gcl_loss'")
     assert "torch" in loaded and "pandas" not in loaded

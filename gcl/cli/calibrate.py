@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gcl.cli.evaluate import add_data_args, data_config
 from gcl.cli.options import check_model, positive_int
-from gcl.data.errors import ConfigError, DataError
+from gcl.errors import ConfigError, DataError
 
 
 def add_parser(sub) -> None:

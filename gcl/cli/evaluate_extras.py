@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 from gcl.evaluation.settings import CeilingSettings, CompareSettings
 
 TABLE_COLUMNS = ("ndcg@10", "err", "rbp@0.9", "map@1000", "mrr@1000")

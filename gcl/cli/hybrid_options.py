@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 
 
 def _unit_float(text: str) -> float:

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from gcl import __version__
-from gcl.data.errors import GCLError
+from gcl.errors import GCLError
 
 EXIT_USER_ERROR = 2
 

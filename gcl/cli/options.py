@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 
 
 def positive_int(text: str) -> int:

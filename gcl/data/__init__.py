@@ -1,6 +1,6 @@
 """Graded relevance data: the in-memory model, readers, splits and a generated dataset."""
 
-from gcl.data.errors import ConfigError, DataError, GCLError
+from gcl.errors import ConfigError, DataError, GCLError
 from gcl.data.homedepot import default_data_dir, read_homedepot
 from gcl.data.marqo import (
     QUERY_KEY_SUFFIX,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.readers import read_table
 from gcl.data.schema import GradedDataset
 

@@ -5,7 +5,7 @@ An image field holds a path relative to an image root, raw ``bytes``, or ``None`
 
 * :func:`load_image` -- value -> RGB ``PIL.Image`` or ``None``. Paths are confined to the root:
   an absolute path, a ``..`` that leaves the root, or a symlink that points outside it raises
-  :class:`~gcl.data.errors.DataError`.
+  :class:`~gcl.errors.DataError`.
 * :func:`preprocess` -- images -> ``(n, 3, S, S)`` float32: resize the shorter side to
   ``spec.resize_size`` (bicubic), center-crop ``S = spec.image_size``, scale to [0, 1], normalise
   with ``spec.mean`` / ``spec.std``. Pillow + numpy only (no torchvision).
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.embedding_cache import EmbeddingCache  # noqa: F401  (shared with gcl evaluate's document cache)
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gcl.data.arrow_text import arrow_strings, join_strings, json_strings, take_strings, to_strings
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.readers import Duplicates, dataset_from_frame, load_columns, read_table
 from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, Field, FieldKind, GradedDataset, positions
 

@@ -7,7 +7,7 @@ document fields are named columns (``doc_fields``, default ``["title"]``)::
     ds = read_table("judgments.csv.gz", query_col="search_term", doc_id_col="product_uid",
                     score_col="relevance", doc_fields={"title": "product_title"})
 
-Bad input raises :class:`~gcl.data.errors.DataError` naming the file, the 0-based data row and
+Bad input raises :class:`~gcl.errors.DataError` naming the file, the 0-based data row and
 the column. Nothing is dropped silently: merged duplicate judgments and conflicting document or
 query fields are counted in ``dataset.notes``. The rules are in ``docs/data.md``.
 
@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, Field, FieldKind, GradedDataset
 
 Format = Literal["csv", "tsv", "jsonl", "parquet"]

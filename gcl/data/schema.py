@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gcl.data.arrow_text import arrow_strings, one_array
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 
 QUERY_ID = "query_id"
 DOC_ID = "doc_id"

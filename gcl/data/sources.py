@@ -20,7 +20,7 @@ from typing import Callable
 
 import pandas as pd
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.schema import GradedDataset
 from gcl.data.splits import EVAL_SPLITS, SPLIT_FILES, BenchmarkSplits, build_splits
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 from gcl.data.marqo import write_marqo_layout
 from gcl.data.schema import DOC_ID, QUERY_ID, GradedDataset, isin
 

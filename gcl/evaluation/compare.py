@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.evaluation.settings import CompareSettings
 
 PER_QUERY_SUFFIX = "_per_query.csv"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.schema import DOC_ID, QUERY_ID, GradedDataset
 from gcl.data.marqo import query_key
 from gcl.evaluation.protocol import GRADE, graded_judgments, ground_truth, sample_test_queries

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.marqo import query_key
 from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, GradedDataset, isin
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 from gcl.data.schema import QUERY_ID
 
 GROUPS = ("seen", "unseen", "dev")

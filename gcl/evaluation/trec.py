@@ -11,7 +11,7 @@ wants ``int`` grades: ``{q: {d: int(g) ...}}``). As in trec_eval, the rank colum
 used when reading: the order is score descending, ties by document id descending.
 :func:`write_run` writes ranks in exactly that order, so file ranks and evaluated ranks agree.
 
-A malformed line raises :class:`gcl.data.errors.DataError` with ``source`` = the path and
+A malformed line raises :class:`gcl.errors.DataError` with ``source`` = the path and
 ``row`` = the 0-based line index (the files have no header), and the 1-based line number in the
 message, e.g. ``run.txt, row 4, field 'score': line 5: score 'x' is not a number``.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from gcl.atomic import write_atomic
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.metrics.judged import trec_order
 
 __all__ = ["read_run", "write_run", "read_qrels", "write_qrels", "trec_order", "trec_id_map", "write_trec_files"]

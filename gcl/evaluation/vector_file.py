@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 
 WINDOW_ROWS = 16384  # rows read per window (25 MiB of 384-d float32)
 

@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.index.base import normalise
 from gcl.index.store import MANIFEST_FILE, SearchHit, VectorIndex
 from gcl.index.locks import ReadWriteLock, WriterLock

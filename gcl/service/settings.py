@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 from gcl.encoders.onnx import DEFAULT_BACKEND, check_backend
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, GradedDataset
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gcl.atomic import write_atomic
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

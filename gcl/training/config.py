@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Literal, Optional, Union
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 from gcl.data.schema import Field, FieldKind
 from gcl.encoders.config import BiEncoderConfig, MultiFieldConfig
 

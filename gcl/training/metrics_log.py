@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from gcl.data.errors import ConfigError
+from gcl.errors import ConfigError
 
 
 class MetricsLog:

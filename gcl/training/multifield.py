@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gcl.data.errors import DataError
+from gcl.errors import DataError
 from gcl.data.images import ImageDataset, ImageStats
 from gcl.encoders.config import FieldConfig
 from gcl.encoders.multifield import MultiFieldModel

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gcl.config import to_dict
-from gcl.data.errors import ConfigError, DataError
+from gcl.errors import ConfigError, DataError
 from gcl.encoders.model import BiEncoder
 from gcl.losses import GCLLoss, get_weight_fn
 from gcl.training import distributed as D
