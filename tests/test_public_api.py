@@ -37,7 +37,7 @@ def test_the_loss_is_importable_from_the_top_without_the_data_layer():
 
 
 @pytest.mark.parametrize("package", ["gcl", "gcl.training", "gcl.evaluation", "gcl.losses", "gcl.encoders",
-                                     "gcl.index", "gcl.metrics"])
+                                     "gcl.index", "gcl.metrics", "gcl.service"])
 def test_every_exported_name_is_the_object_of_its_home_module(package):
     module = importlib.import_module(package)
     for name in module.__all__:

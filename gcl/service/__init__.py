@@ -4,14 +4,10 @@ Needs the ``[serve]`` extra (fastapi, uvicorn, python-multipart). Importing this
 cheap; FastAPI is imported by :func:`create_app`. ``gcl serve`` runs the app with uvicorn.
 """
 
+from gcl.lazy import lazy_exports
 from gcl.service.settings import ServiceSettings
 
 __all__ = ["ServiceSettings", "create_app"]
 
 
-def __getattr__(name: str):  # lazy: the app module pulls in the index, the encoders and FastAPI
-    if name == "create_app":
-        from gcl.service.app import create_app
-
-        return create_app
-    raise AttributeError(f"module 'gcl.service' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"create_app": "gcl.service.app"})  # FastAPI, the index, the encoders
