@@ -255,7 +255,7 @@ def test_write_trec_files_leaves_token_ids_alone(tmp_path):
                        st.one_of(st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-9, 3.5e38, -np.inf, np.inf]),
                                  st.floats(allow_nan=False)), max_size=12))
 def test_trec_order_is_the_naive_sort(docs):
-    """The one tie rule (gcl.metrics.judged, shared with judge_run): float32 score, then id, both descending."""
+    """The one tie rule (gcl.metrics.runs, shared with judge_run): float32 score, then id, both descending."""
     with np.errstate(over="ignore"):
         naive = sorted(docs.items(), key=lambda kv: (np.float32(kv[1]), kv[0]), reverse=True)
     assert trec_order(docs) == naive

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from gcl.atomic import write_atomic
 from gcl.errors import DataError
-from gcl.metrics.judged import trec_order
+from gcl.metrics.runs import trec_order
 
 __all__ = ["read_run", "write_run", "read_qrels", "write_qrels", "trec_order", "trec_id_map", "write_trec_files"]
 

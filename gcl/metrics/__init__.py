@@ -11,7 +11,8 @@ Usage::
 trec_eval does. Definitions, formulas and citations: ``docs/metrics.md``.
 """
 
-from gcl.metrics.judged import JudgedRun, judge_indices, judge_run
+from gcl.metrics.judged import JudgedRun, judge_indices
+from gcl.metrics.runs import judge_run
 from gcl.metrics.registry import (
     DEFAULT_METRICS,
     REFERENCE_COLUMNS,
