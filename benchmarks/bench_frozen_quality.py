@@ -33,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dev-corpus", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--config", default="configs/homedepot_gcl.yaml")
+    p.add_argument("--override", nargs="*", default=[], help="config overrides for every arm, e.g. optim.lr=2e-4")
     return p.parse_args(argv)
 
 
@@ -62,7 +63,7 @@ def main(argv=None) -> None:
     n_pairs = len(splits.train.judgments)
     steps = max(1, round(args.epochs * n_pairs / base.batch.batch_size))
     every = max(1, steps // args.evals)
-    print(f"load average {os.getloadavg()[0]:.1f}; {args.config}; {splits.train.judgments['query_id'].nunique()} "
+    print(f"load average {os.getloadavg()[0]:.1f}; {args.config} {' '.join(args.override)}; {splits.train.judgments['query_id'].nunique()} "
           f"training queries, {n_pairs} pairs; {steps} steps of {base.batch.batch_size} "
           f"({args.epochs} epochs), dev every {every} steps, dev corpus {args.dev_corpus}", flush=True)
     dev = DevEvaluator(splits, replace(base.eval, dev_corpus_size=args.dev_corpus), seed=base.seed)
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
         for L in args.layers:
             cfg = load_config(TrainConfig, args.config, [
                 f"optim.steps={steps}", f"optim.warmup_steps={max(1, steps // 10)}", f"eval.every={every}",
-                f"model.freeze_layers={L}", f"out_dir={tmp}/L{L}", "progress=false", "eval.keep_best=false"])
+                f"model.freeze_layers={L}", f"out_dir={tmp}/L{L}", "progress=false", "eval.keep_best=false", *args.override])
             t0 = time.perf_counter()
             tr = Trainer(cfg, splits=splits, dev_eval=dev)
             setup = time.perf_counter() - t0
