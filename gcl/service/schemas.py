@@ -42,8 +42,13 @@ def _float_not_int(value: Any) -> Any:
     return value
 
 
-def build_schemas(s: ServiceSettings) -> SimpleNamespace:
-    """The pydantic models for settings ``s`` (a namespace of classes)."""
+class Strict(BaseModel):  # a request body: unknown keys and loose types are 422s
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _field_types(s: ServiceSettings) -> SimpleNamespace:
+    """The annotated types with ``s``'s limits: ``DocId``, ``FieldName``, ``FieldValue``, ``FilterValue``,
+    and ``Filters`` (/search/image's filters form field, a JSON text)."""
     DocId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(check_doc_id)]
     FieldName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
     FieldValue = Union[
@@ -53,13 +58,16 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
         Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_float_not_int)],
         None,
     ]
-
     FilterValue = Annotated[str, StringConstraints(max_length=s.max_field_chars)]
     Filters = TypeAdapter(Annotated[dict[FieldName, FilterValue], Field(max_length=s.max_fields)],
-                          config=ConfigDict(strict=True))  # /search/image's filters form field, a JSON text
+                          config=ConfigDict(strict=True))
+    return SimpleNamespace(DocId=DocId, FieldName=FieldName, FieldValue=FieldValue, FilterValue=FilterValue,
+                           Filters=Filters)
 
-    class Strict(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
+
+def _search_request(s: ServiceSettings, T: SimpleNamespace) -> type:
+    """``SearchRequest`` with ``s``'s limits (``T``: :func:`_field_types`)."""
+    FieldName, FilterValue = T.FieldName, T.FilterValue
 
     class SearchRequest(Strict):
         """A text query; results ``offset .. offset + k - 1`` of the ranking (``offset + k <= max_k``)."""
@@ -99,22 +107,12 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
                 raise ValueError("alpha applies to fusion 'convex' (rrf uses ranks only)")
             return self
 
-    class Hit(BaseModel):
-        rank: int = Field(description="1-based rank in the whole ranking (offset included)")
-        doc_id: str
-        score: float = Field(description="cosine similarity (mode dense), BM25 score (lexical) or fused score (hybrid)")
-        relevance: Optional[float] = Field(
-            default=None, description="calibrated relevance: the expected judged grade for this cosine (mode dense, "
-                                      "when the model has a calibration; else null)")
-        fields: dict[str, Any]
+    return SearchRequest
 
-    class SearchResponse(BaseModel):
-        query: Optional[str] = None
-        k: int
-        offset: int
-        hits: list[Hit]
-        has_more: bool = Field(description="whether a next page exists (within max_k)")
-        took_ms: float
+
+def _documents(s: ServiceSettings, T: SimpleNamespace) -> SimpleNamespace:
+    """The document request and write-response models with ``s``'s limits."""
+    DocId, FieldName, FieldValue = T.DocId, T.FieldName, T.FieldValue
 
     class DocumentIn(Strict):
         fields: dict[FieldName, FieldValue] = Field(
@@ -139,6 +137,30 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
     class DeleteResponse(BaseModel):
         deleted: str
 
+    return SimpleNamespace(**{c.__name__: c for c in (
+        DocumentIn, DocumentWithId, DocumentBatch, WriteResponse, DocumentOut, DeleteResponse)})
+
+
+def _responses() -> SimpleNamespace:
+    """The response models (no limits: they describe what the service sends)."""
+
+    class Hit(BaseModel):
+        rank: int = Field(description="1-based rank in the whole ranking (offset included)")
+        doc_id: str
+        score: float = Field(description="cosine similarity (mode dense), BM25 score (lexical) or fused score (hybrid)")
+        relevance: Optional[float] = Field(
+            default=None, description="calibrated relevance: the expected judged grade for this cosine (mode dense, "
+                                      "when the model has a calibration; else null)")
+        fields: dict[str, Any]
+
+    class SearchResponse(BaseModel):
+        query: Optional[str] = None
+        k: int
+        offset: int
+        hits: list[Hit]
+        has_more: bool = Field(description="whether a next page exists (within max_k)")
+        took_ms: float
+
     class Health(BaseModel):
         status: str
         documents: int
@@ -149,6 +171,11 @@ def build_schemas(s: ServiceSettings) -> SimpleNamespace:
     class Error(BaseModel):
         detail: Any
 
-    return SimpleNamespace(**{c.__name__: c for c in (
-        SearchRequest, Hit, SearchResponse, DocumentIn, DocumentWithId, DocumentBatch, WriteResponse, DocumentOut,
-        DeleteResponse, Health, Error)}, DocId=DocId, Filters=Filters)
+    return SimpleNamespace(**{c.__name__: c for c in (Hit, SearchResponse, Health, Error)})
+
+
+def build_schemas(s: ServiceSettings) -> SimpleNamespace:
+    """The pydantic models for settings ``s`` (a namespace of classes, plus ``DocId`` and ``Filters``)."""
+    T = _field_types(s)
+    return SimpleNamespace(SearchRequest=_search_request(s, T), **vars(_responses()), **vars(_documents(s, T)),
+                           DocId=T.DocId, Filters=T.Filters)
