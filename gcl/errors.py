@@ -57,5 +57,5 @@ def check_k(k: object, *, error: type[Exception] = ConfigError) -> int:
     functions pass ``error=ValueError`` (``k`` is a caller's argument, see the module docstring).
     """
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-        raise error(f"k must be an integer >= 1, got {k!r}")
+        raise error(f"k must be a positive integer, got {k!r}")
     return int(k)
