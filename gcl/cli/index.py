@@ -45,7 +45,9 @@ def add_parser(sub) -> None:
                    help="corpus_1: the training corpus (D0); corpus_2: the novel corpus (D1); all: both")
     b.add_argument("--out", "--uri", dest="out", required=True,
                    help="where to write the index: a directory (replaced atomically) or a Milvus URI / .db file")
-    b.add_argument("--backend", choices=("auto", "faiss", "milvus"), default="auto",
+    from gcl.index.factory import BACKENDS
+
+    b.add_argument("--backend", choices=("auto", *sorted(BACKENDS)), default="auto",
                    help="auto (default): milvus for a Milvus URI or .db file, faiss for a directory")
     add_milvus_args(b)
     d = IndexParams()  # the index defaults live there
@@ -168,15 +170,13 @@ def run_build(args) -> int:
     from gcl.encoders.onnx import load_backend
     from gcl.index.build import build_index
 
-    from gcl.index.factory import is_milvus_location
+    from gcl.index.factory import BACKENDS, backend_for
 
-    milvus = is_milvus_location(args.out)
-    if args.backend == "milvus" and not milvus:
-        raise ConfigError(f"--backend milvus needs a Milvus URI (milvus://host:port, http(s)://host:port) or a "
-                          f".db file for milvus-lite, got {args.out!r}")
-    if args.backend == "faiss" and milvus:
-        raise ConfigError(f"--backend faiss writes a directory, but {args.out!r} is a Milvus location")
-    if not milvus:
+    backend = backend_for(args.out)
+    if args.backend != "auto" and args.backend != backend.name:
+        raise ConfigError(f"--backend {args.backend} {BACKENDS[args.backend].location_hint}, but {args.out!r} is "
+                          f"{'a directory' if backend.local_directory else 'a ' + backend.name.capitalize() + ' location'}")
+    if backend.local_directory:
         check_out_dir(args.out, "--out")
     check_model(args.model)
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
@@ -196,14 +196,10 @@ def run_build(args) -> int:
 
 
 def run_info(args) -> int:
-    from gcl.index.factory import is_milvus_location, open_index
-    from gcl.index.store import MANIFEST_FILE
+    from gcl.index.factory import backend_for, open_index
 
     index = open_index(args.index, **_milvus_options(args))  # validates the whole index, not just the manifest
-    if is_milvus_location(args.index):
-        print(json.dumps(index.manifest(), indent=2))
-    else:
-        print((Path(args.index) / MANIFEST_FILE).read_text().strip())
+    print(backend_for(args.index).describe(index, args.index))
     return 0
 
 

@@ -51,10 +51,10 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_serve)
 
 
-def _is_milvus(location: str) -> bool:
-    from gcl.index.factory import is_milvus_location
+def _takes_token(location: str) -> bool:
+    from gcl.index.factory import backend_for
 
-    return is_milvus_location(location)
+    return "token" in backend_for(location).options
 
 
 def settings_from_args(args):
@@ -69,7 +69,7 @@ def settings_from_args(args):
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     return ServiceSettings(
         index_dir=args.index, model=args.model, collection=args.collection, db_name=args.db_name,
-        token=(os.environ.get("GCL_MILVUS_TOKEN") or None) if _is_milvus(args.index) else None,
+        token=(os.environ.get("GCL_MILVUS_TOKEN") or None) if _takes_token(args.index) else None,
         api_key=api_key, max_request_bytes=args.max_request_bytes,
         max_k=args.max_k, max_batch=args.max_batch, page_size=args.page_size, image_root=args.image_root,
         image_field=args.image_field, title_field=args.title_field, checkpoint_every=args.checkpoint_every,

@@ -105,6 +105,8 @@ class QuantParams:
 class SearchIndex(ABC):
     """The index interface shared by the faiss and Milvus backends (see the module docstring)."""
 
+    model: str | None = None  # the encoder that made the vectors (path or name), kept in the manifest
+
     @property
     @abstractmethod
     def dim(self) -> int: ...
@@ -139,6 +141,23 @@ class SearchIndex(ABC):
 
     @abstractmethod
     def manifest(self) -> dict[str, Any]: ...
+
+    @property
+    @abstractmethod
+    def ef_search(self) -> int:
+        """HNSW search breadth (implementations give the setter, which checks it)."""
+
+    @property
+    @abstractmethod
+    def n_tombstones(self) -> int:
+        """Deleted or replaced vectors still taking room until :meth:`compact` (0 where the database hides them)."""
+
+    @abstractmethod
+    def compact(self) -> int:
+        """Reclaim the room of deleted vectors; returns how many were dropped."""
+
+    def close(self) -> None:
+        """Release the connection (nothing to release for an in-process index)."""
 
 
 def check_filters(filters: Mapping[str, str] | None) -> dict[str, str]:

@@ -56,9 +56,8 @@ from gcl.atomic import write_atomic
 from gcl.errors import ConfigError, DataError
 from gcl.data.schema import DOC_ID
 from gcl.index.base import IndexParams, SearchIndex
-from gcl.index.factory import is_milvus_location
+from gcl.index.factory import backend_for
 from gcl.index.locks import WriterLock
-from gcl.index.store import MANIFEST_FILE, VectorIndex
 
 PROGRESS_FILE = "progress.json"
 PROGRESS_VERSION = 1
@@ -92,14 +91,8 @@ class BuildResult:
 
 
 def default_work_dir(out_dir: str | Path, collection: str | None = None) -> Path:
-    if is_milvus_location(out_dir) and "://" in str(out_dir):
-        from gcl.index.milvus import DEFAULT_COLLECTION, parse_uri
-
-        uri, named = parse_uri(out_dir)
-        name = f"{uri.split('://', 1)[1]}-{collection or named or DEFAULT_COLLECTION}"
-        return Path(".gcl-index-build") / ("".join(c if c.isalnum() or c in "-_." else "_" for c in name) + ".partial")
-    out_dir = Path(out_dir)
-    return out_dir.with_name(out_dir.name + ".partial")
+    """Where the shard log of a build into ``out_dir`` lives (see :meth:`gcl.index.factory.Backend.work_dir`)."""
+    return backend_for(out_dir).work_dir(str(out_dir), collection)
 
 
 def _doc_ids(documents: pd.DataFrame) -> list[str]:
@@ -179,22 +172,15 @@ def _check_quantization(kind: str, quantization: Mapping[str, int] | None, dim: 
     return dict(checked.__dict__)
 
 
-def _check_output(location: str, *, milvus_options: bool) -> bool:
-    """Whether ``location`` is a Milvus output; a bad URI, Milvus options for a directory, or a
-    directory that holds something else than an index fail now, not after encoding."""
-    if is_milvus_location(location):
-        from gcl.index.milvus import parse_uri
-
-        parse_uri(location)
-        return True
-    if milvus_options:
+def _check_output(location: str, *, options: dict[str, Any]):
+    """The backend of ``location``; a bad URI, options the backend does not take, or a directory
+    that holds something else than an index fail now, not after encoding."""
+    backend = backend_for(location)
+    unknown = sorted(set(options) - set(backend.options))
+    if unknown:
         raise ConfigError("collection, token and db_name apply to a Milvus output only")
-    out_dir = Path(location)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
-        raise ConfigError(f"{out_dir} is not empty and holds no index; choose another output directory")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} exists and is not a directory")
-    return False
+    backend.check_output(location)
+    return backend
 
 
 def _encode_to_shards(model: DocumentEncoder, documents: pd.DataFrame, order: np.ndarray, progress: dict[str, Any],
@@ -260,9 +246,7 @@ def _one_writer(build):
 
     @functools.wraps(build)
     def locked(model, documents, out_dir, **options):
-        target = out_dir
-        if is_milvus_location(out_dir):
-            target = options.get("work_dir") or default_work_dir(out_dir, options.get("collection"))
+        target = backend_for(out_dir).lock_target(str(out_dir), options.get("work_dir"), options.get("collection"))
         with WriterLock(target, purpose="gcl index build"):
             return build(model, documents, out_dir, **options)
 
@@ -308,7 +292,8 @@ def build_index(
     IndexParams(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)  # checks them
     quantization = _check_quantization(kind, quantization, getattr(model, "dim", None))
     location, out_dir = str(out_dir), Path(out_dir)
-    milvus = _check_output(location, milvus_options=bool(collection or token or db_name))
+    given = {k: v for k, v in (("collection", collection), ("token", token), ("db_name", db_name)) if v}
+    backend = _check_output(location, options=given)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(location, collection)
     if model_path is None:
         model_path = model.source
@@ -337,22 +322,9 @@ def build_index(
 
     params = dict(dim=progress["dim"], kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
                   ef_search=ef_search, model=model_path, **quantization)
-    if milvus:
-        from gcl.index.milvus import MilvusIndex
-
-        index = MilvusIndex(uri=location, collection=collection, token=token, db_name=db_name, replace=True, **params)
-        write = index.upsert  # idempotent: a load killed half-way and run again leaves each document once
-    else:
-        index = VectorIndex(**params)
-        write = index.add
+    index, write = backend.create(location, params, **given)
     _load_shards(write, work_dir, progress["shards"], order, ids, documents[field_cols] if field_cols else None)
-    if milvus:
-        index.flush()
-    else:
-        index.save(out_dir)
-        from gcl.index.lexical import LexicalIndex
-
-        LexicalIndex(index).save(out_dir)  # BM25 over the stored text fields, for lexical/hybrid search
+    backend.finish(index, location)
     shutil.rmtree(work_dir, ignore_errors=True)
     return BuildResult(index=index, out_dir=out_dir, n_documents=n, encoded_batches=encoded_batches,
                        resumed_rows=resumed_rows, seconds=time.perf_counter() - t0, location=location)

@@ -69,26 +69,28 @@ def _jsonable(value):
 
 
 def open_store(settings: ServiceSettings):
-    """The write-ahead-logged faiss directory (:class:`DurableIndex`), or Milvus written straight through."""
-    from gcl.index.factory import is_milvus_location, open_index
+    """The write-ahead-logged directory (:class:`DurableIndex`) when the backend leaves logging to gcl,
+    else the database written straight through (Milvus)."""
+    from gcl.index.factory import backend_for, open_index
 
-    if is_milvus_location(settings.index_dir):
+    options = {k: v for k, v in (("collection", settings.collection), ("token", settings.token),
+                                 ("db_name", settings.db_name)) if v}
+    if not backend_for(settings.index_dir).write_ahead_log:
         from gcl.service.direct import DirectIndex
 
-        options = {k: v for k, v in (("collection", settings.collection), ("token", settings.token),
-                                     ("db_name", settings.db_name)) if v}
         return DirectIndex(open_index(settings.index_dir, **options))
-    if settings.collection or settings.token or settings.db_name:
+    if options:
         raise ConfigError(f"collection, token and db_name apply to a Milvus index only; {settings.index_dir} is a directory")
     return DurableIndex(settings.index_dir, checkpoint_every=settings.checkpoint_every)
 
 
 def _lexical_index(store, settings: ServiceSettings):
     """BM25 over the stored fields of a directory index (read from ``lexical/`` when it is current,
-    else built at the first lexical search and after writes); None for Milvus."""
+    else built at the first lexical search and after writes); None when the backend has no lexical side."""
+    from gcl.index.factory import backend_for
     from gcl.index.lexical import LexicalIndex
 
-    if not hasattr(store.index, "live_documents"):
+    if not backend_for(settings.index_dir).supports_lexical:
         return None
     return LexicalIndex.open(store.index, settings.index_dir)
 

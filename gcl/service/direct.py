@@ -51,6 +51,4 @@ class DirectIndex(LockedIndex):
     def close(self, *, checkpoint: bool = True) -> None:
         if checkpoint:
             self.checkpoint()
-        close = getattr(self.index, "close", None)
-        if close is not None:
-            close()
+        self.index.close()

@@ -64,10 +64,10 @@ class ServiceSettings:
     encoder_backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
-        from gcl.index.factory import is_milvus_location
+        from gcl.index.factory import backend_for
 
         check_backend(self.encoder_backend, "encoder_backend")
-        if not is_milvus_location(self.index_dir):
+        if backend_for(self.index_dir).local_directory:
             self.index_dir = Path(self.index_dir)
         elif not isinstance(self.index_dir, Path):
             self.index_dir = str(self.index_dir)  # a URI: Path() would fold its "//"

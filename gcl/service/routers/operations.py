@@ -22,7 +22,7 @@ def router(S, settings: ServiceSettings):
         store = request.app.state.store
         snap = request.app.state.metrics.snapshot()
         snap["index"] = {"documents": len(store), "dim": store.dim, "kind": store.index.kind,
-                         "backend": type(store.index).__name__, "tombstones": getattr(store.index, "n_tombstones", 0),
+                         "backend": type(store.index).__name__, "tombstones": store.index.n_tombstones,
                          "logged_writes_pending": store.pending, "checkpoints": store.checkpoints,
                          "replayed_at_start": store.replayed}
         return snap
