@@ -82,15 +82,11 @@ def run(args) -> int:
         best = f", best dev {cfg.eval.metric} {result.best_metric:.4f} at step {result.best_step}" if result.best_metric is not None else ""
         print(f"trained {result.steps} steps{best}; model saved to {result.out_dir / 'final'}", file=sys.stderr)
     if args.evaluate and dist.is_main:
-        from gcl.cli.main import main as cli_main
+        from gcl.evaluation.run import evaluate_model
 
         model_dir = result.out_dir / ("best" if cfg.eval.keep_best and (result.out_dir / "best").exists() else "final")
         mf = cfg.model.multifield
         doc_fields = [f.name for f in mf.doc_fields] if mf is not None else \
             [f if isinstance(f, str) else f.name for f in cfg.data.doc_fields]
-        return cli_main(["evaluate", "--model", str(model_dir), "--data", cfg.data.source,
-                         "--split-seed", str(cfg.data.split_seed), "--out", str(result.out_dir / "eval"),
-                         "--query-col", cfg.data.query_col, "--doc-id-col", cfg.data.doc_id_col,
-                         "--score-col", cfg.data.score_col, "--doc-fields", ",".join(doc_fields)]
-                        + (["--data-dir", cfg.data.data_dir] if cfg.data.data_dir else []))
+        evaluate_model(model_dir, dataclasses.replace(cfg.data, doc_fields=doc_fields), result.out_dir / "eval")
     return 0
