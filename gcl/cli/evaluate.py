@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from gcl.cli import evaluate_extras, hybrid_options
 from gcl.cli.options import check_model, check_out_dir, positive_int
-from gcl.data.errors import ConfigError, DataError
+from gcl.data.errors import ConfigError
 
 SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
 
@@ -89,7 +88,8 @@ def _query_backend(model, label: str, backend: str):
 
 def run(args) -> int:
     from gcl.data.sources import load_benchmark
-    from gcl.evaluation.evaluator import Protocol, prepare_task, results_table, write_results
+    from gcl.evaluation.evaluator import Protocol, results_table, write_results
+    from gcl.evaluation.run import evaluate_splits
     from gcl.evaluation.retrievers import BM25Retriever, DenseRetriever, PrecomputedRetriever
 
     if args.compare:
@@ -116,23 +116,8 @@ def run(args) -> int:
         retriever = DenseRetriever(model, batch_size=args.batch_size, show_progress=not args.no_progress,
                                    cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()))
     retriever, label = hybrid_options.evaluate_retriever(args, retriever, label)
-    results, tasks = [], []
-    for name in names:
-        t0 = time.perf_counter()
-        split = bench.eval_split(name)
-        if len(split.judgments) == 0:  # a small dataset can leave a split empty
-            if args.splits != "all":
-                raise DataError(f"split {name!r} has no judgments to evaluate (too few queries or documents to split?)")
-            print(f"[{name}] skipped: no judgments (too few queries or documents for this split)", file=sys.stderr)
-            continue
-        task = prepare_task(split, protocol, name=name)
-        res = evaluate_extras.evaluate_split(args, task, retriever, protocol)
-        print(f"[{name}] {res.n_queries} queries over {res.n_documents} documents in {time.perf_counter() - t0:.1f}s",
-              file=sys.stderr)
-        results.append(res)
-        tasks.append(task)
-    if not results:
-        raise DataError(f"no split of {bench.name} has judgments to evaluate")
+    results, tasks = evaluate_splits(bench, retriever, protocol, names, skip_empty=args.splits == "all",
+                                     score=lambda task, r, p: evaluate_extras.evaluate_split(args, task, r, p))
     if getattr(retriever, "cache_dir", None) is not None:
         print(f"[cache] {retriever.encoded_documents} documents encoded, the others read from {retriever.cache_dir}",
               file=sys.stderr)
