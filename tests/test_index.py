@@ -10,7 +10,7 @@ import pytest
 from gcl.data.errors import ConfigError, DataError, GCLError
 from gcl.evaluation.search import exact_search
 from gcl.index import SearchHit, VectorIndex
-from gcl.index import store
+from gcl.index import store_files
 
 pytest.importorskip("faiss")
 
@@ -249,7 +249,7 @@ def test_save_replaces_an_index_atomically_and_refuses_other_directories(tmp_pat
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.json, "dump", broken_dump)
+    monkeypatch.setattr(store_files.json, "dump", broken_dump)  # the manifest write fails
     with pytest.raises(OSError, match="disk full"):
         b.save(target)
     monkeypatch.undo()

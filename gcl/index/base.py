@@ -20,7 +20,8 @@ Contract (both backends, tested by the same tests):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -205,3 +206,79 @@ def matches(fields: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
         if got is None or str(got) != value:
             return False
     return True
+
+
+# ---------------------------------------------------------------- result types and shared helpers
+def check_exact(kind: str) -> None:
+    """``exact=True`` (``gcl search --exact``, the API's ``exact``) is served only by the exact kind."""
+    if kind == "exact":
+        return
+    why = ("a compressed index: it scores codes and re-scores only the top rescore*k candidates from the "
+           "float32 vectors on disk; raise --rescore for better recall" if kind in QUANTIZED_KINDS
+           else "an approximate index")
+    raise ConfigError(f"exact search asked of a {kind} index ({why}); build one with --kind exact for exact results")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: the document id, its cosine score and (a copy of) its stored fields."""
+
+    doc_id: str
+    score: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """What :meth:`VectorIndex.get` returns: the stored (normalised) vector and fields."""
+
+    doc_id: str
+    vector: np.ndarray
+    fields: dict[str, Any]
+
+
+def load_faiss():
+    """The faiss module (a ConfigError naming the [index] extra when it is not installed)."""
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("the vector index needs faiss: pip install 'gcl[index]' (faiss-cpu)") from exc
+    return faiss
+
+
+def json_value(value: Any, *, doc_id: str, name: str) -> Any:
+    """A JSON-safe copy of one field value (numpy scalars -> Python, NaN/NA -> None)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, np.generic):
+        return json_value(value.item(), doc_id=doc_id, name=name)
+    if isinstance(value, (list, tuple)):
+        return [json_value(v, doc_id=doc_id, name=name) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v, doc_id=doc_id, name=name) for k, v in value.items()}
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    raise DataError(f"field value of type {type(value).__name__} cannot be stored (JSON types only)",
+                    source=f"document {doc_id!r}", field=name)
+
+
+def check_fields(ids: list[str], fields: Sequence[Mapping[str, Any] | None] | None) -> list[dict[str, Any]]:
+    """One JSON-safe field dict per id (``{}`` for None); a count mismatch or a non-dict is a DataError."""
+    if fields is None:
+        return [{} for _ in ids]
+    fields = list(fields)
+    if len(fields) != len(ids):
+        raise DataError(f"got {len(fields)} field dicts for {len(ids)} ids")
+    out = []
+    for doc_id, f in zip(ids, fields):
+        if f is not None and not isinstance(f, Mapping):
+            raise DataError(f"fields must be a dict, got {type(f).__name__}", source=f"document {doc_id!r}")
+        out.append({str(k): json_value(v, doc_id=doc_id, name=str(k)) for k, v in (f or {}).items()})
+    return out

@@ -53,9 +53,8 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from gcl.errors import ConfigError, DataError
-from gcl.index.base import (QUANTIZED_KINDS, IndexParams, QuantParams, SearchIndex, check_filters, check_ids, check_k,
-                            matches, normalise)
-from gcl.index.store import IndexedDocument, SearchHit, _json_value, check_exact
+from gcl.index.base import (QUANTIZED_KINDS, IndexedDocument, IndexParams, QuantParams, SearchHit, SearchIndex,
+                            check_exact, check_fields, check_filters, check_ids, check_k, matches, normalise)
 
 DEFAULT_COLLECTION = "gcl_documents"
 META_PROPERTY = "gcl.meta"
@@ -299,17 +298,7 @@ class MilvusIndex(SearchIndex):
         x = normalise(vectors, self._dim, "document")
         if len(ids) != len(x):
             raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
-        if fields is None:
-            checked = [{} for _ in ids]
-        else:
-            fields = list(fields)
-            if len(fields) != len(ids):
-                raise DataError(f"got {len(fields)} field dicts for {len(ids)} ids")
-            checked = []
-            for doc_id, f in zip(ids, fields):
-                if f is not None and not isinstance(f, Mapping):
-                    raise DataError(f"fields must be a dict, got {type(f).__name__}", source=f"document {doc_id!r}")
-                checked.append({str(k): _json_value(v, doc_id=doc_id, name=str(k)) for k, v in (f or {}).items()})
+        checked = check_fields(ids, fields)
         return ids, x, checked
 
     # ------------------------------------------------------------------ properties

@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 
 from gcl.errors import DataError
-from gcl.index.base import IndexParams, QuantParams
-from gcl.index.store import SearchHit, VectorIndex, _faiss
+from gcl.index.base import IndexParams, QuantParams, SearchHit, load_faiss
+from gcl.index.store import VectorIndex
 
 VECTORS_FILE = "vectors.npy"
 VECTOR_LABELS_FILE = "vector_labels.npy"
@@ -159,7 +159,7 @@ class QuantizedIndex(VectorIndex):
 
     # ------------------------------------------------------------------ faiss plumbing
     def _new_faiss_index(self):
-        faiss = _faiss()
+        faiss = load_faiss()
         ip = faiss.METRIC_INNER_PRODUCT
         if self._kind == "sq8":
             inner = faiss.IndexScalarQuantizer(self._dim, faiss.ScalarQuantizer.QT_8bit, ip)
@@ -174,7 +174,7 @@ class QuantizedIndex(VectorIndex):
         return faiss.IndexIDMap2(inner)
 
     def _search_params(self, fetch: int):
-        faiss = _faiss()
+        faiss = load_faiss()
         if self._kind == "hnsw_sq8":
             return faiss.SearchParametersHNSW(efSearch=int(max(fetch, self._ef_search)))
         if self._kind == "ivfpq":

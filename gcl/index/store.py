@@ -28,11 +28,8 @@ Behaviour worth knowing:
   index). On HNSW the doubling stops at ``max(k + len(tombstones), HNSW_MAX_FETCH)`` candidates
   (4,096), so a very selective filter can return fewer than ``k`` hits or miss some: the graph
   search itself knows nothing of the filter.
-* **Persistence.** :meth:`save` writes ``manifest.json`` (format, dim, kind, params, model path,
-  counts), ``vectors.faiss``, ``documents.jsonl`` (one ``{"id", "label", "fields"}`` per live
-  document, in label order) and ``tombstones.npy`` into a temporary sibling directory, then
-  renames it into place: a reader sees the old index or the new one, never half of one.
-  :meth:`flush` saves again to the directory last saved to or loaded from.
+* **Persistence.** :meth:`save` writes the directory atomically (files and swap:
+  :mod:`gcl.index.store_files`); :meth:`flush` saves again to the directory last saved to or loaded from.
 * **Threads.** One index may be used from several threads: searches and reads (``search``,
   ``get``, ``save``) share a readers/writer lock, writes (``add``, ``upsert``, ``delete``,
   ``compact``, setting ``ef_search``) hold it alone, so a search never sees half of a write
@@ -42,90 +39,21 @@ Behaviour worth knowing:
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import shutil
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from gcl.errors import ConfigError, DataError
-from gcl.index.base import (QUANTIZED_KINDS, IndexParams, SearchIndex, check_filters, check_ids, check_k, matches,
-                            normalise)
+from gcl.index.base import (QUANTIZED_KINDS, IndexedDocument, IndexParams, SearchHit, SearchIndex, check_exact,  # noqa: F401 - re-exported
+                            check_fields, check_filters, check_ids, check_k, load_faiss, matches, normalise)
 from gcl.index.locks import ReadWriteLock
 
-FORMAT = "gcl-vector-index"
-FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-FAISS_FILE = "vectors.faiss"
-DOCUMENTS_FILE = "documents.jsonl"
-TOMBSTONES_FILE = "tombstones.npy"
+from gcl.index.store_files import (DOCUMENTS_FILE, FAISS_FILE, FORMAT, FORMAT_VERSION,  # noqa: F401 - re-exported
+                                   MANIFEST_FILE, TOMBSTONES_FILE)
 HNSW_MAX_FETCH = 4096  # HNSW filtered search stops widening here (see the module docstring)
-
-
-def check_exact(kind: str) -> None:
-    """``exact=True`` (``gcl search --exact``, the API's ``exact``) is served only by the exact kind."""
-    if kind == "exact":
-        return
-    why = ("a compressed index: it scores codes and re-scores only the top rescore*k candidates from the "
-           "float32 vectors on disk; raise --rescore for better recall" if kind in QUANTIZED_KINDS
-           else "an approximate index")
-    raise ConfigError(f"exact search asked of a {kind} index ({why}); build one with --kind exact for exact results")
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """One search result: the document id, its cosine score and (a copy of) its stored fields."""
-
-    doc_id: str
-    score: float
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class IndexedDocument:
-    """What :meth:`VectorIndex.get` returns: the stored (normalised) vector and fields."""
-
-    doc_id: str
-    vector: np.ndarray
-    fields: dict[str, Any]
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ConfigError("the vector index needs faiss: pip install 'gcl[index]' (faiss-cpu)") from exc
-    return faiss
-
-
-def _json_value(value: Any, *, doc_id: str, name: str) -> Any:
-    """A JSON-safe copy of one field value (numpy scalars -> Python, NaN/NA -> None)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, np.generic):
-        return _json_value(value.item(), doc_id=doc_id, name=name)
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v, doc_id=doc_id, name=name) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _json_value(v, doc_id=doc_id, name=name) for k, v in value.items()}
-    try:
-        import pandas as pd
-
-        if value is pd.NA or value is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover
-        pass
-    raise DataError(f"field value of type {type(value).__name__} cannot be stored (JSON types only)",
-                    source=f"document {doc_id!r}", field=name)
 
 
 class VectorIndex(SearchIndex):
@@ -217,7 +145,7 @@ class VectorIndex(SearchIndex):
 
     # ------------------------------------------------------------------ faiss plumbing
     def _new_faiss_index(self):
-        faiss = _faiss()
+        faiss = load_faiss()
         if self._kind == "exact":
             inner = faiss.IndexFlatIP(self._dim)
         else:
@@ -227,11 +155,11 @@ class VectorIndex(SearchIndex):
         return faiss.IndexIDMap2(inner)  # the Python wrapper keeps `inner` alive with it
 
     def _inner(self):
-        return _faiss().downcast_index(self._faiss_index.index)
+        return load_faiss().downcast_index(self._faiss_index.index)
 
     def _stored_labels(self) -> np.ndarray:
         """Labels in faiss storage order (live and tombstoned)."""
-        return _faiss().vector_to_array(self._faiss_index.id_map).astype(np.int64, copy=False)
+        return load_faiss().vector_to_array(self._faiss_index.id_map).astype(np.int64, copy=False)
 
     # ------------------------------------------------------------------ input checks
     def _prepare(self, vectors: Any, what: str) -> np.ndarray:
@@ -241,22 +169,6 @@ class VectorIndex(SearchIndex):
     def _check_ids(ids: Iterable[str]) -> list[str]:
         return check_ids(ids)
 
-    def _check_fields(self, ids: list[str], fields: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-        if fields is None:
-            return [{} for _ in ids]
-        fields = list(fields)
-        if len(fields) != len(ids):
-            raise DataError(f"got {len(fields)} field dicts for {len(ids)} ids")
-        out = []
-        for doc_id, f in zip(ids, fields):
-            if f is None:
-                out.append({})
-                continue
-            if not isinstance(f, Mapping):
-                raise DataError(f"fields must be a dict, got {type(f).__name__}", source=f"document {doc_id!r}")
-            out.append({str(k): _json_value(v, doc_id=doc_id, name=str(k)) for k, v in f.items()})
-        return out
-
     # ------------------------------------------------------------------ writes
     def add(self, ids: Sequence[str], vectors: Any, fields: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Add new documents; an id already in the index is a :class:`DataError` (use :meth:`upsert`)."""
@@ -264,7 +176,7 @@ class VectorIndex(SearchIndex):
         x = self._prepare(vectors, "document")
         if len(ids) != len(x):
             raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
-        checked = self._check_fields(ids, fields)
+        checked = check_fields(ids, fields)
         with self._lock.write():
             present = [d for d in ids if d in self._label_of]
             if present:
@@ -277,7 +189,7 @@ class VectorIndex(SearchIndex):
         x = self._prepare(vectors, "document")
         if len(ids) != len(x):
             raise DataError(f"got {len(ids)} ids for {len(x)} vectors")
-        checked = self._check_fields(ids, fields)
+        checked = check_fields(ids, fields)
         with self._lock.write():
             self._remove([d for d in ids if d in self._label_of])
             self._append(ids, x, checked)
@@ -407,7 +319,7 @@ class VectorIndex(SearchIndex):
         """HNSW returns at most ``efSearch`` results, so an over-fetch widens the search to match."""
         if self._kind != "hnsw" or fetch <= self._ef_search:
             return None
-        return _faiss().SearchParametersHNSW(efSearch=int(fetch))
+        return load_faiss().SearchParametersHNSW(efSearch=int(fetch))
 
     def _collect(
         self, scores: np.ndarray, labels: np.ndarray, k: int, filters: dict[str, str], dead: np.ndarray
@@ -448,7 +360,7 @@ class VectorIndex(SearchIndex):
             "count": len(self),
             "tombstones": len(self._tombstones),
             "next_label": self._next_label,
-            "faiss_version": _faiss().__version__,
+            "faiss_version": load_faiss().__version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
@@ -470,39 +382,9 @@ class VectorIndex(SearchIndex):
         self.save(self._path)
 
     def _save(self, directory: Path) -> Path:
-        if directory.exists():
-            if not directory.is_dir():
-                raise ConfigError(f"{directory} exists and is not a directory")
-            if any(directory.iterdir()) and not (directory / MANIFEST_FILE).is_file():
-                raise ConfigError(f"{directory} is not empty and holds no index ({MANIFEST_FILE}); refusing to replace it")
-        parent = directory.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
-        try:
-            _faiss().write_index(self._faiss_index, str(tmp / FAISS_FILE))
-            with open(tmp / DOCUMENTS_FILE, "w", encoding="utf-8") as fh:
-                for label in sorted(self._doc_of):
-                    rec = {"id": self._doc_of[label], "label": label, "fields": self._fields[label]}
-                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            np.save(tmp / TOMBSTONES_FILE, np.asarray(sorted(self._tombstones), dtype=np.int64))
-            self._write_extra(tmp)
-            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
-                json.dump(self.manifest(), fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if directory.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=parent))
-                os.replace(directory, old / "index")
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        from gcl.index.store_files import save_files
+
+        return save_files(self, directory)
 
     def _write_extra(self, tmp: Path) -> None:
         """Files a subclass keeps beside the faiss index (written into the temporary directory)."""
@@ -513,56 +395,6 @@ class VectorIndex(SearchIndex):
     @classmethod
     def load(cls, directory: str | Path) -> "VectorIndex":
         """Read an index written by :meth:`save`; a missing or inconsistent one is a :class:`DataError`."""
-        directory = Path(directory)
-        manifest_path = directory / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise DataError(f"no index here ({MANIFEST_FILE} not found)", source=str(directory))
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{MANIFEST_FILE} is not valid JSON ({exc})", source=str(directory)) from exc
-        if manifest.get("format") != FORMAT:
-            raise DataError(f"{MANIFEST_FILE} is not a {FORMAT} manifest", source=str(directory))
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ConfigError(f"{directory}: index format version {manifest.get('format_version')} is not supported "
-                              f"(this gcl reads version {FORMAT_VERSION}); rebuild the index")
-        params = manifest.get("params", {})
-        index = cls(dim=manifest["dim"], kind=manifest["kind"], model=manifest.get("model"), **params)
-        faiss = _faiss()
-        for name in (FAISS_FILE, DOCUMENTS_FILE):
-            if not (directory / name).is_file():
-                raise DataError(f"index file {name} is missing", source=str(directory))
-        try:
-            raw = faiss.read_index(str(directory / FAISS_FILE))
-        except RuntimeError as exc:  # faiss reports a truncated or corrupt file as a RuntimeError
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"cannot read the faiss index (corrupt or truncated? rebuild it): {first}",
-                            source=str(directory / FAISS_FILE)) from exc
-        if not isinstance(raw, faiss.IndexIDMap2) or raw.d != index.dim:
-            raise DataError(f"{FAISS_FILE} is not an IndexIDMap2 of dimension {index.dim}", source=str(directory))
-        index._faiss_index = raw
-        if index.kind == "hnsw":
-            index._inner().hnsw.efSearch = index.ef_search
-        with open(directory / DOCUMENTS_FILE, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh):
-                try:
-                    rec = json.loads(line)
-                    doc_id, label, fields = rec["id"], int(rec["label"]), rec.get("fields") or {}
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise DataError(f"bad record ({exc})", source=str(directory / DOCUMENTS_FILE), row=line_no) from exc
-                index._label_of[doc_id] = label
-                index._doc_of[label] = doc_id
-                index._fields[label] = fields
-        tomb_path = directory / TOMBSTONES_FILE
-        tombstones = np.load(tomb_path) if tomb_path.is_file() else np.zeros(0, dtype=np.int64)
-        index._tombstones = set(tombstones.tolist())
-        index._next_label = int(manifest.get("next_label", max(index._doc_of, default=-1) + 1))
-        index._load_extra(directory)
-        expected = np.sort(np.concatenate([np.fromiter(index._doc_of, dtype=np.int64, count=len(index._doc_of)),
-                                           tombstones.astype(np.int64)]))
-        if len(index._label_of) != len(index._doc_of) or not np.array_equal(np.sort(index._stored_labels()), expected):
-            raise DataError(f"{FAISS_FILE} and {DOCUMENTS_FILE} disagree about the stored documents "
-                            f"({raw.ntotal} vectors, {len(index._doc_of)} documents, {len(tombstones)} tombstones)",
-                            source=str(directory))
-        index._path = directory
-        return index
+        from gcl.index.store_files import load_files
+
+        return load_files(cls, directory)
