@@ -124,7 +124,7 @@ class MilvusBackend(Backend):
     location_hint = "needs a Milvus URI (milvus://host:port, http(s)://host:port) or a .db file for milvus-lite"
 
     def claims(self, location) -> bool:
-        from gcl.index.milvus import is_milvus_uri  # pure string test; pymilvus is imported only on open
+        from gcl.index.milvus_syntax import is_milvus_uri  # pure string test; pymilvus is imported only on open
 
         return is_milvus_uri(location)
 
@@ -134,7 +134,7 @@ class MilvusBackend(Backend):
         return MilvusIndex(uri=location, **options)
 
     def check_output(self, location: str) -> None:
-        from gcl.index.milvus import parse_uri
+        from gcl.index.milvus_syntax import parse_uri
 
         parse_uri(location)
 

@@ -55,6 +55,8 @@ import numpy as np
 from gcl.errors import ConfigError, DataError
 from gcl.index.base import (QUANTIZED_KINDS, IndexedDocument, IndexParams, QuantParams, SearchHit, SearchIndex,
                             check_exact, check_fields, check_filters, check_ids, check_k, matches, normalise)
+from gcl.index.milvus_syntax import (INDEX_TYPES, build_params, filter_expression, id_expression,  # noqa: F401 - re-exported
+                                     is_milvus_uri, load_pymilvus, parse_uri)
 
 DEFAULT_COLLECTION = "gcl_documents"
 META_PROPERTY = "gcl.meta"
@@ -64,89 +66,6 @@ MAX_TOPK = 16384  # Milvus search limit
 WRITE_CHUNK = 2048  # rows per insert/upsert request (gRPC messages stay well under 64 MB)
 ID_CHUNK = 1000  # ids per existence query
 TOKEN_ENV = "GCL_MILVUS_TOKEN"
-_INDEX_TYPES = {"exact": "FLAT", "hnsw": "HNSW", "sq8": "IVF_SQ8", "hnsw_sq8": "HNSW_SQ", "ivfpq": "IVF_PQ"}
-
-
-def _build_params(kind: str, p: Mapping[str, int]) -> dict[str, Any]:
-    """Milvus index-build parameters of a gcl kind (``p``: the collection's stored params)."""
-    if kind in ("hnsw", "hnsw_sq8"):
-        extra = {"sq_type": "SQ8"} if kind == "hnsw_sq8" else {}
-        return {"M": p["hnsw_m"], "efConstruction": p["ef_construction"], **extra}
-    if kind == "sq8":
-        return {"nlist": p["nlist"]}
-    if kind == "ivfpq":
-        return {"nlist": p["nlist"], "m": p["pq_m"], "nbits": p["pq_nbits"]}
-    return {}
-
-
-def _pymilvus():
-    try:
-        import pymilvus
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ConfigError("the Milvus backend needs pymilvus (and milvus-lite for a local .db file): "
-                          "pip install 'gcl[milvus]'") from exc
-    return pymilvus
-
-
-def is_milvus_uri(location: str | os.PathLike) -> bool:
-    """``milvus://``, ``http(s)://`` and ``tcp://`` URIs, and paths ending in ``.db`` (milvus-lite)."""
-    s = str(location)
-    return s.startswith(("milvus://", "http://", "https://", "tcp://")) or s.endswith(".db")
-
-
-def parse_uri(location: str | os.PathLike) -> tuple[str, str | None]:
-    """(pymilvus uri, collection named in the URI or None).
-
-    ``milvus://host:19530`` -> ``http://host:19530``; ``milvus://host:19530/products`` names the
-    collection ``products``; ``http(s)://`` URIs are passed as they are (a path after the port
-    also names the collection); a ``.db`` path is a milvus-lite file (made absolute).
-    """
-    s = str(location)
-    if s.endswith(".db") and "://" not in s:
-        return str(Path(s).expanduser().resolve()), None
-    scheme, sep, rest = s.partition("://")
-    if not sep or scheme not in ("milvus", "http", "https", "tcp"):
-        raise ConfigError(f"not a Milvus location: {s!r} (use milvus://host:port, http(s)://host:port or a .db file)")
-    host, _, path = rest.partition("/")
-    if not host:
-        raise ConfigError(f"no host in Milvus URI {s!r}")
-    collection = path.strip("/") or None
-    return f"{'http' if scheme == 'milvus' else scheme}://{host}", collection
-
-
-def _literals(value: str) -> list[str]:
-    """Milvus expression literals that a stored JSON value ``v`` with ``str(v) == value`` can equal."""
-    out = [json.dumps(value, ensure_ascii=False)]
-    if value in ("True", "False"):
-        out.append(value.lower())
-    else:
-        try:
-            if str(int(value)) == value:
-                out.append(value)
-        except ValueError:
-            try:
-                if str(float(value)) == value and np.isfinite(float(value)):
-                    out.append(value)
-            except ValueError:
-                pass
-    return out
-
-
-def _id_expression(ids: list[str]) -> str:
-    """``id in [...]`` with the ids as JSON string literals (pymilvus's own quoting breaks on a backslash)."""
-    return f"id in {json.dumps(ids, ensure_ascii=False)}"
-
-
-def filter_expression(filters: Mapping[str, str]) -> str:
-    """A Milvus boolean expression true for (at least) every document ``filters`` keeps."""
-    parts = []
-    for name, value in filters.items():
-        key = f"fields[{json.dumps(name, ensure_ascii=False)}]"
-        alts = [f"{key} == {lit}" for lit in _literals(value)]
-        parts.append(alts[0] if len(alts) == 1 else "(" + " or ".join(alts) + ")")
-    return " and ".join(parts)
-
-
 class MilvusIndex(SearchIndex):
     """A gcl index in a Milvus collection (milvus-lite ``.db`` file or a server/cluster URI).
 
@@ -183,7 +102,7 @@ class MilvusIndex(SearchIndex):
                 raise ConfigError(f"dim must be a positive integer, got {dim!r}")
             IndexParams(kind=kind or IndexParams.kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
                         ef_search=ef_search or IndexParams.ef_search)
-        pymilvus = _pymilvus()
+        pymilvus = load_pymilvus()
         self.uri = pm_uri
         self._lite = pm_uri.endswith(".db") and "://" not in pm_uri
         if self._lite:
@@ -230,7 +149,7 @@ class MilvusIndex(SearchIndex):
         if self._lite and self._kind == "ivfpq":  # milvus-lite 3.2 builds HNSW, HNSW_SQ, IVF_FLAT, IVF_SQ8 only
             raise ConfigError("milvus-lite cannot build an IVF_PQ index (kind ivfpq); use a Milvus server, "
                               "or kind sq8 (IVF_SQ8) or hnsw_sq8 (HNSW_SQ)")
-        pymilvus = _pymilvus()
+        pymilvus = load_pymilvus()
         DataType = pymilvus.DataType
         schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
@@ -238,8 +157,8 @@ class MilvusIndex(SearchIndex):
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self._dim)
         schema.add_field("fields", DataType.JSON)
         index_params = self._client.prepare_index_params()
-        index_params.add_index(field_name="vector", index_type=_INDEX_TYPES[self._kind], metric_type="IP",
-                               params=_build_params(self._kind, self._params))
+        index_params.add_index(field_name="vector", index_type=INDEX_TYPES[self._kind], metric_type="IP",
+                               params=build_params(self._kind, self._params))
         self._client.create_collection(self.collection, schema=schema, index_params=index_params,
                                        consistency_level="Strong")
         self._client.alter_collection_properties(self.collection, properties={META_PROPERTY: json.dumps(self._meta())})
@@ -282,7 +201,7 @@ class MilvusIndex(SearchIndex):
         found: set[str] = set()
         for i in range(0, len(ids), ID_CHUNK):
             chunk = ids[i : i + ID_CHUNK]
-            rows = self._client.query(self.collection, filter=_id_expression(chunk), output_fields=["id"])
+            rows = self._client.query(self.collection, filter=id_expression(chunk), output_fields=["id"])
             found.update(r["id"] for r in rows)
         return found
 
@@ -366,7 +285,7 @@ class MilvusIndex(SearchIndex):
             raise DataError(f"document id {missing[0]!r} is not in the index ({len(missing)} such)")
         known_ids = [d for d in ids if d in known]
         for i in range(0, len(known_ids), ID_CHUNK):
-            self._client.delete(self.collection, filter=_id_expression(known_ids[i : i + ID_CHUNK]))
+            self._client.delete(self.collection, filter=id_expression(known_ids[i : i + ID_CHUNK]))
         return len(known_ids)
 
     def compact(self) -> int:
@@ -396,7 +315,7 @@ class MilvusIndex(SearchIndex):
         """The stored (normalised) vector and fields of ``doc_id``, or ``None``."""
         if not isinstance(doc_id, str):
             return None
-        rows = self._client.query(self.collection, filter=_id_expression([doc_id]), output_fields=["vector", "fields"])
+        rows = self._client.query(self.collection, filter=id_expression([doc_id]), output_fields=["vector", "fields"])
         if not rows:
             return None
         r = rows[0]
@@ -449,7 +368,7 @@ class MilvusIndex(SearchIndex):
         ids = sorted({h.doc_id for hits in results for h in hits})
         stored: dict[str, tuple[np.ndarray, int]] = {}
         for i in range(0, len(ids), ID_CHUNK):
-            rows = self._client.query(self.collection, filter=_id_expression(ids[i : i + ID_CHUNK]),
+            rows = self._client.query(self.collection, filter=id_expression(ids[i : i + ID_CHUNK]),
                                       output_fields=["vector", "label"])
             stored.update((r["id"], (np.asarray(r["vector"], dtype=np.float32), int(r["label"]))) for r in rows)
         out = []
@@ -477,7 +396,7 @@ class MilvusIndex(SearchIndex):
 
     # ------------------------------------------------------------------ description
     def manifest(self) -> dict[str, Any]:
-        pymilvus = _pymilvus()
+        pymilvus = load_pymilvus()
         return {
             "format": FORMAT,
             "uri": self._redacted(),
