@@ -206,21 +206,14 @@ class QuantizedIndex(VectorIndex):
         self._store.append(labels, x)
         if self._trained:
             self._faiss_index.add_with_ids(x, labels)
-        self._next_label += len(ids)
-        for doc_id, label, f in zip(ids, labels.tolist(), fields):
-            self._label_of[doc_id] = label
-            self._doc_of[label] = doc_id
-            self._fields[label] = f
+        self._register(ids, labels, fields)
         if len(self._label_of) >= self.quant.train_size:
             self._train()
 
     def _remove(self, ids: list[str]) -> None:
         if not ids:
             return
-        labels = [self._label_of.pop(d) for d in ids]
-        for label in labels:
-            del self._doc_of[label]
-            del self._fields[label]
+        labels = self._forget(ids)
         if not self._trained:
             return  # nothing in faiss yet; the float rows are dropped at the next save
         if self._kind == "sq8":  # flat codes: faiss removes them physically

@@ -210,19 +210,28 @@ class VectorIndex(SearchIndex):
             return
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
         self._faiss_index.add_with_ids(x, labels)
+        self._register(ids, labels, fields)
+
+    def _register(self, ids: list[str], labels: np.ndarray, fields: list[dict[str, Any]]) -> None:
+        """Record new documents' labels and fields (the id <-> label maps every kind keeps)."""
         self._next_label += len(ids)
         for doc_id, label, f in zip(ids, labels.tolist(), fields):
             self._label_of[doc_id] = label
             self._doc_of[label] = doc_id
             self._fields[label] = f
 
-    def _remove(self, ids: list[str]) -> None:
-        if not ids:
-            return
+    def _forget(self, ids: list[str]) -> list[int]:
+        """Drop documents from the id <-> label maps; returns their labels."""
         labels = [self._label_of.pop(d) for d in ids]
         for label in labels:
             del self._doc_of[label]
             del self._fields[label]
+        return labels
+
+    def _remove(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        labels = self._forget(ids)
         if self._kind == "exact":
             self._faiss_index.remove_ids(np.asarray(labels, dtype=np.int64))
         else:
