@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gcl.metrics import cascade, ranking
+import gcl.metrics.cascade as cascade
+import gcl.metrics.ranking as ranking
 from gcl.metrics.judged import JudgedRun, check_relevance_level
 
 __all__ = [
