@@ -83,18 +83,71 @@ class EmbeddingModel(Protocol):
     def fingerprint(self) -> str: ...
 
 
-def read_model_config(path: str | Path) -> dict[str, Any] | None:
-    """The parsed ``gcl_model.json`` of a saved model directory; ``None`` when there is none."""
-    cfg_file = Path(path) / MODEL_CONFIG_FILE
-    if not cfg_file.is_file():
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in the file ``path``; ``None`` when there is no such file. Anything else
+    (invalid JSON, not an object) is a :class:`ConfigError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
         return None
     try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{cfg_file} is not valid JSON: {exc}") from exc
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{cfg_file} must hold a JSON object")
+        raise ConfigError(f"{path} must hold a JSON object")
     return raw
+
+
+def read_model_config(path: str | Path) -> dict[str, Any] | None:
+    """The parsed ``gcl_model.json`` of a saved model directory; ``None`` when there is none."""
+    return read_json_object(Path(path) / MODEL_CONFIG_FILE)
+
+
+class TextFieldsModel:
+    """The text-field half of :class:`EmbeddingModel` for models whose fields are all text and
+    share one text encoder (:class:`gcl.encoders.model.BiEncoder` and its ONNX export).
+
+    Needs ``self.config`` (``query_fields`` / ``doc_fields``), the fusion weights
+    ``self._q_weights`` / ``self._d_weights`` and ``self.encode_texts(texts, batch_size=,
+    show_progress=)`` returning L2-normalised float32 rows. A side with several fields is fused
+    by :func:`gcl.fusion.fuse`, an empty or blank text counting as an absent field.
+    """
+
+    @property
+    def query_field_names(self) -> list[str]:
+        return list(self.config.query_fields)
+
+    @property
+    def doc_field_names(self) -> list[str]:
+        return list(self.config.doc_fields)
+
+    def field_kinds(self, side: Side) -> dict[str, FieldKind]:
+        return {n: "text" for n in (self.config.query_fields if side == "query" else self.config.doc_fields)}
+
+    def _encode_side(
+        self, table: "pd.DataFrame", names: list[str], weights: list[float], batch_size: int, show_progress: bool
+    ) -> "np.ndarray":
+        missing = [n for n in names if n not in table.columns]
+        if missing:
+            raise ConfigError(f"model expects field(s) {missing}, data has {list(table.columns)}")
+        texts = [table[n].fillna("").astype(str).tolist() for n in names]
+        if len(names) == 1:
+            return self.encode_texts(texts[0], batch_size=batch_size, show_progress=show_progress)
+        import torch
+
+        from gcl.fusion import fuse
+
+        embs = [torch.from_numpy(self.encode_texts(t, batch_size=batch_size, show_progress=show_progress)) for t in texts]
+        present = [torch.tensor([bool(s.strip()) for s in t]) for t in texts]
+        return fuse(embs, weights, present).numpy()
+
+    def encode_queries(self, queries: "pd.DataFrame", *, batch_size: int = 256, show_progress: bool = False) -> "np.ndarray":
+        return self._encode_side(queries, self.config.query_fields, self._q_weights, batch_size, show_progress)
+
+    def encode_documents(
+        self, documents: "pd.DataFrame", *, batch_size: int = 256, show_progress: bool = False
+    ) -> "np.ndarray":
+        return self._encode_side(documents, self.config.doc_fields, self._d_weights, batch_size, show_progress)
 
 
 def load_model(path_or_name: str | Path, *, device: str = "cpu") -> EmbeddingModel:

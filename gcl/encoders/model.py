@@ -19,20 +19,19 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from gcl.atomic import write_atomic
 
-from gcl.encoders.base import MODEL_CONFIG_FILE, FieldKind, Side, decode_images, read_model_config, state_fingerprint
+from gcl.encoders.base import MODEL_CONFIG_FILE, TextFieldsModel, decode_images, read_model_config, state_fingerprint
 from gcl.encoders.config import BiEncoderConfig
 from gcl.encoders.text import load_sentence_transformer
 from gcl.errors import ConfigError
-from gcl.fusion import field_weights, fuse
+from gcl.fusion import field_weights
 
 
-class BiEncoder(nn.Module):
+class BiEncoder(TextFieldsModel, nn.Module):
     """Shared text tower + per-side field fusion. ``forward`` returns fused, L2-normalised embeddings."""
 
     def __init__(self, config: BiEncoderConfig | None = None, *, device: str = "cpu", tower=None,
@@ -56,17 +55,7 @@ class BiEncoder(nn.Module):
         return next(self.tower.parameters()).device
 
     # ------------------------------------------------------------------ the EmbeddingModel protocol
-    @property
-    def query_field_names(self) -> list[str]:
-        return list(self.config.query_fields)
-
-    @property
-    def doc_field_names(self) -> list[str]:
-        return list(self.config.doc_fields)
-
-    def field_kinds(self, side: Side) -> dict[str, FieldKind]:
-        return {n: "text" for n in (self.config.query_fields if side == "query" else self.config.doc_fields)}
-
+    # (field names, kinds, encode_queries / encode_documents: TextFieldsModel)
     @property
     def source(self) -> str | None:
         return self.config.text_model
@@ -123,31 +112,6 @@ class BiEncoder(nn.Module):
             normalize_embeddings=True,
         )
         return emb.astype(np.float32, copy=False)
-
-    def _encode_side(
-        self, table: pd.DataFrame, names: list[str], weights: list[float], batch_size: int, show_progress: bool
-    ) -> np.ndarray:
-        missing = [n for n in names if n not in table.columns]
-        if missing:
-            raise ConfigError(f"model expects field(s) {missing}, data has {list(table.columns)}")
-        if len(names) == 1:
-            return self.encode_texts(
-                table[names[0]].fillna("").astype(str).tolist(), batch_size=batch_size, show_progress=show_progress
-            )
-        embs, present = [], []
-        for n in names:
-            texts = table[n].fillna("").astype(str).tolist()
-            embs.append(torch.from_numpy(self.encode_texts(texts, batch_size=batch_size, show_progress=show_progress)))
-            present.append(torch.tensor([bool(t.strip()) for t in texts]))
-        return fuse(embs, weights, present).numpy()
-
-    def encode_queries(self, queries: pd.DataFrame, *, batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
-        return self._encode_side(queries, self.config.query_fields, self._q_weights, batch_size, show_progress)
-
-    def encode_documents(
-        self, documents: pd.DataFrame, *, batch_size: int = 256, show_progress: bool = False
-    ) -> np.ndarray:
-        return self._encode_side(documents, self.config.doc_fields, self._d_weights, batch_size, show_progress)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

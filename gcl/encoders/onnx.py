@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
+from gcl.encoders.base import TextFieldsModel, read_json_object
 from gcl.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    import pandas as pd
 
     from gcl.encoders.base import EmbeddingModel
 
@@ -171,13 +171,8 @@ def _sha1(path: Path) -> str:
 def read_export_config(path: str | Path) -> dict | None:
     """The parsed ``gcl_onnx.json`` of an export directory; ``None`` when there is none."""
     f = Path(path) / ONNX_CONFIG_FILE
-    if not f.is_file():
-        return None
-    try:
-        raw = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{f} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict) or raw.get("format") != ONNX_FORMAT or not isinstance(raw.get("files"), dict):
+    raw = read_json_object(f)
+    if raw is not None and (raw.get("format") != ONNX_FORMAT or not isinstance(raw.get("files"), dict)):
         raise ConfigError(f"{f} is not a gcl ONNX export (format {ONNX_FORMAT!r} with 'files')")
     return raw
 
@@ -201,7 +196,7 @@ def load_backend(path_or_name: str | Path, backend: str = DEFAULT_BACKEND, *, de
     return OnnxBiEncoder(Path(path_or_name), cfg, backend)
 
 
-class OnnxBiEncoder:
+class OnnxBiEncoder(TextFieldsModel):
     """The text bi-encoder of an export directory, encoding through an ONNX Runtime session.
 
     Field lists and fusion weights are the saved model's (``gcl_model.json``); each text is
@@ -246,17 +241,6 @@ class OnnxBiEncoder:
         return self._dim
 
     @property
-    def query_field_names(self) -> list[str]:
-        return list(self.config.query_fields)
-
-    @property
-    def doc_field_names(self) -> list[str]:
-        return list(self.config.doc_fields)
-
-    def field_kinds(self, side):
-        return {n: "text" for n in (self.config.query_fields if side == "query" else self.config.doc_fields)}
-
-    @property
     def source(self) -> str | None:
         return str(self.path)
 
@@ -295,28 +279,6 @@ class OnnxBiEncoder:
                                    max_length=self.max_seq_length, return_tensors="np")
             out[idx] = self.session.run(None, {n: feats[n].astype(np.int64) for n in self._inputs})[0]
         return out
-
-    def _encode_side(self, table: "pd.DataFrame", names: list[str], weights: list[float], batch_size: int) -> "np.ndarray":
-        import torch
-
-        from gcl.fusion import fuse
-
-        missing = [n for n in names if n not in table.columns]
-        if missing:
-            raise ConfigError(f"model expects field(s) {missing}, data has {list(table.columns)}")
-        texts = [table[n].fillna("").astype(str).tolist() for n in names]
-        if len(names) == 1:
-            return self.encode_texts(texts[0], batch_size=batch_size)
-        embs = [torch.from_numpy(self.encode_texts(t, batch_size=batch_size)) for t in texts]
-        present = [torch.tensor([bool(s.strip()) for s in t]) for t in texts]
-        return fuse(embs, weights, present).numpy()
-
-    def encode_queries(self, queries: "pd.DataFrame", *, batch_size: int = 256, show_progress: bool = False) -> "np.ndarray":
-        return self._encode_side(queries, self.config.query_fields, self._q_weights, batch_size)
-
-    def encode_documents(self, documents: "pd.DataFrame", *, batch_size: int = 256,
-                         show_progress: bool = False) -> "np.ndarray":
-        return self._encode_side(documents, self.config.doc_fields, self._d_weights, batch_size)
 
 
 class QuerySideModel:
