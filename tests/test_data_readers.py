@@ -238,3 +238,31 @@ def test_vectorised_reader_equals_a_naive_loop(tmp_path, seed, duplicates):
     n_ids, n_rows = ref["conflicts"]
     expected = f"{n_ids} document ids have conflicting field values across rows ({n_rows} rows differ"
     assert any(note.startswith(expected) for note in ds.notes) == (n_rows > 0)
+
+
+CSV_CASES = {
+    "quoted.csv": b'q,d,s,t\nred shirt,d1,1,"a, b"\n"x""y",d2,2.50,\n',
+    "null_words.csv": b'q,d,s,t\nNA,null,,N/A\nNaN,None,1,""\n',
+    "bom.csv": b"\xef\xbb\xbfq,d,s,t\na,b,1,c\n",
+    "blank_lines.csv": b"q,d,s,t\n\na,b,1,c\n\n\nx,y,2,z\n",
+    "crlf.csv": b'q,d,s,t\r\na,b,1,"multi\r\nline"\r\nx,y,2,z\r\n',
+    "tab.tsv": b'q\td\ts\tt\na b\tc\t1\t"q"\n',
+    "spaces.csv": b"q,d,s,t\n a , b ,1, c \n",
+    "unicode.csv": "q,d,s,t\nkäse,ü,1,日本\n".encode(),
+    "no_final_newline.csv": b"q,d,s,t\na,b,1,c",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CSV_CASES))
+def test_csv_columns_equal_pandas_read_csv(name, tmp_path):
+    """The direct pyarrow parse gives pandas' ``read_csv(dtype=str, keep_default_na=False)`` frame."""
+    from gcl.data.table_files import load_columns
+
+    path = tmp_path / name
+    path.write_bytes(CSV_CASES[name])
+    sep = "\t" if name.endswith(".tsv") else ","
+    columns = ["t", "q", "s"]
+    got = load_columns(path, columns, format="tsv" if sep == "\t" else "csv")
+    want = pd.read_csv(path, sep=sep, usecols=columns, dtype=str, keep_default_na=False)[columns]
+    assert list(got.columns) == columns
+    assert got.astype(object).to_dict("list") == want.astype(object).to_dict("list")
