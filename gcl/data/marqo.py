@@ -197,6 +197,7 @@ def write_marqo_layout(
     out_dir: str | Path,
     splits: Mapping[str, GradedDataset],
     corpora: Mapping[str, GradedDataset | pd.DataFrame],
+    row_hints: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Path]:
     """Write split CSVs (``{name}.csv``) and corpus JSONs (``{name}.json``) into ``out_dir``.
 
@@ -205,7 +206,9 @@ def write_marqo_layout(
     table. Each CSV row is one judgment, in the dataset's order, with the columns
     :data:`SPLIT_COLUMNS`: ``position`` is the rank of the document within its query by score
     descending (1-based; ties keep judgment order), ``score_reciprocal = 1 / position``,
-    ``no_score = 1``, ``pair_id`` the row's 0-based index. Returns ``{name: path}``.
+    ``no_score = 1``, ``pair_id`` the row's 0-based index. ``row_hints`` (optional, per split
+    name): what :func:`split_table` would otherwise look up, from a caller that knows it
+    (``build_splits``). Returns ``{name: path}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +218,8 @@ def write_marqo_layout(
         written[name] = _write_corpus(out / f"{name}.json", table)
     for name, ds in splits.items():
         path = out / f"{name}.csv"
-        _write_split_csv(path, split_table(ds))
+        doc_rows, query_codes = (row_hints or {}).get(name, (None, None))
+        _write_split_csv(path, split_table(ds, doc_rows=doc_rows, query_codes=query_codes))
         written[name] = path
     return written
 
@@ -225,19 +229,23 @@ def split_frame(ds: GradedDataset) -> pd.DataFrame:
     return split_table(ds).to_pandas()
 
 
-def split_table(ds: GradedDataset):
+def split_table(ds: GradedDataset, *, doc_rows: np.ndarray | None = None, query_codes: np.ndarray | None = None):
     """The split CSV of ``ds`` as a ``pyarrow.Table`` (columns :data:`SPLIT_COLUMNS`).
 
     Built with vectorised lookups (``positions``) and pyarrow ``take``; ``position`` is the
     1-based rank of the row within its query by score descending, ties in judgment order.
+    A caller that already knows them can pass ``doc_rows`` (each judgment's row in
+    ``ds.documents``, i.e. ``positions(judgments.doc_id, documents.index)``) and ``query_codes``
+    (one integer per distinct query id, e.g. its row in the source's queries table): the same
+    table without hashing the string ids again.
     """
     import pyarrow as pa
 
     j = ds.judgments
     n = len(j)
     score = j[SCORE].to_numpy(dtype=float)
-    position = rank_in_query(j[QUERY_ID], score)
-    d_pos = positions(j[DOC_ID], ds.documents.index)
+    position = rank_in_query(j[QUERY_ID] if query_codes is None else query_codes, score)
+    d_pos = positions(j[DOC_ID], ds.documents.index) if doc_rows is None else np.asarray(doc_rows, dtype=np.int64)
     text = ds.queries[ds.query_fields[0].name]
     if len(text) and bool((text.to_numpy(dtype=object) == text.index.to_numpy(dtype=object)).all()):
         query = to_strings(j[QUERY_ID])  # the query ids are the texts: no lookup

@@ -27,7 +27,7 @@ import pandas as pd
 
 from gcl.errors import ConfigError
 from gcl.data.marqo import write_marqo_layout
-from gcl.data.schema import DOC_ID, QUERY_ID, GradedDataset, isin
+from gcl.data.schema import DOC_ID, QUERY_ID, GradedDataset, isin, positions
 
 SPLIT_FILES = {
     "in_domain": "query_0_product_id_0",
@@ -61,6 +61,9 @@ class BenchmarkSplits:
     fractions: dict[str, float] = field(default_factory=dict)
     source: str = "dataset"
     source_judgments: int = 0
+    # per split: (row of each judgment's document in the split's corpus, an integer per query id),
+    # known from build_splits' integer codes, so write() needs no second lookup of the string ids
+    row_hints: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def sizes(self) -> dict[str, dict[str, int]]:
         """Per split: queries, judged documents, corpus documents and judgments."""
@@ -104,7 +107,8 @@ class BenchmarkSplits:
         """Write the Marqo layout (split CSVs, ``train.csv``, ``dev.csv``, corpora) and ``splits.json``."""
         out = Path(out_dir)
         splits = {SPLIT_FILES.get(name, name): getattr(self, name) for name in ALL_SPLITS}
-        write_marqo_layout(out, splits, {"corpus_1": self.corpus_1, "corpus_2": self.corpus_2})
+        hints = {SPLIT_FILES.get(name, name): self.row_hints[name] for name in ALL_SPLITS if name in self.row_hints}
+        write_marqo_layout(out, splits, {"corpus_1": self.corpus_1, "corpus_2": self.corpus_2}, row_hints=hints)
         manifest = out / MANIFEST
         manifest.write_text(json.dumps(self.manifest(), indent=2) + "\n", encoding="utf-8")
         return manifest
@@ -145,15 +149,24 @@ def build_splits(
     d0, d1 = d_perm[:n_d0], d_perm[n_d0:]
 
     j = ds.judgments
-    in_q0 = isin(j[QUERY_ID], q0)
-    in_dev = isin(j[QUERY_ID], dev_queries)
-    in_d0 = isin(j[DOC_ID], d0)
+    # each judgment's query and document as its row in ds.queries / ds.documents (-1: not there),
+    # hashed once; membership and corpus rows are then integer lookups
+    q_rows = positions(j[QUERY_ID], ds.queries.index)
+    d_rows = positions(j[DOC_ID], ds.documents.index)
+    in_q0 = _member(q_rows, isin(ds.queries.index, q0))
+    in_dev = _member(q_rows, isin(ds.queries.index, dev_queries))
     # keep the source's document order inside each corpus
     in_corpus_1 = isin(ds.documents.index, d0)
+    in_d0 = _member(d_rows, in_corpus_1)
     corpus_1 = ds.documents.loc[in_corpus_1]
     corpus_2 = ds.documents.loc[~in_corpus_1]
+    corpus_row = np.where(in_corpus_1, np.cumsum(in_corpus_1) - 1, np.cumsum(~in_corpus_1) - 1)
+    known = bool(len(j)) and q_rows.min() >= 0 and d_rows.min() >= 0  # validated datasets: always
+    hints: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def part(mask: np.ndarray, corpus: pd.DataFrame, label: str) -> GradedDataset:
+        if known:
+            hints[label] = (corpus_row[d_rows[mask]], q_rows[mask])
         judgments = j.loc[mask].reset_index(drop=True)
         queries_kept = ds.queries.loc[isin(ds.queries.index, judgments[QUERY_ID].unique())]
         return GradedDataset(
@@ -184,4 +197,12 @@ def build_splits(
         fractions={"query_frac_train": query_frac_train, "doc_frac_train": doc_frac_train, "dev_frac": dev_frac},
         source=ds.name,
         source_judgments=len(j),
+        row_hints=hints,
     )
+
+
+def _member(rows: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """``flags[rows]``, False where ``rows`` is -1 (an id not in the table)."""
+    if not len(flags):
+        return np.zeros(len(rows), dtype=bool)
+    return flags[rows] & (rows >= 0)
