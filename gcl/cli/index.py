@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     b.add_argument("--kind", choices=KINDS, default=d.kind,
                    help="exact: brute-force inner product; hnsw: approximate HNSW graph; compressed, with the "
                         "float32 vectors on disk and exact re-scoring (docs/index.md): sq8 (int8 scan), hnsw_sq8 "
-                        "(HNSW over int8 codes), ivfpq (IVF-PQ, for 1M-10M documents) (default %(default)s)")
+                        "(HNSW over int8 codes), ivfpq (IVF-PQ, for 1M-10M documents), binary (sign bits, Hamming scan), "
+                        "binary_hnsw (HNSW over sign bits) (default %(default)s)")
     b.add_argument("--hnsw-m", type=positive_int, default=d.hnsw_m, help="HNSW graph degree M (default %(default)s)")
     b.add_argument("--ef-construction", type=positive_int, default=d.ef_construction,
                    help="HNSW build breadth: candidates kept while inserting (default %(default)s)")
@@ -109,11 +110,12 @@ def add_quant_args(p) -> None:
     from gcl.index.base import QuantParams
 
     q = QuantParams()  # the compressed kinds' defaults live there
-    g = p.add_argument_group("compressed kinds (sq8, hnsw_sq8, ivfpq; ignored by exact and hnsw)")
+    g = p.add_argument_group("compressed kinds (sq8, hnsw_sq8, ivfpq, binary, binary_hnsw; ignored by exact and hnsw)")
     g.add_argument("--rescore", type=positive_int, default=q.rescore,
                    help="re-score the top RESCORE*k candidates exactly from the float32 vectors (default %(default)s)")
     g.add_argument("--train-size", type=positive_int, default=q.train_size,
-                   help="train the quantiser on the first N vectors; later ones are encoded with it (default %(default)s)")
+                   help="train the quantiser on the first N vectors; later ones are encoded with it (binary kinds: no "
+                        "training) (default %(default)s)")
     g.add_argument("--nlist", type=positive_int, default=q.nlist, help="ivfpq: coarse IVF cells (default %(default)s)")
     g.add_argument("--nprobe", type=positive_int, default=q.nprobe,
                    help="ivfpq: cells scanned per query, stored in the index (default %(default)s)")

@@ -29,8 +29,10 @@ import numpy as np
 from gcl.errors import ConfigError, DataError, check_k  # noqa: F401 - check_k: the index modules import it from here
 
 
-KINDS = ("exact", "hnsw", "sq8", "hnsw_sq8", "ivfpq")
-QUANTIZED_KINDS = ("sq8", "hnsw_sq8", "ivfpq")  # compressed codes in RAM, float32 vectors on disk (gcl.index.quantized)
+KINDS = ("exact", "hnsw", "sq8", "hnsw_sq8", "ivfpq", "binary", "binary_hnsw")
+# compressed codes in RAM, float32 vectors on disk, exact re-scoring (gcl.index.quantized)
+QUANTIZED_KINDS = ("sq8", "hnsw_sq8", "ivfpq", "binary", "binary_hnsw")
+BINARY_KINDS = ("binary", "binary_hnsw")  # sign-bit codes searched by Hamming distance (gcl.index.binary)
 
 
 def _positive_int(value: Any) -> bool:
@@ -48,7 +50,7 @@ class IndexParams:
     Every backend, ``build_index`` and ``gcl index build`` take their defaults from here.
     """
 
-    kind: Literal["exact", "hnsw", "sq8", "hnsw_sq8", "ivfpq"] = "exact"
+    kind: Literal["exact", "hnsw", "sq8", "hnsw_sq8", "ivfpq", "binary", "binary_hnsw"] = "exact"
     hnsw_m: int = 32
     ef_construction: int = 200
     ef_search: int = 128
@@ -66,12 +68,14 @@ class IndexParams:
 
 @dataclass(frozen=True)
 class QuantParams:
-    """Settings of the compressed kinds (``sq8``, ``hnsw_sq8``, ``ivfpq``; see :mod:`gcl.index.quantized`).
+    """Settings of the compressed kinds (``sq8``, ``hnsw_sq8``, ``ivfpq``, ``binary``, ``binary_hnsw``;
+    see :mod:`gcl.index.quantized` and :mod:`gcl.index.binary`).
 
     ``rescore``: the compressed index proposes ``rescore * k`` candidates, which are re-scored
     exactly from the float32 vectors on disk (recall grows with it, QPS falls).
     ``train_size``: the quantiser is trained on the first ``train_size`` vectors written (or on all
     of them at the first save, if fewer) and never retrained except by ``compact()``.
+    (The binary kinds' sign bits need no training: ``train_size`` does not apply to them.)
     IVF-PQ: ``nlist`` coarse cells, ``nprobe`` cells scanned per query, ``pq_m`` sub-vectors of
     ``pq_nbits`` bits each (``pq_m`` must divide the dimension; a code is ``pq_m * pq_nbits / 8`` bytes).
     """

@@ -294,6 +294,7 @@ def build_index(
     location, out_dir = str(out_dir), Path(out_dir)
     given = {k: v for k, v in (("collection", collection), ("token", token), ("db_name", db_name)) if v}
     backend = _check_output(location, options=given)
+    backend.check_kind(location, kind)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(location, collection)
     if model_path is None:
         model_path = model.source

@@ -47,6 +47,9 @@ class Backend:
     def check_output(self, location: str) -> None:
         """Refuse a build output now, not after encoding (a bad URI, a directory holding something else)."""
 
+    def check_kind(self, location: str, kind: str) -> None:
+        """Refuse an index kind this backend cannot build at ``location`` (before encoding starts)."""
+
     def work_dir(self, location: str, collection: str | None = None) -> Path:
         """Where ``gcl index build`` keeps its shard log for ``location``."""
         out = Path(location)
@@ -137,6 +140,12 @@ class MilvusBackend(Backend):
         from gcl.index.milvus_syntax import parse_uri
 
         parse_uri(location)
+
+    def check_kind(self, location, kind) -> None:
+        from gcl.index.milvus_syntax import check_kind, parse_uri
+
+        uri, _ = parse_uri(location)
+        check_kind(kind, lite="://" not in uri)
 
     def work_dir(self, location, collection=None) -> Path:
         if "://" not in str(location):

@@ -13,7 +13,8 @@ and its own settings (kind, HNSW parameters, model path) in the collection prope
 ``IVF_SQ8`` (``nlist``; ``nprobe``), ``hnsw_sq8`` -> ``HNSW_SQ`` (``sq_type`` SQ8) and ``ivfpq`` ->
 ``IVF_PQ`` (``nlist``, ``m``, ``nbits``); their top ``rescore * k`` candidates are re-scored
 exactly with the float vectors the collection stores. milvus-lite 3.2 builds IVF_SQ8 and
-HNSW_SQ (tested) but not IVF_PQ (refused; the mapping is untested against a Milvus server).
+HNSW_SQ (tested) but not IVF_PQ (refused; the mapping is untested against a Milvus server). The
+binary kinds are refused (milvus-lite has no BINARY_VECTOR type; see ``check_kind``).
 Note that Milvus' ``IVF_SQ8`` partitions into cells, unlike faiss ``sq8`` (a flat scan). Where the code runs is decided by the URI
 alone: a path ending in ``.db`` is milvus-lite (embedded, one process), ``http(s)://host:19530``
 a Milvus server or cluster (``token`` = ``"user:password"`` or an API key, ``db_name`` a
@@ -55,7 +56,7 @@ import numpy as np
 from gcl.errors import ConfigError, DataError
 from gcl.index.base import (QUANTIZED_KINDS, IndexedDocument, IndexParams, QuantParams, SearchHit, SearchIndex,
                             check_exact, check_fields, check_filters, check_ids, check_k, matches, normalise)
-from gcl.index.milvus_syntax import (INDEX_TYPES, build_params, filter_expression, id_expression,  # noqa: F401 - re-exported
+from gcl.index.milvus_syntax import (INDEX_TYPES, build_params, check_kind, filter_expression, id_expression,  # noqa: F401 - re-exported
                                      is_milvus_uri, load_pymilvus, parse_uri)
 
 DEFAULT_COLLECTION = "gcl_documents"
@@ -146,9 +147,7 @@ class MilvusIndex(SearchIndex):
         return self.uri if self._lite else self.uri.split("@")[-1]
 
     def _create(self) -> None:
-        if self._lite and self._kind == "ivfpq":  # milvus-lite 3.2 builds HNSW, HNSW_SQ, IVF_FLAT, IVF_SQ8 only
-            raise ConfigError("milvus-lite cannot build an IVF_PQ index (kind ivfpq); use a Milvus server, "
-                              "or kind sq8 (IVF_SQ8) or hnsw_sq8 (HNSW_SQ)")
+        check_kind(self._kind, lite=self._lite)  # ivfpq on milvus-lite, the binary kinds: refused, saying why
         pymilvus = load_pymilvus()
         DataType = pymilvus.DataType
         schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)

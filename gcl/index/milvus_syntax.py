@@ -17,6 +17,18 @@ from gcl.errors import ConfigError
 INDEX_TYPES = {"exact": "FLAT", "hnsw": "HNSW", "sq8": "IVF_SQ8", "hnsw_sq8": "HNSW_SQ", "ivfpq": "IVF_PQ"}
 
 
+def check_kind(kind: str, *, lite: bool) -> None:
+    """Refuse a gcl kind that Milvus cannot hold here (a ConfigError saying why and what to use)."""
+    if kind in ("binary", "binary_hnsw"):
+        raise ConfigError(f"kind {kind} is not offered on Milvus: milvus-lite 3.2 has no BINARY_VECTOR field type "
+                          "(it refuses one), and gcl does not map it onto a Milvus server's BIN_FLAT/BIN_IVF_FLAT "
+                          "(a second, BINARY_VECTOR field that cannot be tested here); build kind binary into a "
+                          "directory index, or use kind sq8 (IVF_SQ8) or hnsw_sq8 (HNSW_SQ) on Milvus")
+    if lite and kind == "ivfpq":  # milvus-lite 3.2 builds HNSW, HNSW_SQ, IVF_FLAT, IVF_SQ8 only
+        raise ConfigError("milvus-lite cannot build an IVF_PQ index (kind ivfpq); use a Milvus server, "
+                          "or kind sq8 (IVF_SQ8) or hnsw_sq8 (HNSW_SQ)")
+
+
 def build_params(kind: str, p: Mapping[str, int]) -> dict[str, Any]:
     """Milvus index-build parameters of a gcl kind (``p``: the collection's stored params)."""
     if kind in ("hnsw", "hnsw_sq8"):

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from gcl.errors import ConfigError, DataError
-from gcl.index.base import (QUANTIZED_KINDS, IndexedDocument, IndexParams, SearchHit, SearchIndex, check_exact,  # noqa: F401 - re-exported
+from gcl.index.base import (BINARY_KINDS, QUANTIZED_KINDS, IndexedDocument, IndexParams, SearchHit, SearchIndex, check_exact,  # noqa: F401 - re-exported
                             check_fields, check_filters, check_ids, check_k, load_faiss, matches, normalise)
 from gcl.index.locks import ReadWriteLock
 
@@ -66,8 +66,13 @@ class VectorIndex(SearchIndex):
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "VectorIndex":
-        """A compressed ``kind`` (``sq8``, ``hnsw_sq8``, ``ivfpq``) makes a :class:`gcl.index.quantized.QuantizedIndex`."""
-        if cls is VectorIndex and kwargs.get("kind") in QUANTIZED_KINDS:
+        """A compressed ``kind`` (``sq8``, ``hnsw_sq8``, ``ivfpq``) makes a :class:`gcl.index.quantized.QuantizedIndex`,
+        a binary one (``binary``, ``binary_hnsw``) a :class:`gcl.index.binary.BinaryIndex`."""
+        if cls is VectorIndex and kwargs.get("kind") in BINARY_KINDS:
+            from gcl.index.binary import BinaryIndex
+
+            cls = BinaryIndex
+        elif cls is VectorIndex and kwargs.get("kind") in QUANTIZED_KINDS:
             from gcl.index.quantized import QuantizedIndex
 
             cls = QuantizedIndex
@@ -394,6 +399,18 @@ class VectorIndex(SearchIndex):
         from gcl.index.store_files import save_files
 
         return save_files(self, directory)
+
+    def _write_faiss(self, path: Path) -> None:
+        """Write the faiss index to ``path`` (the binary kinds write a binary faiss index)."""
+        load_faiss().write_index(self._faiss_index, str(path))
+
+    def _read_faiss(self, path: Path):
+        """Read what :meth:`_write_faiss` wrote (faiss raises RuntimeError on a corrupt file)."""
+        return load_faiss().read_index(str(path))
+
+    def _faiss_fits(self, raw) -> bool:
+        """Whether a read faiss index is what this index keeps (an id map of the right dimension)."""
+        return isinstance(raw, load_faiss().IndexIDMap2) and raw.d == self._dim
 
     def _write_extra(self, tmp: Path) -> None:
         """Files a subclass keeps beside the faiss index (written into the temporary directory)."""

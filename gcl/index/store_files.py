@@ -15,7 +15,6 @@ import numpy as np
 
 from gcl.atomic import write_directory_atomic
 from gcl.errors import ConfigError, DataError
-from gcl.index.base import load_faiss
 
 FORMAT = "gcl-vector-index"
 FORMAT_VERSION = 1
@@ -43,7 +42,7 @@ def save_files(index, directory: Path) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
 
     def fill(tmp: Path) -> None:
-        load_faiss().write_index(index._faiss_index, str(tmp / FAISS_FILE))
+        index._write_faiss(tmp / FAISS_FILE)
         _write_json(tmp / DOCUMENTS_FILE, lambda fh: fh.writelines(
             json.dumps({"id": index._doc_of[label], "label": label, "fields": index._fields[label]},
                        ensure_ascii=False) + "\n" for label in sorted(index._doc_of)))
@@ -72,18 +71,18 @@ def load_files(cls, directory):
                           f"(this gcl reads version {FORMAT_VERSION}); rebuild the index")
     params = manifest.get("params", {})
     index = cls(dim=manifest["dim"], kind=manifest["kind"], model=manifest.get("model"), **params)
-    faiss = load_faiss()
     for name in (FAISS_FILE, DOCUMENTS_FILE):
         if not (directory / name).is_file():
             raise DataError(f"index file {name} is missing", source=str(directory))
     try:
-        raw = faiss.read_index(str(directory / FAISS_FILE))
+        raw = index._read_faiss(directory / FAISS_FILE)
     except RuntimeError as exc:  # faiss reports a truncated or corrupt file as a RuntimeError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read the faiss index (corrupt or truncated? rebuild it): {first}",
                         source=str(directory / FAISS_FILE)) from exc
-    if not isinstance(raw, faiss.IndexIDMap2) or raw.d != index.dim:
-        raise DataError(f"{FAISS_FILE} is not an IndexIDMap2 of dimension {index.dim}", source=str(directory))
+    if not index._faiss_fits(raw):
+        raise DataError(f"{FAISS_FILE} is not the id-mapped faiss index of a {index.kind} index of dimension "
+                        f"{index.dim}", source=str(directory))
     index._faiss_index = raw
     if index.kind == "hnsw":
         index._inner().hnsw.efSearch = index.ef_search
