@@ -1,0 +1,315 @@
+"""The report of ``experiments/results_table.py``: ``runs.jsonl`` -> ``results.md`` + ``results.png``.
+
+Only aggregates; trains and evaluates nothing. Per split and metric: mean ± sample standard
+deviation (ddof 1) over seeds; the ordering ceilings (BM25's record carries them); paired
+differences of every seeded arm against the binary baseline with the better dev metric recorded
+during training (never a test split), per seed ``d_s = arm_s - binary_s`` (mean ± std, seeds
+ahead), and a paired test over queries: each query's metric is first averaged over the seeds
+(of each arm), then ``gcl.evaluation.compare.paired_compare`` (sign-flip randomisation test, bootstrap
+95 % CI) compares the two per-query vectors. The issue-12 targets are printed as met / missed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
+METRICS = ("ndcg@10", "err", "rbp@0.9", "map@1000", "mrr@1000")
+PAIRED = ("ndcg@10", "err")
+BINARY_ARMS = ("binary", "binary-thresholded")
+FIXED = ("bm25", "zero-shot")
+ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent")
+ORDER = ("bm25", "zero-shot", "binary", "binary-thresholded", "gcl", "gcl-best", *ST_PEERS)
+
+
+def read_runs(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a kill
+    return rows
+
+
+def by_arm(rows: list[dict]) -> dict[str, list[dict]]:
+    """``{arm: records sorted by seed}`` (the last record wins for a repeated (arm, seed))."""
+    keyed = {(r["arm"], int(r["seed"])): r for r in rows}
+    out: dict[str, list[dict]] = {}
+    for (arm, _), r in sorted(keyed.items(), key=lambda kv: kv[0][1]):
+        out.setdefault(arm, []).append(r)
+    return {a: out[a] for a in sorted(out, key=lambda a: ORDER.index(a) if a in ORDER else len(ORDER))}
+
+
+def values(runs: list[dict], section: str, split: str, metric: str) -> np.ndarray:
+    return np.array([r[section][split][metric] for r in runs if r.get(section) and split in r[section]
+                     and metric in r[section][split]], dtype=np.float64)
+
+
+def mean_std(v: np.ndarray) -> str:
+    """``mean ± std`` (sample std, ddof 1) over seeds; the value alone for one run; ``—`` for none."""
+    if len(v) == 0:
+        return "—"
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"
+
+
+def metric_table(arms: dict, section: str, metric: str, ceilings: dict | None) -> list[str]:
+    lines = ["| arm | n | " + " | ".join(SPLITS) + " |", "|---|---|" + "---|" * len(SPLITS)]
+    for arm, runs in arms.items():
+        cells = [mean_std(values(runs, section, s, metric)) for s in SPLITS]
+        if any(c != "—" for c in cells):
+            lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    if ceilings:
+        for label, key in (("ceiling: ideal order", "ideal"), ("ceiling: random order", "random"),
+                           ("headroom (ideal − random)", "headroom")):
+            cells = [f"{ceilings[s][key][metric]:.4f}" if s in ceilings else "—" for s in SPLITS]
+            lines.append(f"| *{label}* | | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def choose_binary(arms: dict) -> tuple[str | None, str]:
+    """The stronger binary baseline by the dev metric recorded during training; ``(arm, why)``."""
+    dev = {}
+    for a in BINARY_ARMS:
+        vals = [r["dev"]["value"] for r in arms.get(a, []) if r.get("dev")]
+        if vals:
+            dev[a] = (float(np.mean(vals)), arms[a][0]["dev"]["metric"], len(vals))
+    present = [a for a in BINARY_ARMS if a in arms]
+    if len(dev) == 2:
+        best = max(dev, key=lambda a: dev[a][0])
+        detail = ", ".join(f"{a} {v:.4f} (n = {n})" for a, (v, _, n) in dev.items())
+        return best, (f"**{best}**: the better best dev {dev[best][1]} recorded during training, mean over seeds "
+                      f"({detail}); chosen on the dev split, never on a test split")
+    if present:
+        best = "binary-thresholded" if "binary-thresholded" in present else present[0]
+        return best, (f"**{best}**: " + ("the only binary arm run" if len(present) == 1 else
+                      "no dev metric recorded for both binary arms, so the fair (thresholded) one by rule"))
+    return None, "no binary arm was run"
+
+
+def seed_diffs(runs: list[dict], base: list[dict], split: str, metric: str, section: str = "splits") -> np.ndarray:
+    b = {r["seed"]: r for r in base}
+    return np.array([r[section][split][metric] - b[r["seed"]][section][split][metric] for r in runs
+                     if r["seed"] in b and split in r.get(section, {}) and split in b[r["seed"]].get(section, {})])
+
+
+def per_query_mean(runs: list[dict], split: str, metric: str):
+    """Each query's ``metric`` averaged over the runs' seeds (a pandas Series), or None if missing."""
+    from gcl.evaluation.compare import read_per_query
+
+    frames = []
+    for r in runs:
+        d = Path(r.get("eval_dir", ""))
+        if not (d / f"{split}_per_query.csv").exists():
+            return None
+        frames.append(read_per_query(d)[split][metric])
+    if not frames:
+        return None
+    return sum(frames) / len(frames)
+
+
+def significance(runs: list[dict], base: list[dict], split: str, metric: str):
+    """Paired test over queries of the seed-averaged metrics (arm - baseline), or None."""
+    from gcl.evaluation.compare import paired_compare
+
+    seeds = {r["seed"] for r in base}
+    a = per_query_mean([r for r in runs if r["seed"] in seeds], split, metric)
+    b = per_query_mean([r for r in base if r["seed"] in {x["seed"] for x in runs}], split, metric)
+    if a is None or b is None or set(a.index) != set(b.index):
+        return None
+    return paired_compare(b.to_numpy(), a.loc[b.index].to_numpy(), split=split, metric=metric)
+
+
+def paired_section(arms: dict, baseline: str) -> list[str]:
+    base = arms[baseline]
+    lines = [f"## Paired difference vs {baseline} (same seed)", "",
+             "Cell: mean ± std over seeds of `arm − baseline` (same seed: same batches and initialisation), the "
+             "relative difference of the means, seeds where the arm is ahead, then the paired test over queries: "
+             "each query's metric averaged over the seeds first, then a sign-flip randomisation test (p) and a "
+             "bootstrap 95% CI of the mean difference (`gcl.evaluation.compare`, as `gcl evaluate --compare`).", ""]
+    for metric in PAIRED:
+        lines += [f"### {metric}", "", "| arm | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
+        for arm, runs in arms.items():
+            if arm == baseline or arm in FIXED:
+                continue
+            cells = []
+            for s in SPLITS:
+                d = seed_diffs(runs, base, s, metric)
+                if len(d) == 0:
+                    cells.append("—")
+                    continue
+                spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
+                rel = 100 * (values(runs, "splits", s, metric).mean() / values(base, "splits", s, metric).mean() - 1)
+                cell = f"{d.mean():+.4f}{spread} ({rel:+.1f}%) {int((d > 0).sum())}/{len(d)}"
+                sig = significance(runs, base, s, metric)
+                if sig is not None:
+                    cell += f", p = {sig.p_value:.3f} [{sig.ci_low:+.4f}, {sig.ci_high:+.4f}]"
+                cells.append(cell)
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def group_table(arms: dict, key: str) -> list[str]:
+    groups = ("seen", "unseen", "dev")
+    rows = []
+    for arm, runs in arms.items():
+        su = [r[key] for r in runs if r.get(key)]
+        if not su:
+            continue
+        cells = []
+        for g in groups:
+            for m in PAIRED:
+                cells.append(mean_std(np.array([x["groups"][g]["summary"][m] for x in su if g in x["groups"]])))
+        n = "/".join(str(su[0]["groups"][g]["queries"]) if g in su[0]["groups"] else "0" for g in groups)
+        rows.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = " | ".join(f"{g} {m}" for g in groups for m in PAIRED)
+    return ["| arm | queries (seen/unseen/dev) | " + head + " |", "|---|---|" + "---|" * 6, *rows, ""]
+
+
+def capture(value: float, ceiling: dict, metric: str) -> float:
+    """Share of the ordering headroom a judged re-rank captures: (model − random) / (ideal − random)."""
+    head = ceiling["headroom"][metric]
+    return (value - ceiling["random"][metric]) / head if head else math.nan
+
+
+def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
+    """Issue 12's targets as met / missed, with the figures."""
+    lines = ["## Targets (issue 12)", ""]
+    if baseline is None:
+        return lines + ["No binary baseline was run: no target can be checked.", ""]
+    base = arms[baseline]
+
+    def rel(arm: str, s: str, m: str) -> float:
+        return 100 * (values(arms[arm], "splits", s, m).mean() / values(base, "splits", s, m).mean() - 1)
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**missed**"
+
+    for arm in ("gcl", "gcl-best"):
+        if arm not in arms:
+            continue
+        e, n = rel(arm, "in_domain", "err"), rel(arm, "in_domain", "ndcg@10")
+        lines.append(f"- in-domain {arm} − {baseline} ≥ +15% ERR and +3% nDCG@10: ERR {e:+.1f}%, nDCG@10 {n:+.1f}% "
+                     f"→ {verdict(e >= 15 and n >= 3)}")
+        for s in ("novel_query", "zero_shot"):
+            e, n = rel(arm, s, "err"), rel(arm, s, "ndcg@10")
+            worst = min(float(seed_diffs(arms[arm], base, s, m).min(initial=math.inf)) for m in PAIRED)
+            below = worst < 0
+            lines.append(f"- {s} {arm} − {baseline} ≥ +3% ERR and +1% nDCG@10, not below in any seed: ERR {e:+.1f}%, "
+                         f"nDCG@10 {n:+.1f}%, worst seed difference {worst:+.4f} → "
+                         f"{verdict(e >= 3 and n >= 1 and not below)}")
+    best = "gcl-best" if "gcl-best" in arms else ("gcl" if "gcl" in arms else None)
+    peers = [p for p in ST_PEERS if p in arms]
+    if best and peers:
+        losses = [f"{p} {s} {m}" for p in peers for s in SPLITS for m in PAIRED
+                  if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
+        lines.append(f"- {best} ≥ every sentence-transformers peer ({', '.join(peers)}) on every split (nDCG@10 and "
+                     f"ERR means): " + (f"behind on {len(losses)}: {'; '.join(losses)}" if losses else "ahead everywhere")
+                     + f" → {verdict(not losses)}")
+    elif best:
+        lines.append("- best gcl ≥ every sentence-transformers peer: no peer was run → not checked")
+    ceil = ceilings.get("in_domain")
+    for arm in ("gcl", "gcl-best"):
+        runs = [r for r in arms.get(arm, []) if r.get("rerank")]
+        if not runs or ceil is None:
+            continue
+        seen = [r["rerank_seen_unseen"]["groups"]["seen"]["summary"] for r in runs if r.get("rerank_seen_unseen")]
+        src, rows = ("seen training queries", seen) if seen else ("all in-domain queries", [r["rerank"]["in_domain"] for r in runs])
+        caps = {m: capture(float(np.mean([x[m] for x in rows])), ceil, m) for m in PAIRED}
+        lines.append(f"- judged re-rank of {src} by {arm} captures ≥ 50% of the ordering headroom (in-domain ceilings): "
+                     + ", ".join(f"{m} {100 * c:.0f}%" for m, c in caps.items())
+                     + f" → {verdict(all(c >= 0.5 for c in caps.values()))}")
+    return lines + [""]
+
+
+def report(out_dir: Path, out=None) -> Path:
+    """Write ``results.md`` and ``results.png`` in ``out_dir`` from its ``runs.jsonl``; print the markdown."""
+    out_dir = Path(out_dir)
+    stream = out or sys.stdout
+    log = out_dir / "runs.jsonl"
+    if not log.exists():
+        print(f"no {log}: nothing to report", file=stream)
+        return out_dir
+    rows = read_runs(log)
+    arms = by_arm(rows)
+    ceilings = next((r["ceilings"] for r in rows if r.get("ceilings")), {})
+    t_ceilings = next((r["thresholded_ceilings"] for r in rows if r.get("thresholded_ceilings")), {})
+    rerank_ceilings = ceilings  # the judged documents in ideal / random order: the same for both modes
+    baseline, why = choose_binary(arms)
+    profiles = sorted({r.get("profile", "?") for r in rows})
+    seeds = sorted({int(r["seed"]) for r in rows if r["arm"] not in FIXED})
+    lines = [
+        "# The main table of issue 12: graded vs binary vs sentence-transformers peers",
+        "",
+        f"Generated by `python experiments/results_table.py --profile {'/'.join(profiles)} --out {out_dir}` "
+        f"(report only: `--report`); base config `{rows[0].get('base_config', '?')}`; seeds {seeds}; "
+        "reference protocol of `gcl evaluate` (2,000 weighted-sampled test queries per split, grades 1..100, "
+        "top-1,000 cosine over the split's corpus). Cells: mean ± std (ddof 1) over the seeds, n = runs; "
+        "a cell without ± is one run. Every run's command, seconds and versions are in `runs.jsonl`.",
+        "",
+        f"Binary baseline for the differences and the targets: {why}.",
+        "",
+    ]
+    for metric in METRICS:
+        lines += [f"## {metric}", ""] + metric_table(arms, "splits", metric, ceilings)
+    if any(r.get("thresholded") for r in rows):
+        lines += ["## Zero-irrelevant gains (`gcl evaluate --relevance-threshold 2`: grade 1 has gain 0 and is "
+                  "not relevant)", ""]
+        for metric in METRICS:
+            lines += [f"### {metric}", ""] + metric_table(arms, "thresholded", metric, t_ceilings)
+    if baseline:
+        lines += paired_section(arms, baseline)
+    if any(r.get("rerank") for r in rows):
+        lines += ["## Judged re-rank (each test query's judged documents only: ordering without retrieval)", ""]
+        for metric in PAIRED:
+            lines += [f"### {metric}", ""] + metric_table(arms, "rerank", metric, rerank_ceilings)
+    for key, title in (("seen_unseen", "retrieval"), ("rerank_seen_unseen", "judged re-rank")):
+        table = group_table(arms, key)
+        if table:
+            lines += [f"## In-domain queries seen / unseen in training / dev, {title} (`--seen-unseen`)", "",
+                      "seen: at least one of the query's pairs was in a training batch of the run (replayed sampler); "
+                      "dev: withheld for early stopping. Mean ± std over seeds.", ""] + table
+    lines += targets(arms, baseline, ceilings)
+    secs = {a: [r.get("seconds", math.nan) for r in runs] for a, runs in arms.items()}
+    lines += ["## Time", "", "| arm | runs | minutes per run (train + evaluate), mean |", "|---|---|---|"]
+    lines += [f"| {a} | {len(v)} | {np.mean(v) / 60:.1f} |" for a, v in secs.items()] + [""]
+    text = "\n".join(lines) + "\n"
+    (out_dir / "results.md").write_text(text)
+    plot(arms, out_dir / "results.png")
+    print(text, file=stream)
+    return out_dir
+
+
+def plot(arms: dict, path: Path) -> None:
+    """Bars of nDCG@10 and ERR per split and arm, error bars = std over seeds."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # matplotlib is a dev extra
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return
+    names = list(arms)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(SPLITS))
+    for ax, metric in zip(axes, PAIRED):
+        for i, arm in enumerate(names):
+            v = np.array([[r["splits"].get(s, {}).get(metric, np.nan) for s in SPLITS] for r in arms[arm]])
+            err = v.std(0, ddof=1) if len(v) > 1 else np.zeros(len(SPLITS))
+            ax.bar(x + i * width, v.mean(0), width, yerr=err, capsize=2, label=arm)
+        ax.set_xticks(x + 0.4 - width / 2, SPLITS)
+        ax.set_title(f"{metric}, mean ± std over seeds")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
