@@ -70,9 +70,10 @@ class BenchmarkSplits:
         out = {}
         for name in ALL_SPLITS:
             ds: GradedDataset = getattr(self, name)
+            doc_rows, query_rows = self.row_hints.get(name, (ds.judgments[DOC_ID], ds.judgments[QUERY_ID]))
             out[name] = {
-                "queries": int(ds.judgments[QUERY_ID].nunique()),
-                "judged_docs": int(ds.judgments[DOC_ID].nunique()),
+                "queries": len(pd.unique(query_rows)),  # the integer rows when known (no string hashing)
+                "judged_docs": len(pd.unique(doc_rows)),
                 "corpus_docs": len(ds.documents),
                 "judgments": len(ds.judgments),
             }
@@ -165,10 +166,14 @@ def build_splits(
     hints: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def part(mask: np.ndarray, corpus: pd.DataFrame, label: str) -> GradedDataset:
+        judgments = j.loc[mask].reset_index(drop=True)
         if known:
             hints[label] = (corpus_row[d_rows[mask]], q_rows[mask])
-        judgments = j.loc[mask].reset_index(drop=True)
-        queries_kept = ds.queries.loc[isin(ds.queries.index, judgments[QUERY_ID].unique())]
+            judged = np.zeros(len(ds.queries), dtype=bool)
+            judged[q_rows[mask]] = True
+        else:
+            judged = isin(ds.queries.index, judgments[QUERY_ID].unique())
+        queries_kept = ds.queries.loc[judged]
         return GradedDataset(
             queries=queries_kept,
             documents=corpus,
