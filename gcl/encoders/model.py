@@ -40,6 +40,9 @@ class BiEncoder(TextFieldsModel, nn.Module):
         self.config = config or BiEncoderConfig()
         self.tower = tower if tower is not None else load_sentence_transformer(self.config.text_model, device=device)
         self.image_tower = image_tower  # optional ImageTower: image queries in the same space
+        # optional CachedBottomEncoder (gcl.training.frozen_reuse): lower layers frozen in training,
+        # texts encoded through their stored outputs (set by the trainer, or at load from gcl_frozen.json)
+        self.cached_bottom = None
         if self.config.max_seq_length:
             self.tower.max_seq_length = self.config.max_seq_length
         self._q_weights = field_weights(self.config.query_fields, self.config.query_field_weights or None)
@@ -104,6 +107,8 @@ class BiEncoder(TextFieldsModel, nn.Module):
         """(n, d) float32, L2-normalised. Empty strings are encoded too; fusion decides their weight."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.cached_bottom is not None:
+            return self.cached_bottom.encode_texts(texts, batch_size=batch_size)
         emb = self.tower.encode(
             list(texts),
             batch_size=batch_size,
@@ -123,6 +128,10 @@ class BiEncoder(TextFieldsModel, nn.Module):
         cfg = asdict(self.config)
         cfg["text_model"] = "."  # the tower now lives in this directory
         write_atomic(path / MODEL_CONFIG_FILE, lambda fh: fh.write(json.dumps(cfg, indent=2).encode()))
+        if self.cached_bottom is not None:
+            from gcl.training.frozen_reuse import write_record
+
+            write_record(self, path)
         return path
 
     @classmethod
@@ -143,7 +152,12 @@ class BiEncoder(TextFieldsModel, nn.Module):
             cfg = BiEncoderConfig(**{**raw, "text_model": str(p)})
         except TypeError as exc:
             raise ConfigError(f"{p / MODEL_CONFIG_FILE}: {exc}") from exc
-        return cls(cfg, device=device, image_tower=_saved_image_tower(p, device))
+        model = cls(cfg, device=device, image_tower=_saved_image_tower(p, device))
+        from gcl.embedding_cache import default_cache_dir
+        from gcl.training.frozen_reuse import attach_saved
+
+        attach_saved(model, p, cache_dir=default_cache_dir())  # lower layers frozen in training: gcl_frozen.json
+        return model
 
 
 def _saved_image_tower(path: Path, device: str):

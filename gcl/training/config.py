@@ -46,6 +46,9 @@ class ModelConfig(BiEncoderConfig):
     freeze_layers: int = 0
     cache_frozen: bool = True
     cache_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # storage of the cached states
+    # keep those outputs on disk under $GCL_CACHE_DIR (gcl.hidden_store), shared by later runs, dev
+    # evaluation and gcl evaluate of the saved model; false: in memory, this run only
+    persist_frozen: bool = True
 
 
 @dataclass
@@ -67,6 +70,11 @@ class LossConfig:
     symmetric: bool = True
     same_query: Literal["mask", "lower", "keep"] = "mask"
     same_doc: Literal["mask", "keep"] = "mask"
+    # "hard": the paper's GCL (one softmax per positive pair); "soft": one ListNet-style target
+    # distribution per query over all batch columns, p_j ∝ w_j^(1/target_temperature) on the query's
+    # judged documents (docs/losses.md "Soft targets"); needs same_query: mask and hard_negatives: 0
+    targets: Literal["hard", "soft"] = "hard"
+    target_temperature: float = 1.0  # soft targets only: tau_t > 0 (1: proportional to the weights)
     hard_negatives: int = 0  # per query: extra low-scored documents of the same query as negatives
     mined_negatives: int = 0  # per query: documents the current model ranks high but that are not judged for it
     mine_depth: int = 30  # mined from each training query's top mine_skip + mine_depth
@@ -146,9 +154,24 @@ class TrainConfig:
             raise ConfigError("model.doc_field_weights must be >= 0")
         if self.loss.field_pairs and self.model.multifield is None:
             raise ConfigError("loss.field_pairs needs a multi-field model (model.multifield)")
+        check_targets(self.loss)
         if self.eval.metric not in DEV_METRICS:
             raise ConfigError(f"eval.metric {self.eval.metric!r} is not computed by the dev evaluation; "
                               f"choose one of {list(DEV_METRICS)}")
+
+
+def check_targets(lc: "LossConfig") -> None:
+    """ConfigError for ``loss.targets`` combinations that have no meaning."""
+    if lc.targets == "hard" and lc.target_temperature != 1.0:
+        raise ConfigError("loss.target_temperature applies to loss.targets: soft only; with targets: hard leave it 1")
+    if lc.targets == "soft" and lc.same_query != "mask":
+        raise ConfigError(f"loss.same_query: {lc.same_query} has no effect with loss.targets: soft (every judged "
+                          "document of a query in the batch is a target); leave same_query: mask")
+    if lc.targets == "soft" and lc.hard_negatives > 0:
+        raise ConfigError("loss.hard_negatives are judged documents of the batch's queries, which soft targets "
+                          "would have to give target mass, not treat as negatives; with loss.targets: soft set "
+                          "hard_negatives: 0 (batch.sampler: query_grouped puts a query's documents in the batch "
+                          "as targets; loss.mined_negatives adds unjudged negatives)")
 
 
 #: Metrics the dev evaluation computes (:mod:`gcl.training.dev_eval`); ``eval.metric`` is one of them.
@@ -159,6 +182,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "data.split_seed": (0, False), "seed": (0, False), "model.max_seq_length": (1, False),
     "model.freeze_layers": (0, False),
     "loss.temperature": (0, True), "loss.hard_negatives": (0, False), "loss.mined_negatives": (0, False),
+    "loss.target_temperature": (0, True),
     "loss.mine_depth": (1, False), "loss.mine_skip": (0, False), "loss.mine_every": (1, False),
     "loss.fused_weight": (0, False),
     "batch.docs_per_query": (1, False), "batch.grad_cache_chunk": (1, False), "batch.grad_accum": (1, False),
@@ -202,4 +226,5 @@ def _floats(obj, key: str):
 
 # Settings that may differ between a run and its resumption; everything else must match.
 RESUME_MUTABLE = {"out_dir", "progress", "tensorboard", "log_every", "checkpoint_every", "device", "eval.every", "optim.steps",
-                  "images.root", "images.workers", "images.cache_dir", "images.batch_size"}
+                  "images.root", "images.workers", "images.cache_dir", "images.batch_size",
+                  "model.persist_frozen"}

@@ -71,12 +71,18 @@ class TextEncoding:
         token caches by their frozen layers' outputs (:mod:`gcl.training.frozen_cache`)."""
         from gcl.training.frozen_cache import CACHE_DTYPES, FrozenBottom, HiddenCache
 
+        from gcl.embedding_cache import default_cache_dir
+        from gcl.training.frozen_reuse import CachedBottomEncoder
+
         mc = self.cfg.model
         self.frozen = FrozenBottom(model, mc.freeze_layers)
+        # dev evaluation (and the saved model, gcl_frozen.json) encode through the stored outputs of B
+        model.cached_bottom = CachedBottomEncoder(model, mc.freeze_layers,
+                                                  cache_dir=default_cache_dir() if mc.persist_frozen else None)
         if mc.cache_frozen:
-            dtype = CACHE_DTYPES[mc.cache_dtype]
-            self.q_tokens = HiddenCache.build(self.frozen, self.q_tokens, dtype=dtype)
-            self.d_tokens = HiddenCache.build(self.frozen, self.d_tokens, dtype=dtype)
+            dtype, store = CACHE_DTYPES[mc.cache_dtype], model.cached_bottom.store()
+            self.q_tokens = HiddenCache.build(self.frozen, self.q_tokens, dtype=dtype, store=store)
+            self.d_tokens = HiddenCache.build(self.frozen, self.d_tokens, dtype=dtype, store=store)
 
     def train_mode(self, model) -> None:
         """``model.train()``, frozen layers kept in eval mode (no dropout: a fixed function)."""

@@ -27,7 +27,9 @@ the price of that exactness. The cache holds only the non-padded tokens:
 
 from __future__ import annotations
 
+import json
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -44,7 +46,8 @@ class FrozenBottom:
     MiniLM, ...); anything else is a :class:`ConfigError` naming ``model.freeze_layers``.
     """
 
-    def __init__(self, model, n_layers: int) -> None:
+    def __init__(self, model, n_layers: int, *, freeze: bool = True) -> None:
+        """``freeze=False`` only views the split (evaluation: no ``requires_grad`` change)."""
         self.model = model
         self.auto = model.tower[0].auto_model
         layers = getattr(getattr(self.auto, "encoder", None), "layer", None)
@@ -57,9 +60,22 @@ class FrozenBottom:
         self.n_layers = n_layers
         self.bottom = nn.ModuleList([self.auto.embeddings, *layers[:n_layers]])
         self.top = list(layers[n_layers:])
-        for p in self.bottom.parameters():
-            p.requires_grad_(False)
-        self.eval_frozen()
+        if freeze:
+            for p in self.bottom.parameters():
+                p.requires_grad_(False)
+            self.eval_frozen()
+
+    def fingerprint(self) -> str:
+        """sha1 of the split depth, the configuration that shapes ``B`` and every weight of
+        ``B`` (embeddings + ``layers[:n]``, names, dtypes and bytes): equal exactly when two
+        models' frozen parts compute the same function of the token ids."""
+        from gcl.encoders.base import state_fingerprint
+
+        c = self.auto.config
+        shape = {"layers": self.n_layers, "model_type": getattr(c, "model_type", None),
+                 **{k: getattr(c, k, None) for k in ("hidden_act", "layer_norm_eps", "num_attention_heads",
+                                                      "hidden_size", "position_embedding_type")}}
+        return state_fingerprint(self.bottom, json.dumps(shape, sort_keys=True, default=str))
 
     def eval_frozen(self) -> None:
         """Frozen modules in eval mode (no dropout): call after every ``model.train()``."""
@@ -118,19 +134,13 @@ class HiddenCache:
 
     @classmethod
     def build(cls, frozen: FrozenBottom, tokens: TokenCache, *, dtype: torch.dtype = torch.float32,
-              batch_texts: int = 256) -> "HiddenCache":
-        """Run the frozen layers once over every text of ``tokens`` (length-sorted batches)."""
+              batch_texts: int = 256, store=None) -> "HiddenCache":
+        """Run the frozen layers once over every text of ``tokens`` (length-sorted batches); with
+        a :class:`gcl.hidden_store.HiddenStore`, texts it holds are read from it and the others
+        computed and added to it (shared by later runs)."""
         t0 = time.perf_counter()
-        n, lengths = len(tokens.lengths), tokens.lengths
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        width = frozen.auto.config.hidden_size
-        flat = torch.empty((int(offsets[-1]), width), dtype=dtype)
-        for pos in length_chunks(lengths, np.arange(n), batch_texts):
-            features = tokens.collate(pos)
-            h = frozen.hidden(features).to("cpu", dtype)
-            keep = features["attention_mask"].bool()
-            flat[torch.as_tensor(_token_index(offsets, lengths, pos))] = h[keep]
-        return cls(frozen, flat, lengths, time.perf_counter() - t0)
+        flat = hidden_states(frozen, tokens.ids, tokens.lengths, tokens.collate, store=store, batch_texts=batch_texts)
+        return cls(frozen, flat.to(dtype), tokens.lengths, time.perf_counter() - t0)
 
     @property
     def nbytes(self) -> int:
@@ -153,6 +163,51 @@ class HiddenCache:
     def embed(self, model, codes: np.ndarray) -> torch.Tensor:
         hidden, mask = self.gather(codes)
         return self.frozen.embed_hidden(hidden.to(model.device), mask)
+
+
+def hidden_states(frozen: FrozenBottom, ids: list, lengths: np.ndarray, collate, *, store=None,
+                  batch_texts: int = 256) -> torch.Tensor:
+    """``B(x)`` of every text, real tokens only: a (Σ lengths, hidden) CPU tensor in the model's
+    dtype, text after text. ``ids[i]`` are text ``i``'s token ids (the store's key), ``collate(codes)``
+    its padded model inputs. Texts found in ``store`` are read from it; the others (each distinct
+    one once) are computed with :meth:`FrozenBottom.hidden` and written to it."""
+    from gcl.hidden_store import safe_put, token_key
+
+    n = len(lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    width = frozen.auto.config.hidden_size
+    dtype = next(frozen.bottom.parameters()).dtype
+    flat = torch.empty((int(offsets[-1]), width), dtype=dtype)
+    keys = [token_key(x) for x in ids]
+    found = np.zeros(n, dtype=bool)
+    if store is not None:
+        found, states = store.lookup(keys, lengths)
+        if found.any():
+            got = torch.from_numpy(np.concatenate(states))
+            if got.dtype != dtype:
+                warnings.warn(f"hidden-state cache {store.path} holds {got.dtype}, the model computes in {dtype}; "
+                              "computing again", stacklevel=2)
+                found[:] = False
+            else:
+                flat[torch.as_tensor(_token_index(offsets, lengths, np.flatnonzero(found)))] = got
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(~found).tolist():
+        first.setdefault(keys[i], i)
+    todo = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+    for pos in length_chunks(lengths, todo, batch_texts) if len(todo) else []:
+        codes = todo[pos]
+        features = collate(codes)
+        h = frozen.hidden(features).to("cpu", dtype)
+        flat[torch.as_tensor(_token_index(offsets, lengths, codes))] = h[features["attention_mask"].bool()]
+    dup = np.flatnonzero(~found)
+    dup = dup[~np.isin(dup, todo)]
+    for i in dup.tolist():  # repeated texts: a copy of the first one's states
+        j = first[keys[i]]
+        flat[offsets[i]:offsets[i + 1]] = flat[offsets[j]:offsets[j + 1]]
+    if len(todo):
+        safe_put(store, [keys[i] for i in todo.tolist()],
+                 flat[torch.as_tensor(_token_index(offsets, lengths, todo))].numpy(), lengths[todo])
+    return flat
 
 
 def _token_index(offsets: np.ndarray, lengths: np.ndarray, codes: np.ndarray) -> np.ndarray:
