@@ -110,8 +110,10 @@ class GCLLoss(nn.Module):
             (under fresh query ids) join them, so min-max weights (``linear``, ``power``,
             ``exponential``) equal the whole-table weights ``gcl train`` uses. ``None``: the range
             of the batch. ``reciprocal_rank`` always ranks among the batch's documents of a query.
-        temperature, learnable_temperature, symmetric, same_query, same_doc: as in
-            :class:`gcl.losses.GCLLoss` (defaults: :class:`gcl.training.config.LossConfig`).
+        temperature, learnable_temperature, symmetric, same_query, same_doc, targets,
+            target_temperature: as in :class:`gcl.losses.GCLLoss` (defaults:
+            :class:`gcl.training.config.LossConfig`); ``targets="soft"`` gives each query of the
+            batch one soft-target distribution over the batch's documents (``docs/losses.md``).
 
     Inputs:
 
@@ -144,6 +146,8 @@ class GCLLoss(nn.Module):
         symmetric: bool = LossConfig.symmetric,
         same_query: str = LossConfig.same_query,
         same_doc: str = LossConfig.same_doc,
+        targets: str = LossConfig.targets,
+        target_temperature: float = LossConfig.target_temperature,
     ) -> None:
         super().__init__()
         self.model = model
@@ -158,6 +162,8 @@ class GCLLoss(nn.Module):
             symmetric=symmetric,
             same_query=same_query,
             same_doc=same_doc,
+            targets=targets,
+            target_temperature=target_temperature,
         )
 
     # ------------------------------------------------------------------ ST interface
@@ -199,6 +205,8 @@ class GCLLoss(nn.Module):
             "symmetric": core.symmetric,
             "same_query": core.same_query,
             "same_doc": core.same_doc,
+            "targets": core.targets,
+            "target_temperature": core.target_temperature,
         }
 
     @property

@@ -1,6 +1,7 @@
 """Losses and the score-to-weight functions that feed them.
 
-* :class:`GCLLoss` (``gcl.losses.gcl_loss``) -- weighted, masked InfoNCE over graded pairs;
+* :class:`GCLLoss` (``gcl.losses.gcl_loss``) -- weighted, masked InfoNCE over graded pairs, or
+  with ``targets="soft"`` one soft-target softmax per query (``gcl.losses.soft_targets``);
 * :func:`get_weight_fn` / :data:`WEIGHT_FUNCTIONS` (``gcl.losses.weights``) -- judgments -> weights.
 
 ``GCLLoss`` is imported on first access, so ``gcl.losses.weights`` can be used without torch.

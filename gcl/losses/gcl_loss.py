@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 SAME_QUERY_RULES = ("mask", "lower", "keep")
 SAME_DOC_RULES = ("mask", "keep")
+TARGETS = ("hard", "soft")
 
 
 class GCLLoss(nn.Module):
@@ -53,6 +54,21 @@ class GCLLoss(nn.Module):
     They are negatives of every row, except, when ``same_doc="mask"`` and both ``doc_ids`` and
     ``hard_neg_doc_ids`` are given, for rows whose positive document has the same id.
 
+    Soft targets (``targets="soft"``; ListNet-style, :mod:`gcl.losses.soft_targets`): instead of
+    one row per positive, each query ``q`` of the batch gets one target distribution over all
+    columns, ``p_j = w_j^(1/tau_t) / sum_{k: query_id[k] = q} w_k^(1/tau_t)`` on its own rows' documents
+    and 0 elsewhere (``tau_t = target_temperature``), and::
+
+        CE_r = - sum_{j: query_id[j] = q(r)} p_j * ( L_rj - log sum_{k in C(r)} exp(L_rk) )
+        loss(q->d) = (1 / |Q|) sum_q (1 / |R_q|) sum_{r in R_q} CE_r      (R_q: rows of q with w_r > 0)
+
+    ``C(r)``: every column and hard negative except copies of a target document under
+    ``same_doc="mask"``. ``d->q`` mirrors it (each distinct document's targets are the queries that
+    judged it, weighted alike); ``symmetric`` averages the two. ``same_query`` must stay
+    ``"mask"`` (every document of the query is a target, so no rule is left to choose). One
+    softmax both retrieves (judged vs the rest) and ranks (targets follow the grades), and unlike
+    ``"lower"`` the bottom document competes with its own query's documents too.
+
     Reduces to: constant weights and no duplicated ids (or ids ``None``) -> InfoNCE; with
     ``symmetric=True`` exactly CLIP's ``(CE(L, arange) + CE(L.T, arange)) / 2``, with
     ``symmetric=False`` sentence-transformers' ``MultipleNegativesRankingLoss`` at
@@ -66,6 +82,9 @@ class GCLLoss(nn.Module):
         symmetric: average the q->d and d->q terms.
         same_query: ``"mask"`` | ``"lower"`` | ``"keep"`` (``"lower"`` needs ``scores``).
         same_doc: ``"mask"`` | ``"keep"``.
+        targets: ``"hard"`` (the paper's GCL, above) | ``"soft"`` (soft targets).
+        target_temperature: ``tau_t > 0`` of the soft targets (1: proportional to the weights);
+            must stay 1 with ``targets="hard"``.
 
     Inputs of :meth:`forward`:
 
@@ -103,6 +122,8 @@ class GCLLoss(nn.Module):
         symmetric: bool = True,
         same_query: str = "mask",
         same_doc: str = "mask",
+        targets: str = "hard",
+        target_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         temperature = float(temperature)
@@ -112,6 +133,18 @@ class GCLLoss(nn.Module):
             raise ValueError(f"same_query must be one of {SAME_QUERY_RULES}, got {same_query!r}")
         if same_doc not in SAME_DOC_RULES:
             raise ValueError(f"same_doc must be one of {SAME_DOC_RULES}, got {same_doc!r}")
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+        target_temperature = float(target_temperature)
+        if not (math.isfinite(target_temperature) and target_temperature > 0):
+            raise ValueError(f"target_temperature must be a finite number > 0, got {target_temperature}")
+        if targets == "hard" and target_temperature != 1.0:
+            raise ValueError("target_temperature applies to targets='soft' only (with 'hard' it must stay 1)")
+        if targets == "soft" and same_query != "mask":
+            raise ValueError(f"same_query={same_query!r} has no effect with targets='soft' (every document of a "
+                             "query is a target); leave it 'mask'")
+        self.targets = targets
+        self.target_temperature = target_temperature
         self.symmetric = bool(symmetric)
         self.same_query = same_query
         self.same_doc = same_doc
@@ -151,7 +184,8 @@ class GCLLoss(nn.Module):
         learn = self.logit_scale is not None
         return (
             f"temperature={self.temperature:g}, learnable_temperature={learn}, symmetric={self.symmetric}, "
-            f"same_query={self.same_query!r}, same_doc={self.same_doc!r}"
+            f"same_query={self.same_query!r}, same_doc={self.same_doc!r}, targets={self.targets!r}"
+            + (f", target_temperature={self.target_temperature:g}" if self.targets == "soft" else "")
         )
 
     # ------------------------------------------------------------------ masks
@@ -209,6 +243,8 @@ class GCLLoss(nn.Module):
             did = None if doc_ids is None else doc_ids.to(device)
 
             logits = (q @ d.T) * scale  # (B, B): L_ij = q_i . d_j / T
+            if self.targets == "soft":
+                return self._soft(logits, q, w, qid, did, scale, hard_neg_emb, hard_neg_doc_ids)
             pos = logits.diagonal()
 
             # q->d: each query against the batch's documents (+ hard negatives).
@@ -227,6 +263,19 @@ class GCLLoss(nn.Module):
                 loss_dq = (w_norm * (torch.logsumexp(dq, dim=1) - pos)).sum()
                 loss = (loss + loss_dq) / 2
         return loss
+
+    def _soft(self, logits: Tensor, q: Tensor, w: Tensor, qid: Tensor | None, did: Tensor | None,
+              scale: Tensor | float, hard_neg_emb: Tensor | None, hard_neg_doc_ids: Tensor | None) -> Tensor:
+        """``targets="soft"``: :func:`gcl.losses.soft_targets.soft_target_loss` on the logits."""
+        from gcl.losses.soft_targets import soft_target_loss
+
+        hard = hard_ids = None
+        if hard_neg_emb is not None and hard_neg_emb.shape[0] > 0:
+            hard = (q @ hard_neg_emb.to(q.dtype).T) * scale  # (B, N)
+            hard_ids = None if hard_neg_doc_ids is None else hard_neg_doc_ids.to(q.device)
+        return soft_target_loss(logits, w, query_ids=qid, doc_ids=did, same_doc=self.same_doc,
+                                symmetric=self.symmetric, target_temperature=self.target_temperature,
+                                hard_logits=hard, hard_neg_doc_ids=hard_ids)
 
 
 def _check_inputs(

@@ -156,6 +156,8 @@ class Trainer:
             symmetric=lc.symmetric,
             same_query=lc.same_query,
             same_doc=lc.same_doc,
+            targets=lc.targets,
+            target_temperature=lc.target_temperature,
         )
         params = [p for p in self.model.parameters() if p.requires_grad] + list(self.loss_fn.parameters())
         self.params = params
