@@ -1,0 +1,225 @@
+"""experiments/results_table.py: the smoke profile end to end, resuming, the report against naive sums."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import results_report as rr  # noqa: E402
+import results_table as rt  # noqa: E402
+
+SPLITS = rr.SPLITS
+
+
+@pytest.fixture
+def calls(monkeypatch, tmp_path):
+    """Every command goes to ``gcl``'s main in this process (fast); ``calls`` lists them."""
+    from gcl.cli.main import main
+
+    made: list[list[str]] = []
+
+    def in_process(cmd, log):
+        made.append(cmd)
+        assert cmd[1:3] == ["-m", "gcl.cli.main"], cmd
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            return main(cmd[3:])
+
+    monkeypatch.setattr(rt, "EXECUTE", in_process)
+    monkeypatch.setenv("GCL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(rt, "versions", lambda: {"stub": True})  # no git call per run
+    return made
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from tiny_models import make_tiny_sentence_transformer
+
+    return str(make_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny")))
+
+
+def smoke(tmp_path, tiny, *extra):
+    buf = io.StringIO()
+    rc = rt.main(["--profile", "smoke", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                  "--text-model", tiny, *extra], out=buf)
+    return rc, buf.getvalue()
+
+
+def records(tmp_path) -> list[dict]:
+    return [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+
+
+def test_smoke_end_to_end_rerun_skips_and_a_missing_line_runs_again(tmp_path, tiny, calls):
+    rc, text = smoke(tmp_path, tiny, "--arms", "bm25,binary,gcl")
+    assert rc == 0, text
+    assert text.splitlines()[0].startswith("expected total time: ")
+    assert "for 3 runs to do" in text.splitlines()[0]
+    # bm25: one evaluation (with the ceilings); each trained arm: train + retrieval + judged re-rank
+    assert len(calls) == 1 + 2 * 3
+    assert sum("train" in c for c in calls) == 2
+    recs = records(tmp_path)
+    assert [(r["arm"], r["seed"]) for r in recs] == [("bm25", 0), ("binary", 0), ("gcl", 0)]
+    assert set(recs[0]["ceilings"]) == set(SPLITS) and set(recs[2]["splits"]) == set(SPLITS)
+    assert set(recs[2]["rerank"]) == set(SPLITS) and recs[2]["seen_unseen"]["groups"]["seen"]["queries"] > 0
+    assert recs[2]["thresholded"]["in_domain"]["ndcg@10"] >= 0 and recs[2]["dev"]["metric"] == "ndcg@10"
+    results = json.loads((tmp_path / "work" / "gcl-s0" / "eval" / "results.json").read_text())
+    assert recs[2]["splits"] == {s: v["summary"] for s, v in results["splits"].items()}
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## Targets (issue 12)" in md and (tmp_path / "out" / "results.png").stat().st_size > 0
+
+    n = len(calls)
+    rc, text = smoke(tmp_path, tiny, "--arms", "bm25,binary,gcl")  # everything done: nothing runs
+    assert rc == 0 and len(calls) == n and len(records(tmp_path)) == 3
+    assert "for 0 runs to do (3 already in" in text.splitlines()[0]
+
+    log = tmp_path / "out" / "runs.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:2]) + "\n")  # gcl's line lost, its outputs kept: re-recorded, nothing run
+    assert smoke(tmp_path, tiny, "--arms", "bm25,binary,gcl")[0] == 0
+    assert len(calls) == n and records(tmp_path)[2]["splits"] == recs[2]["splits"]
+
+    log.write_text("\n".join(lines[:2]) + "\n")  # gcl's line and its run directory lost: exactly that run again
+    shutil.rmtree(tmp_path / "work" / "gcl-s0")
+    assert smoke(tmp_path, tiny, "--arms", "bm25,binary,gcl")[0] == 0
+    again = calls[n:]
+    assert len(again) == 3 and all("gcl-s0" in " ".join(c) for c in again)
+    assert [r["arm"] for r in records(tmp_path)] == ["bm25", "binary", "gcl"]
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_and_a_partial_evaluation_is_redone(tmp_path, tiny, calls):
+    from gcl.config import load_config
+    from gcl.training.config import TrainConfig
+    from gcl.training.trainer import Trainer
+
+    plan = rt.make_plan(rt.build_parser().parse_args(
+        ["--profile", "smoke", "--arms", "gcl", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+         "--text-model", tiny]))
+    run_dir = tmp_path / "work" / "gcl-s0"
+    cmd = rt.train_command(plan, "gcl", 0, run_dir, resume=False)
+    cfg = load_config(TrainConfig, cmd[4], [a for a in cmd[5:] if "=" in a])
+    Trainer(cfg).fit(stop_after=2)  # "killed" after step 2: checkpoint at step 2 (checkpoint_every=2), no final/
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "final").exists()
+    (run_dir / "eval").mkdir()
+    (run_dir / "eval" / "results.json").write_text("{partial")  # a killed evaluation's leftovers
+    rc, text = smoke(tmp_path, tiny, "--arms", "gcl")
+    assert rc == 0, text
+    train_calls = [c for c in calls if "train" in c]
+    assert len(train_calls) == 1 and train_calls[0][-1] == "--resume"
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(x)]
+    assert steps == [1, 2, 3, 4]  # continued at step 3, not started again
+    assert json.loads((run_dir / "eval" / "results.json").read_text())["splits"]
+    assert len(calls) == 3
+
+
+def test_bad_arms_and_seeds_are_clear_errors(tmp_path, capsys, calls):
+    assert rt.main(["--arms", "gcl,bogus", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --arms: unknown arm(s) ['bogus']; choose from bm25, zero-shot") and "Traceback" not in err
+    assert rt.main(["--seeds", "0,x", "--out", str(tmp_path)]) == 2
+    assert "error: --seeds: not a comma-separated list of integers" in capsys.readouterr().err
+    assert calls == []
+
+
+def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skipped(tmp_path, monkeypatch, calls):
+    out = tmp_path / "out"
+    out.mkdir()
+    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "full", "--out", str(out), "--work", str(tmp_path / "w"),
+                                                       "--best-config", "configs/does_not_exist.yaml"]))
+    todo = [("binary", 2), ("gcl", 2)]
+    done = [r for r in plan.runs() if r not in todo and rt.available(plan, r[0]) is None]
+    (out / "runs.jsonl").write_text("".join(json.dumps({"arm": a, "seed": s}) + "\n" for a, s in done))
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_):
+        raise Stop
+
+    monkeypatch.setattr(rt, "run_one", stop)
+    buf = io.StringIO()
+    with pytest.raises(Stop):
+        rt.run(plan, out=buf)
+    lines = buf.getvalue().splitlines()
+    expected = sum(rt.EST_MIN_PER_RUN[a] + rt.EST_EVAL_MIN for a, _ in todo)
+    assert lines[0].startswith(f"expected total time: {expected:.0f} min ({expected / 60:.1f} h) for 2 runs to do")
+    assert any(x.startswith("[gcl-best] skipped: configs/does_not_exist.yaml does not exist") for x in lines)
+
+
+def _record(arm, seed, ndcg, err, dev=None, eval_dir=None):
+    splits = {s: {"ndcg@10": ndcg + i / 100, "err": err + i / 100, "rbp@0.9": 0.1, "map@1000": 0.2, "mrr@1000": 0.3}
+              for i, s in enumerate(SPLITS)}
+    rec = {"arm": arm, "seed": seed, "profile": "full", "splits": splits, "seconds": 60.0}
+    if dev is not None:
+        rec["dev"] = {"metric": "ndcg@10", "value": dev, "step": 10}
+    if eval_dir is not None:
+        rec["eval_dir"] = str(eval_dir)
+    return rec
+
+
+def test_report_mean_std_and_paired_difference_equal_a_naive_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    queries = [f"q{i}" for i in range(30)]
+    per_query: dict = {}
+    rows = []
+    # binary-thresholded has the better dev metric in the mean, so it is the baseline (not binary)
+    spec = {"binary": ([0.40, 0.41, 0.39], [0.35, 0.36, 0.34], [0.60, 0.61, 0.60]),
+            "binary-thresholded": ([0.42, 0.40, 0.41], [0.36, 0.37, 0.35], [0.62, 0.61, 0.63]),
+            "gcl": ([0.43, 0.44, 0.40], [0.40, 0.41, 0.36], [0.50, 0.50, 0.50])}
+    for arm, (nd, er, dev) in spec.items():
+        for seed in range(3):
+            d = tmp_path / arm / str(seed)
+            d.mkdir(parents=True)
+            for s in SPLITS:
+                frame = pd.DataFrame({"query_id": queries, "ndcg@10": rng.random(30), "err": rng.random(30)})
+                frame.to_csv(d / f"{s}_per_query.csv", index=False)
+                per_query[(arm, seed, s)] = frame.set_index("query_id")
+            rows.append(_record(arm, seed, nd[seed], er[seed], dev[seed], d))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    buf = io.StringIO()
+    rr.report(out, out=buf)
+    md = (out / "results.md").read_text()
+    assert buf.getvalue() == md + "\n"  # printed too
+    assert "**binary-thresholded**: the better best dev ndcg@10" in md and "## Paired difference vs binary-thresholded" in md
+
+    nd = [0.43 + 1 / 100, 0.44 + 1 / 100, 0.40 + 1 / 100]  # gcl, novel_query (split index 1)
+    row = next(x for x in md.split("## ndcg@10")[1].splitlines() if x.startswith("| gcl |"))
+    assert f"{statistics.mean(nd):.4f} ± {statistics.stdev(nd):.4f}" in row
+
+    g = [0.40, 0.41, 0.36]
+    b = [0.36, 0.37, 0.35]
+    diffs = [x - y for x, y in zip(g, b)]  # the same for every split (both shifted by i / 100)
+    rel = 100 * ((sum(g) / 3 + 0.03) / (sum(b) / 3 + 0.03) - 1)  # zero_shot
+    err_section = md.split("## Paired difference")[1].split("### err")[1]
+    row = next(x for x in err_section.splitlines() if x.startswith("| gcl |"))
+    zero_shot = row.split(" | ")[4]
+    assert zero_shot.startswith(f"{statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs):.4f} ({rel:+.1f}%) 3/3")
+
+    # the paired test over queries: each query averaged over the 3 seeds, then gcl - baseline
+    from gcl.evaluation.compare import paired_compare
+
+    avg = {arm: sum(per_query[(arm, s, "zero_shot")]["err"] for s in range(3)) / 3 for arm in ("gcl", "binary-thresholded")}
+    naive = [sum(per_query[(arm, s, "zero_shot")]["err"][q] for s in range(3)) / 3 for arm in ("gcl",) for q in queries]
+    assert np.allclose(avg["gcl"].to_numpy(), naive)
+    ref = paired_compare(avg["binary-thresholded"].to_numpy(), avg["gcl"].to_numpy())
+    assert f"p = {ref.p_value:.3f} [{ref.ci_low:+.4f}, {ref.ci_high:+.4f}]" in zero_shot
+
+    targets = md.split("## Targets (issue 12)")[1]
+    e = 100 * ((sum(g) / 3) / (sum(b) / 3) - 1)
+    assert f"in-domain gcl − binary-thresholded ≥ +15% ERR and +3% nDCG@10: ERR {e:+.1f}%" in targets
+    assert "→ **missed**" in targets.splitlines()[2]
+    assert (out / "results.png").stat().st_size > 0
