@@ -101,6 +101,53 @@ def test_surrogates_and_bad_json_in_image_search_filters_are_422(tiny, tmp_path)
         assert_json_4xx(r, 422)
 
 
+def multipart(fields: list[tuple[bytes, bytes]], png: bytes, boundary: bytes = b"gclBOUNDARY") -> tuple[bytes, dict]:
+    """A raw multipart/form-data body (fields as given, byte for byte) with one image part."""
+    out = b""
+    for name, value in fields:
+        out += b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name + b'"\r\n\r\n' + value + b"\r\n"
+    out += (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="q.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--" + boundary + b"--\r\n")
+    return out, {"Content-Type": "multipart/form-data; boundary=" + boundary.decode()}
+
+
+def test_invalid_utf8_in_image_search_form_fields_is_a_422_naming_the_field(tiny, tmp_path):
+    """Starlette decodes an invalid UTF-8 form field as latin-1: the filter then matched nothing and
+    the answer was 200 with no hits. Raw bytes, since an HTTP client library would encode text."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import torch
+
+    from gcl.encoders.image import ImageTower, ImageTowerConfig
+
+    model, base = tiny
+    torch.manual_seed(0)
+    tower = ImageTower(ImageTowerConfig.tiny(out_dim=model.dim), pretrained=False).eval()
+    shutil.copytree(base, tmp_path / "index")
+    client = TestClient(create_app(ServiceSettings(index_dir=tmp_path / "index"), model=model, image_tower=tower),
+                        raise_server_exceptions=False)
+    write_pngs(tmp_path, ["q.png"])
+    png = (tmp_path / "q.png").read_bytes()
+    title = client.app.state.store.get(make_documents(20).index[0]).fields["title"]
+    good = json.dumps({"title": title}, ensure_ascii=False).encode("utf-8")
+    body, headers = multipart([(b"filters", good)], png)
+    r = client.post("/search/image", content=body, headers=headers)
+    assert r.status_code == 200 and [h["fields"]["title"] for h in r.json()["hits"]] == [title]
+    accented = json.dumps({"title": "Chaise \u00e9l\u00e9gante"}, ensure_ascii=False).encode("utf-8")  # valid UTF-8
+    r = client.post("/search/image", content=multipart([(b"filters", accented)], png)[0], headers=headers)
+    assert r.status_code == 200 and r.json()["hits"] == []  # a real filter that matches nothing
+    for fields, name in [([(b"filters", b'{"title": "\xff\xfe"}')], "filters"),
+                         ([(b"filters", b'{"title": "caf\xe9"}')], "filters"),  # latin-1 bytes
+                         ([(b"k", b"3"), (b"filters", b'{"t": "\xed\xa0\x80"}')], "filters"),  # an encoded surrogate
+                         ([(b"k", b"\xc0\x80")], "k"),  # overlong NUL
+                         ([(b"fil\xffters", b"{}")], "part 1 (its name)")]:
+        r = client.post("/search/image", content=multipart(fields, png)[0], headers=headers)
+        detail = assert_json_4xx(r, 422)["detail"]
+        assert detail[0]["loc"] == ["body", name] and "not valid UTF-8" in detail[0]["msg"], detail
+    latin1 = {"Content-Type": headers["Content-Type"] + "; charset=latin-1"}  # a declared charset is honoured
+    r = client.post("/search/image", content=multipart([(b"filters", b'{"title": "caf\xe9"}')], png)[0], headers=latin1)
+    assert r.status_code == 200 and r.json()["hits"] == []
+
+
 @pytest.mark.parametrize("raw", [b'{"query": "\xff\xfe"}', b'{"query": "\xed\xa0\x80"}', b'{"query": "a\xc0\x80"}'])
 def test_invalid_utf8_in_a_body_is_a_json_4xx(client, raw):
     assert_json_4xx(client.post("/search", content=raw, headers=JSON))

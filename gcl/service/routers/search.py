@@ -59,7 +59,10 @@ def router(S, settings: ServiceSettings):
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
 
-    api = APIRouter(tags=["search"], dependencies=key_dependencies(settings))
+    from gcl.service.forms import Utf8FormRoute
+
+    # Utf8FormRoute: a multipart form field that is not valid UTF-8 is a 422, not latin-1 mojibake
+    api = APIRouter(tags=["search"], dependencies=key_dependencies(settings), route_class=Utf8FormRoute)
     errors = error_responses(S)
 
     @api.post("/search", response_model=S.SearchResponse, responses=errors)
