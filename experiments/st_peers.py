@@ -318,6 +318,28 @@ def peer_trainer(peer: Peer, cfg, splits, out: Path, *, dev_eval=None):
     return trainer, bi, train
 
 
+def step_clock():
+    """A callback timing every optimiser step, batch loading and collating included: the time from
+    the end of the previous step (or of the evaluation, save or log that followed it) to its end."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self._mark = time.perf_counter()
+
+        def _now(self, *args, **kwargs):
+            self._mark = time.perf_counter()
+
+        on_train_begin = on_evaluate = on_save = on_log = _now
+
+        def on_step_end(self, *args, **kwargs):
+            self.seconds.append(time.perf_counter() - self._mark)
+            self._now()
+
+    return StepClock()
+
+
 def latest_checkpoint(out: Path) -> str | None:
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -334,6 +356,8 @@ def run_peer(peer: Peer, cfg, out: Path, *, splits=None, dev_eval=None, config_p
         splits = load_benchmark(cfg.data, announce=lambda m: print(m, file=sys.stderr))
     out.mkdir(parents=True, exist_ok=True)
     trainer, bi, train = peer_trainer(peer, cfg, splits, out, dev_eval=dev_eval)
+    clock = step_clock()
+    trainer.add_callback(clock)
     resume = latest_checkpoint(out)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -364,7 +388,9 @@ def run_peer(peer: Peer, cfg, out: Path, *, splits=None, dev_eval=None, config_p
         "dev_history": history,
         "resumed_from": resume,
         "seconds": seconds,
-        "train_pairs_per_s": result.metrics.get("train_samples_per_second"),
+        "train_pairs_per_s": result.metrics.get("train_samples_per_second"),  # the library's: evaluations included
+        "step_seconds": clock.seconds,  # per optimiser step, batch loading included, evaluation not
+        "step_pairs_per_s": cfg.batch.batch_size * len(clock.seconds) / max(sum(clock.seconds), 1e-9),
         "threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions(),
@@ -469,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     except GCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    keys = ("arm", "pairs", "steps", "best_metric", "best_step", "seconds", "train_pairs_per_s", "threads")
+    keys = ("arm", "pairs", "steps", "best_metric", "best_step", "seconds", "step_pairs_per_s", "threads")
     print(json.dumps({k: record[k] for k in keys}))
     return 0
 
