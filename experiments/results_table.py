@@ -151,17 +151,22 @@ def run_subprocess(cmd: list[str], log_path: Path) -> int:
     with open(log_path, "w") as fh:
         fh.write(f"$ {shown(cmd)}\n")
         fh.flush()
-        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
 
 
 EXECUTE: Callable[[list[str], Path], int] = run_subprocess  # the tests count or replace the calls
+
+
+def repo_path(path: str) -> str:
+    """``path`` as given when it exists from here, else relative to the repository (configs/...)."""
+    return path if Path(path).exists() or not (ROOT / path).exists() else str(ROOT / path)
 
 
 def loss_overrides(path: str) -> list[str]:
     """``loss.key=value`` for every key of the ``loss`` section of the YAML at ``path``."""
     import yaml
 
-    data = yaml.safe_load((ROOT / path).read_text()) or {}
+    data = yaml.safe_load(Path(repo_path(path)).read_text()) or {}
     return [f"loss.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (data.get("loss") or {}).items()]
 
 
@@ -176,16 +181,16 @@ def load_base(plan: Plan):
     from gcl.config import load_config
     from gcl.training.config import TrainConfig
 
-    return load_config(TrainConfig, ROOT / plan.base_config, plan.train_overrides())
+    return load_config(TrainConfig, repo_path(plan.base_config), plan.train_overrides())
 
 
 def train_command(plan: Plan, arm: str, seed: int, run_dir: Path, resume: bool) -> list[str]:
     a = ARMS[arm]
-    common = [*plan.train_overrides(), f"seed={seed}"]
     if a.kind == "st":
-        return [sys.executable, str(ROOT / ST_PEERS), "--arm", a.st_arm, "--config", plan.base_config,
-                "--seed", str(seed), "--out", str(run_dir), *common]
-    config = plan.best_config if a.config == BEST_CONFIG else (a.config or plan.base_config)
+        return [sys.executable, repo_path(ST_PEERS), "--arm", a.st_arm, "--config", repo_path(plan.base_config),
+                "--seed", str(seed), "--out", str(run_dir), *plan.train_overrides()]
+    common = [*plan.train_overrides(), f"seed={seed}"]
+    config = repo_path(plan.best_config if a.config == BEST_CONFIG else (a.config or plan.base_config))
     loss = loss_overrides(a.loss_from) if a.loss_from else []
     return gcl_command("train", config, *loss, *common, f"out_dir={run_dir}", "progress=false",
                        *(["--resume"] if resume else []))
@@ -234,9 +239,10 @@ def train(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, str | 
     """Train (or resume, or skip when done); ``(seconds, command)``."""
     if training_done(arm, run_dir):
         return json.loads((run_dir / "train_done.json").read_text())["seconds"], None
-    resume = ARMS[arm].kind == "gcl" and (run_dir / "checkpoint.pt").exists()
-    if ARMS[arm].kind == "gcl" and not resume and run_dir.exists():
-        shutil.rmtree(run_dir)  # killed before its first checkpoint: start again
+    kind = ARMS[arm].kind
+    resume = kind == "gcl" and (run_dir / "checkpoint.pt").exists()
+    if kind == "gcl" and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # killed before its first checkpoint: start again (st_peers.py resumes by itself)
     cmd = train_command(plan, arm, seed, run_dir, resume)
     t0 = time.perf_counter()
     execute(cmd, run_dir / "logs" / f"train{'-resume' if resume else ''}-{int(time.time())}.log")
@@ -271,12 +277,9 @@ def dev_metric(arm: str, run_dir: Path) -> dict | None:
         return {"metric": metric, "value": value, "step": step}
     if ARMS[arm].kind == "st" and (run_dir / "peer.json").exists():
         peer = json.loads((run_dir / "peer.json").read_text())
-        for key in ("best_dev_metric", "best_metric", "dev_metric"):
-            v = peer.get(key)
-            if isinstance(v, dict):
-                return v
-            if isinstance(v, (int, float)):
-                return {"metric": peer.get("dev_metric_name", "ndcg@10"), "value": float(v), "step": peer.get("best_step")}
+        if isinstance(peer.get("best_metric"), (int, float)):
+            return {"metric": peer.get("metric", "ndcg@10"), "value": float(peer["best_metric"]),
+                    "step": peer.get("best_step")}
     return None
 
 
@@ -371,7 +374,7 @@ def estimate_min(plan: Plan, arm: str) -> float:
 def available(plan: Plan, arm: str) -> str | None:
     """Why ``arm`` cannot run here (None: it can)."""
     a = ARMS[arm]
-    if a.config == BEST_CONFIG and not (ROOT / plan.best_config).exists():
+    if a.config == BEST_CONFIG and not Path(repo_path(plan.best_config)).exists():
         return f"{plan.best_config} does not exist (written after the dev-only loss search)"
     if a.kind == "st" and not (ROOT / ST_PEERS).exists():
         return f"{ST_PEERS} does not exist"

@@ -32,9 +32,13 @@ def calls(monkeypatch, tmp_path):
 
     def in_process(cmd, log):
         made.append(cmd)
-        assert cmd[1:3] == ["-m", "gcl.cli.main"], cmd
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            if cmd[1].endswith("st_peers.py"):
+                import st_peers
+
+                return st_peers.main(cmd[2:])
+            assert cmd[1:3] == ["-m", "gcl.cli.main"], cmd
             return main(cmd[3:])
 
     monkeypatch.setattr(rt, "EXECUTE", in_process)
@@ -122,6 +126,17 @@ def test_a_killed_training_resumes_from_its_checkpoint_and_a_partial_evaluation_
     assert steps == [1, 2, 3, 4]  # continued at step 3, not started again
     assert json.loads((run_dir / "eval" / "results.json").read_text())["splits"]
     assert len(calls) == 3
+
+
+def test_a_sentence_transformers_peer_is_trained_by_st_peers_and_evaluated(tmp_path, tiny, calls):
+    rc, text = smoke(tmp_path, tiny, "--arms", "st-cosent")
+    assert rc == 0, text
+    assert [c[1].endswith("st_peers.py") for c in calls] == [True, False, False]
+    assert calls[0][2:8] == ["--arm", "cosent", "--config", rt.repo_path(rt.BASE_CONFIG), "--seed", "0"]
+    (rec,) = records(tmp_path)
+    peer = json.loads((tmp_path / "work" / "st-cosent-s0" / "peer.json").read_text())
+    assert rec["dev"] == {"metric": "ndcg@10", "value": peer["best_metric"], "step": peer["best_step"]}
+    assert set(rec["rerank"]) == set(SPLITS) and rec["seen_unseen"] is None  # no gcl train run to replay
 
 
 def test_bad_arms_and_seeds_are_clear_errors(tmp_path, capsys, calls):
