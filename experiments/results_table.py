@@ -262,6 +262,10 @@ def evaluate(cmd: list[str], out_dir: Path, log: Path) -> dict:
     return json.loads((out_dir / "results.json").read_text())
 
 
+def results_meta(out_dir: Path) -> dict:
+    return json.loads((out_dir / "results.json").read_text()).get("meta", {})
+
+
 def dev_metric(arm: str, run_dir: Path) -> dict | None:
     """The best dev metric recorded during training (gcl: metrics.jsonl; st: peer.json)."""
     if ARMS[arm].kind == "gcl":
@@ -321,9 +325,13 @@ def versions() -> dict:
     return out
 
 
+def run_directory(plan: Plan, arm: str, seed: int) -> Path:
+    return plan.work / (f"{arm}-s{seed}" if ARMS[arm].seeded else arm)
+
+
 def run_one(plan: Plan, arm: str, seed: int) -> dict:
     """Train (if the arm trains) and evaluate one (arm, seed); the runs.jsonl record."""
-    run_dir = plan.work / (f"{arm}-s{seed}" if ARMS[arm].seeded else arm)
+    run_dir = run_directory(plan, arm, seed)
     commands, train_s = [], 0.0
     if ARMS[arm].seeded:
         train_s, cmd = train(plan, arm, seed, run_dir)
@@ -335,6 +343,7 @@ def run_one(plan: Plan, arm: str, seed: int) -> dict:
         commands.append(shown(cmd))
         if name == "eval":
             record.update(res)
+            record["data"] = results_meta(run_dir / name).get("data")
             record["eval_dir"] = str(run_dir / name)
         else:
             record["rerank"] = res["splits"]
@@ -406,7 +415,7 @@ def make_plan(args) -> Plan:
     return plan
 
 
-def run(plan: Plan, out=sys.stdout) -> int:
+def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
     log = plan.out / "runs.jsonl"
     done = done_runs(log)
     todo, skipped = [], []
@@ -423,6 +432,14 @@ def run(plan: Plan, out=sys.stdout) -> int:
           + ", ".join(f"{a} {estimate_min(plan, a):g}" for a in dict.fromkeys(a for a, _ in todo)), file=out, flush=True)
     for arm, why in dict(((a, w) for a, _, w in skipped)).items():
         print(f"[{arm}] skipped: {why}", file=out, flush=True)
+    if dry_run:
+        for arm, seed in todo:
+            run_dir = run_directory(plan, arm, seed)
+            if ARMS[arm].seeded:
+                print(shown(train_command(plan, arm, seed, run_dir, (run_dir / "checkpoint.pt").exists())), file=out)
+            for cmd in eval_commands(plan, arm, run_dir).values():
+                print(shown(cmd), file=out)
+        return 0
     plan.out.mkdir(parents=True, exist_ok=True)
     failed, spent, estimated = [], 0.0, 0.0
     for i, (arm, seed) in enumerate(todo):
@@ -463,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-config", default=BEST_CONFIG, help=f"the gcl-best arm's config (default {BEST_CONFIG})")
     p.add_argument("--text-model", default=None, help="model.text_model for every arm (smoke: a tiny local model)")
     p.add_argument("--report", action="store_true", help="only aggregate <out>/runs.jsonl into results.md/.png")
+    p.add_argument("--dry-run", action="store_true", help="print the expected time and the commands; run nothing")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every trained arm (e.g. optim.steps=100)")
     return p
 
@@ -479,7 +497,7 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> int:
         for o in plan.overrides:
             if "=" not in o:
                 raise UserError(f"override {o!r}: expected key=value")
-        return run(plan, out=out)
+        return run(plan, out=out, dry_run=args.dry_run)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
