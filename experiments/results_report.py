@@ -224,7 +224,9 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
         seen = [r["rerank_seen_unseen"]["groups"]["seen"]["summary"] for r in runs if r.get("rerank_seen_unseen")]
         src, rows = ("seen training queries", seen) if seen else ("all in-domain queries", [r["rerank"]["in_domain"] for r in runs])
         caps = {m: capture(float(np.mean([x[m] for x in rows])), ceil, m) for m in PAIRED}
-        lines.append(f"- judged re-rank of {src} by {arm} captures ≥ 50% of the ordering headroom (in-domain ceilings): "
+        lines.append(f"- judged re-rank of {src} by {arm} captures ≥ 50% of the ordering headroom "
+                     "((model − random) / (ideal − random), with the ceilings of all in-domain test queries; a "
+                     "subset's own ceilings are not computed): "
                      + ", ".join(f"{m} {100 * c:.0f}%" for m, c in caps.items())
                      + f" → {verdict(all(c >= 0.5 for c in caps.values()))}")
     return lines + [""]

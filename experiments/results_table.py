@@ -374,6 +374,16 @@ def done_runs(path: Path) -> set[tuple[str, int]]:
     return out
 
 
+def append_record(log: Path, rec: dict) -> None:
+    """One line per run; a line cut by a kill (no newline at the end) is closed first, so it stays
+    one unreadable line (that run is redone) instead of swallowing the new record."""
+    cut = log.exists() and log.stat().st_size > 0 and not log.read_bytes().endswith(b"\n")
+    with open(log, "a") as fh:
+        fh.write(("\n" if cut else "") + json.dumps(rec) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def estimate_min(plan: Plan, arm: str) -> float:
     if plan.profile == "smoke":
         return EST_SMOKE_MIN
@@ -450,8 +460,7 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
             print(f"[{arm} seed {seed}] FAILED {exc}", file=out, flush=True)
             failed.append((arm, seed))
             continue
-        with open(log, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        append_record(log, rec)
         minutes = (time.perf_counter() - t0) / 60
         spent, estimated = spent + minutes, estimated + estimate_min(plan, arm)
         left = sum(estimate_min(plan, a) for a, _ in todo[i + 1:])

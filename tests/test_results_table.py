@@ -139,6 +139,21 @@ def test_a_sentence_transformers_peer_is_trained_by_st_peers_and_evaluated(tmp_p
     assert set(rec["rerank"]) == set(SPLITS) and rec["seen_unseen"] is None  # no gcl train run to replay
 
 
+def test_a_failed_run_is_reported_not_recorded_and_a_cut_line_does_not_swallow_the_next(tmp_path, tiny, calls,
+                                                                                          monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text('{"arm": "bm25", "seed"')  # a line cut by a kill
+    real = rt.EXECUTE
+    monkeypatch.setattr(rt, "EXECUTE", lambda cmd, log: 3 if "train" in cmd else real(cmd, log))
+    rc, text = smoke(tmp_path, tiny, "--arms", "bm25,gcl")
+    assert rc == 1 and "[gcl seed 0] FAILED exit 3: gcl train" in text
+    assert "error: 1 run(s) failed: [('gcl', 0)]" in text
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    assert lines[0] == '{"arm": "bm25", "seed"' and [json.loads(x)["arm"] for x in lines[1:]] == ["bm25"]
+    assert rt.done_runs(out / "runs.jsonl") == {("bm25", 0)}
+
+
 def test_bad_arms_and_seeds_are_clear_errors(tmp_path, capsys, calls):
     assert rt.main(["--arms", "gcl,bogus", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
