@@ -20,6 +20,10 @@ Extrapolation to 10M: per-vector bytes x 10M.
 
     python benchmarks/bench_compact_index.py                           # 1M x 384, sq8 and ivfpq
     python benchmarks/bench_compact_index.py --n 200000 --kinds sq8 hnsw_sq8 ivfpq
+    python benchmarks/bench_compact_index.py --kinds binary --rescore 4 16 64   # sign bits (faiss IndexBinary*)
+
+For the binary kinds "faiss direct" reads ``vectors.faiss`` with ``faiss.read_index_binary`` and
+searches the queries' sign bits (``np.packbits(q > 0)``) by Hamming distance.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("sq8", "hnsw_sq8", "ivfpq")
+KINDS = ("sq8", "hnsw_sq8", "ivfpq", "binary", "binary_hnsw")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,19 +120,19 @@ def measure(who: str, directory: str, queries_path: str, truth_path: str) -> dic
         seconds = time.perf_counter() - t0
         found = np.array([[int(h.doc_id[1:]) for h in hits] + [-1] * (k - len(hits)) for hits in results])
     else:
-        index = faiss.read_index(str(d / "vectors.faiss"))
-        vectors = np.load(d / "vectors.npy", mmap_mode="r")
         manifest = json.loads((d / "manifest.json").read_text())
-        inner = faiss.downcast_index(index.index)
+        binary = manifest["kind"] in ("binary", "binary_hnsw")
+        index = (faiss.read_index_binary if binary else faiss.read_index)(str(d / "vectors.faiss"))
+        vectors = np.load(d / "vectors.npy", mmap_mode="r")
         params = None
         if manifest["kind"] == "ivfpq":
             params = faiss.SearchParametersIVF(nprobe=manifest["params"]["nprobe"])
-        elif manifest["kind"] == "hnsw_sq8":
+        elif manifest["kind"] in ("hnsw_sq8", "binary_hnsw"):
             params = faiss.SearchParametersHNSW(efSearch=max(manifest["params"]["ef_search"], rescore * k))
-        del inner
         loaded = rss()
         t0 = time.perf_counter()
-        _, cand = index.search(queries, rescore * k, params=params)  # labels = rows (written in order)
+        q_in = np.packbits(queries > 0, axis=1) if binary else queries  # sign bits for a binary index
+        _, cand = index.search(q_in, rescore * k, params=params)  # labels = rows (written in order)
         found = np.empty((len(queries), k), dtype=np.int64)
         for i, (q, c) in enumerate(zip(queries, cand)):
             c = c[c >= 0]

@@ -65,15 +65,17 @@ class DenseRetriever:
         self._cache = {id(documents): (documents, emb)}  # keep one corpus: bounded memory
         return emb
 
+    def query_embeddings(self, queries: pd.DataFrame) -> np.ndarray:
+        if self.cache_dir is None:
+            return self.model.encode_queries(queries, batch_size=self.batch_size, show_progress=False)
+        from gcl.evaluation.doc_cache import encode_cached
+
+        q, _ = encode_cached(self.model, queries, "query", cache_dir=self.cache_dir, batch_size=self.batch_size)
+        return q
+
     def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
         d = self.corpus_embeddings(documents)
-        if self.cache_dir is None:
-            q = self.model.encode_queries(queries, batch_size=self.batch_size, show_progress=False)
-        else:
-            from gcl.evaluation.doc_cache import encode_cached
-
-            q, _ = encode_cached(self.model, queries, "query", cache_dir=self.cache_dir, batch_size=self.batch_size)
-        return _pad(*exact_search(q, d, k), k)
+        return _pad(*exact_search(self.query_embeddings(queries), d, k), k)
 
 
 class PrecomputedRetriever:
@@ -119,10 +121,12 @@ class PrecomputedRetriever:
             self._corpus = (documents, self._rows(self._d, documents.index, "documents"))
         return self._corpus[1]
 
+    def query_embeddings(self, queries: pd.DataFrame) -> np.ndarray:
+        return self._rows(self._q, queries.index, "queries")
+
     def search(self, queries: pd.DataFrame, documents: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = self._rows(self._q, queries.index, "queries")
-        d = self.corpus_embeddings(documents)
-        return _pad(*exact_search(q, d, k), k)
+        q = self.query_embeddings(queries)
+        return _pad(*exact_search(q, self.corpus_embeddings(documents), k), k)
 
 
 class BM25Retriever:

@@ -151,6 +151,19 @@ class QuantizedIndex(VectorIndex):
         return {**super().params, **self.quant.__dict__}
 
     @property
+    def rescore(self) -> int:
+        """Candidates re-scored per result (``rescore * k``); settable for the searches that follow."""
+        return self.quant.rescore
+
+    @rescore.setter
+    def rescore(self, value: int) -> None:
+        from dataclasses import replace
+
+        checked = replace(self.quant, rescore=value)  # QuantParams checks it
+        with self._lock.write():
+            self.quant = checked
+
+    @property
     def is_trained(self) -> bool:
         """Whether the quantiser is trained (before that, searches score every vector exactly)."""
         return self._trained
