@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -74,7 +74,6 @@ ARMS: dict[str, Arm] = {
     "st-cached-mnrl": Arm("st", st_arm="cached-mnrl", note="CachedMNRL at the same batch"),
     "st-cosent": Arm("st", st_arm="cosent", note="CoSENT on the scores"),
 }
-BINARY_ARMS = ("binary", "binary-thresholded")
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,6 @@ class Plan:
     text_model: str | None = None
     best_config: str = BEST_CONFIG
     overrides: tuple[str, ...] = ()
-    notes: list[str] = field(default_factory=list)
 
     def train_overrides(self) -> list[str]:
         extra = [f"model.text_model={self.text_model}"] if self.text_model else []
@@ -337,7 +335,8 @@ def run_one(plan: Plan, arm: str, seed: int) -> dict:
         train_s, cmd = train(plan, arm, seed, run_dir)
         commands.append(cmd or json.loads((run_dir / "train_done.json").read_text())["command"])
     t1 = time.perf_counter()
-    record: dict = {"arm": arm, "seed": seed, "profile": plan.profile, "base_config": plan.base_config}
+    record: dict = {"arm": arm, "seed": seed, "profile": plan.profile, "base_config": plan.base_config,
+                    "work": str(plan.work)}
     for name, cmd in eval_commands(plan, arm, run_dir).items():
         res = summaries(evaluate(cmd, run_dir / name, run_dir / "logs" / f"{name}.log"))
         commands.append(shown(cmd))
