@@ -35,6 +35,14 @@ def cache_dir(tmp_path, monkeypatch):
     return d
 
 
+@pytest.fixture(autouse=True)
+def small_batches_use_the_cache(monkeypatch):
+    """The tiny data's batches are below MIN_TEXTS (the size under which the full forward runs)."""
+    import gcl.training.frozen_reuse as R
+
+    monkeypatch.setattr(R, "MIN_TEXTS", 1)
+
+
 @pytest.fixture
 def frozen_calls(monkeypatch):
     """Texts run through the frozen layers (FrozenBottom.hidden), counted."""
@@ -175,6 +183,18 @@ def test_saved_model_records_its_frozen_bottom_and_evaluation_checks_it(tmp_path
     with pytest.warns(UserWarning, match="differ from the recorded frozen ones"):
         model = load_model(final)
     assert model.cached_bottom is None
+
+
+def test_small_batches_take_the_full_forward_and_touch_no_cache(tmp_path, frozen_calls, monkeypatch):
+    """A service's queries: no cache read or written, the full forward's own numbers."""
+    import gcl.training.frozen_reuse as R
+
+    monkeypatch.setattr(R, "MIN_TEXTS", len(TEXTS) + 1)
+    model = _model()
+    reference = model.encode_texts(TEXTS)
+    model.cached_bottom = CachedBottomEncoder(model, 1, cache_dir=tmp_path)
+    assert np.array_equal(model.encode_texts(TEXTS), reference)
+    assert frozen_calls["texts"] == 0 and not any(tmp_path.glob("hidden-*/*.npy"))
 
 
 def test_store_round_trip_and_concurrent_writers(tmp_path):

@@ -32,6 +32,9 @@ from gcl.atomic import write_atomic
 
 FROZEN_FILE = "gcl_frozen.json"
 BLOCK_TEXTS = 16384  # texts whose states are held at once (27k titles x 13 tokens x 384 x 4 B = 0.5 GB)
+# Fewer texts than this in one call (a service's queries, a small batch) take the full forward:
+# no cache file is read or written for them
+MIN_TEXTS = 512
 
 
 class MemoryStore:
@@ -87,7 +90,12 @@ class CachedBottomEncoder:
         return {"freeze_layers": self.n_layers, "fingerprint": self.frozen.fingerprint()}
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
-        """(n, d) float32 L2-normalised embeddings, the same rows as the model's full forward."""
+        """(n, d) float32 L2-normalised embeddings, the same rows as the model's full forward
+        (which computes them when there are fewer than :data:`MIN_TEXTS` texts)."""
+        if len(texts) < MIN_TEXTS:
+            emb = self.frozen.model.tower.encode(list(texts), batch_size=batch_size, show_progress_bar=False,
+                                                 convert_to_numpy=True, normalize_embeddings=True)
+            return emb.astype(np.float32, copy=False)
         return self.embed(texts, batch_size=batch_size).float().numpy()
 
     @torch.inference_mode()
