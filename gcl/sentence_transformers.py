@@ -114,6 +114,8 @@ class GCLLoss(nn.Module):
             target_temperature: as in :class:`gcl.losses.GCLLoss` (defaults:
             :class:`gcl.training.config.LossConfig`); ``targets="soft"`` gives each query of the
             batch one soft-target distribution over the batch's documents (``docs/losses.md``).
+        lambda_weight: ``λ`` of gcl's ΔnDCG-weighted pairwise term (``docs/losses.md``); ``λ > 0``
+            needs ``score_range`` (the term's gains are the scores normalised to it).
 
     Inputs:
 
@@ -148,6 +150,7 @@ class GCLLoss(nn.Module):
         same_doc: str = LossConfig.same_doc,
         targets: str = LossConfig.targets,
         target_temperature: float = LossConfig.target_temperature,
+        lambda_weight: float = LossConfig.lambda_weight,
     ) -> None:
         super().__init__()
         self.model = model
@@ -164,6 +167,8 @@ class GCLLoss(nn.Module):
             same_doc=same_doc,
             targets=targets,
             target_temperature=target_temperature,
+            lambda_weight=lambda_weight,
+            score_range=self.score_range if lambda_weight else None,
         )
 
     # ------------------------------------------------------------------ ST interface
@@ -207,6 +212,7 @@ class GCLLoss(nn.Module):
             "same_doc": core.same_doc,
             "targets": core.targets,
             "target_temperature": core.target_temperature,
+            "lambda_weight": core.lambda_weight,
         }
 
     @property

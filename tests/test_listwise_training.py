@@ -1,5 +1,6 @@
-"""The listwise loss options in training: soft targets (``loss.targets``) through the trainer,
-GradCache, frozen layers, multi-field models, the sentence-transformers wrapper and the CLI."""
+"""The listwise loss options in training: soft targets (``loss.targets``) and the pairwise term
+(``loss.lambda_weight``) through the trainer, GradCache, frozen layers, multi-field models, the
+sentence-transformers wrapper and the CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from gcl.losses import GCLLoss
 from gcl.training.trainer import Trainer
 
 SOFT = {"loss.targets": "soft", "batch.sampler": "query_grouped", "batch.docs_per_query": 4}
+LAMBDA = {"loss.lambda_weight": 0.5, "loss.same_query": "lower", "batch.sampler": "query_grouped",
+          "batch.docs_per_query": 4}
 
 
 def _trainer(tmp_path, name, dropout=0.0, **items):
@@ -48,10 +51,14 @@ def test_trainer_step_loss_is_the_soft_loss_of_the_batch(tmp_path, extra):
     assert loss == pytest.approx(float(want), abs=1e-5)
 
 
-@pytest.mark.parametrize("variant", [{}, {"loss.learnable_temperature": True, "loss.target_temperature": 0.5},
-                                     {"batch.grad_accum": 2}])
-def test_grad_cache_equals_plain_step_with_soft_targets(tmp_path, variant):
-    items = {"batch.batch_size": 16, "optim.clip_grad_norm": 0.0, **SOFT, **variant}
+@pytest.mark.parametrize("variant", [
+    SOFT, {**SOFT, "loss.learnable_temperature": True, "loss.target_temperature": 0.5},
+    {**SOFT, "batch.grad_accum": 2},
+    LAMBDA, {**LAMBDA, "loss.hard_negatives": 2, "loss.learnable_temperature": True},
+    {**SOFT, "loss.lambda_weight": 2.0},
+])
+def test_grad_cache_equals_plain_step(tmp_path, variant):
+    items = {"batch.batch_size": 16, "optim.clip_grad_norm": 0.0, **variant}
     plain = _trainer(tmp_path, "plain", **items)
     cached = _trainer(tmp_path, "gc", **items, **{"batch.grad_cache_chunk": 4})
     assert_states_close(model_state(plain), model_state(cached))
@@ -61,8 +68,9 @@ def test_grad_cache_equals_plain_step_with_soft_targets(tmp_path, variant):
     assert_states_close(g_plain, g_cached, atol=1e-6, rtol=1e-5)
 
 
-def test_frozen_cache_equals_frozen_without_cache_with_soft_targets(tmp_path):
-    items = {"batch.batch_size": 16, "optim.clip_grad_norm": 0.0, "model.freeze_layers": 1, **SOFT}
+@pytest.mark.parametrize("variant", [SOFT, LAMBDA])
+def test_frozen_cache_equals_frozen_without_cache(tmp_path, variant):
+    items = {"batch.batch_size": 16, "optim.clip_grad_norm": 0.0, "model.freeze_layers": 1, **variant}
     cached = _trainer(tmp_path, "cache", **items, **{"model.cache_frozen": True})
     direct = _trainer(tmp_path, "direct", **items, **{"model.cache_frozen": False})
     assert cached.train_step() == pytest.approx(direct.train_step(), abs=1e-5)
@@ -81,21 +89,45 @@ def test_mined_negatives_train_with_soft_targets(tmp_path):
     ({"loss.target_temperature": 0.5}, "loss.target_temperature applies to loss.targets: soft only"),
     ({"loss.targets": "soft", "loss.target_temperature": 0.0}, "loss.target_temperature must be > 0"),
     ({"loss.targets": "listnet"}, "loss.targets"),
+    ({"loss.lambda_weight": -1.0}, "loss.lambda_weight must be >= 0"),
 ])
 def test_bad_soft_settings_are_config_errors(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         _trainer(tmp_path, "bad", **override)
 
 
+def test_trainer_gives_the_pairwise_term_the_training_score_range(tmp_path):
+    tr = _trainer(tmp_path, "lam", **LAMBDA, **{"batch.batch_size": 16})
+    assert tr.loss_fn.lambda_weight == 0.5
+    assert tr.loss_fn.score_range == (float(tr.pairs.score.min()), float(tr.pairs.score.max()))
+    assert tr.pairs.score.min() < tr.pairs.score.max()
+    state = tr.sampler.state_dict()
+    rows = tr.sampler.next_batch()
+    tr.sampler.load_state_dict(state)
+    tr.model.eval()
+    with torch.no_grad():
+        q = tr.encoding.q_tokens.embed(tr.model, tr.pairs.query_code[rows]).double()
+        d = tr.encoding.d_tokens.embed(tr.model, tr.pairs.doc_code[rows]).double()
+        w, meta = _step_inputs(tr, rows)
+        with_term = GCLLoss(same_query="lower", lambda_weight=0.5, score_range=tr.loss_fn.score_range)(q, d, w, **meta)
+        without = GCLLoss(same_query="lower")(q, d, w, **meta)
+    assert float(with_term) > float(without)  # the batch has graded pairs: the term is on
+    assert tr.train_step() == pytest.approx(float(with_term), abs=1e-5)
+    assert _trainer(tmp_path, "off", **{"batch.batch_size": 16}).loss_fn.score_range is None
+
+
 # --------------------------------------------------------------------------- multi-field models
 @pytest.mark.usefixtures("one_torch_thread")
-def test_multifield_step_with_soft_targets_equals_an_independent_computation(tmp_path):
+@pytest.mark.parametrize("loss", [{"loss__targets": "soft"}, {"loss__lambda_weight": 1.0, "loss__same_query": "lower"},
+                                  {"loss__targets": "soft", "loss__lambda_weight": 1.0}])
+def test_multifield_step_equals_an_independent_computation(tmp_path, loss):
     from multimodal_fixtures import mm_config
     from test_multifield_training import _batch_loss_by_hand
 
     pairs = {"loss.field_pairs": [{"query": "query", "doc": "title", "weight": 0.5}]}
-    tr = Trainer(mm_config(tmp_path, loss__targets="soft", batch__sampler="query_grouped", **pairs))
-    assert tr.loss_fn.targets == "soft"
+    tr = Trainer(mm_config(tmp_path, batch__sampler="query_grouped", **loss, **pairs))
+    assert tr.loss_fn.targets == loss.get("loss__targets", "hard")
+    assert tr.loss_fn.lambda_weight == loss.get("loss__lambda_weight", 0.0)
     rows = tr.sampler.next_batch()
     want = _batch_loss_by_hand(tr, rows, [(0.5, 0, 1)])
     tr.model.train()
@@ -124,6 +156,28 @@ def test_sentence_transformers_wrapper_passes_soft_targets():
         STGCLLoss(None, targets="soft", same_query="lower")
 
 
+def test_sentence_transformers_wrapper_passes_the_pairwise_term():
+    pytest.importorskip("sentence_transformers")
+    from gcl.sentence_transformers import GCLLoss as STGCLLoss
+    from gcl.sentence_transformers import _Batch
+
+    st_loss = STGCLLoss(None, score_range=(1.0, 3.0), same_query="lower", lambda_weight=2.0)
+    assert st_loss.get_config_dict()["lambda_weight"] == 2.0
+    assert st_loss.gcl_loss.score_range == (1.0, 3.0)
+    g = torch.Generator().manual_seed(1)
+    q, d = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    batch = _Batch(scores=torch.tensor([3.0, 2.0, 1.0, 3.0, 1.0, 2.0]), query_ids=torch.tensor([0, 0, 0, 1, 1, 2]),
+                   doc_ids=torch.arange(6))
+    got = st_loss.compute_loss_from_embeddings([q, d], batch)
+    w = torch.tensor([1.0, 0.55, 0.1, 1.0, 0.1, 0.55], dtype=torch.float64)
+    qn, dn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(d, dim=-1)
+    want = GCLLoss(same_query="lower", lambda_weight=2.0, score_range=(1.0, 3.0))(
+        qn, dn, w, query_ids=batch.query_ids, doc_ids=batch.doc_ids, scores=batch.scores)
+    torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="needs score_range"):
+        STGCLLoss(None, lambda_weight=1.0)
+
+
 # --------------------------------------------------------------------------- the CLI, end to end
 def _cli_args(tmp_path, *extra):
     return ["train", "data.source=synthetic", f"model.text_model={tiny_model(0.1)}", "optim.steps=3",
@@ -146,7 +200,20 @@ def test_cli_train_with_soft_targets(tmp_path, capsys):
     assert len(losses) == 3 and all(x == x and x > 0 for x in losses)
 
 
+def test_cli_train_with_the_pairwise_term(tmp_path, capsys):
+    from gcl.cli.main import main
+
+    assert main(_cli_args(tmp_path, "loss.lambda_weight=1.0", "loss.same_query=lower", "loss.hard_negatives=1",
+                          "batch.sampler=query_grouped")) == 0
+    assert "trained 3 steps" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert saved["loss"]["lambda_weight"] == 1.0
+    logged = [json.loads(x) for x in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] > 0 for r in logged if "loss" in r)
+
+
 @pytest.mark.parametrize("bad, message", [
+    ("loss.lambda_weight=-0.5", "loss.lambda_weight"),
     ("loss.targets=listnet", "loss.targets"),
     ("loss.target_temperature=-1", "loss.target_temperature"),
 ])
@@ -186,6 +253,7 @@ def _flat_config(name: str) -> dict:
 @pytest.mark.parametrize("name, differences", [
     ("homedepot_gcl_soft.yaml", {"loss.targets": "soft", "loss.same_query": "mask",
                                  "out_dir": "runs/homedepot_gcl_soft"}),
+    ("homedepot_gcl_lambda.yaml", {"loss.lambda_weight": 1.0, "out_dir": "runs/homedepot_gcl_lambda"}),
 ])
 def test_named_config_differs_from_the_fast_config_only_in_the_loss(name, differences):
     fast, new = _flat_config("homedepot_gcl_fast.yaml"), _flat_config(name)

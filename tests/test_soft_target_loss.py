@@ -65,7 +65,10 @@ def ref_soft(
             powered = {j: (w[j] ** (1.0 / tau) if w[j] > 0 else 0.0) for j in targets}
             z = sum(powered.values())
             target_cands = {cand[j] for j in targets} if cand is not None else set()
-            copy = lambda k: same_doc == "mask" and cand is not None and k not in targets and cand[k] in target_cands  # noqa: E731
+
+            def copy(k: int) -> bool:  # the same candidate as a target, in another column
+                return same_doc == "mask" and cand is not None and k not in targets and cand[k] in target_cands
+
             per_row = []
             for r in rows:
                 logits = [score(r, k) for k in range(b) if not copy(k)]

@@ -1,7 +1,8 @@
 """Losses and the score-to-weight functions that feed them.
 
 * :class:`GCLLoss` (``gcl.losses.gcl_loss``) -- weighted, masked InfoNCE over graded pairs, or
-  with ``targets="soft"`` one soft-target softmax per query (``gcl.losses.soft_targets``);
+  with ``targets="soft"`` one soft-target softmax per query (``gcl.losses.soft_targets``), plus
+  with ``lambda_weight > 0`` a ΔnDCG-weighted pairwise term (``gcl.losses.lambda_pairs``);
 * :func:`get_weight_fn` / :data:`WEIGHT_FUNCTIONS` (``gcl.losses.weights``) -- judgments -> weights.
 
 ``GCLLoss`` is imported on first access, so ``gcl.losses.weights`` can be used without torch.

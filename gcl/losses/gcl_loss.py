@@ -69,6 +69,17 @@ class GCLLoss(nn.Module):
     softmax both retrieves (judged vs the rest) and ranks (targets follow the grades), and unlike
     ``"lower"`` the bottom document competes with its own query's documents too.
 
+    Pairwise term (``lambda_weight = λ > 0``, :mod:`gcl.losses.lambda_pairs`): with gains
+    ``G = (s - s_min) / (s_max - s_min)`` (``score_range``) and anchor ``r``'s current ranking of
+    its query's in-batch documents (discount ``D(k) = 1 / log2(1 + k)``, no cut-off)::
+
+        loss = loss_GCL + λ * sum_{r,i,j} a_rij * log(1 + exp(-(L_ri - L_rj))) / sum_{r,i,j} a_rij
+        a_rij = |G_i - G_j| * |D(rank_r(i)) - D(rank_r(j))| / IDCG_r / |R_q(r)|     (no gradient)
+
+    over rows ``r`` (``w_r > 0``) and pairs of its query's documents with ``s_i > s_j`` (LambdaRank's
+    ``|ΔNDCG|`` weights on RankNet's logistic loss; q->d, in-batch documents only). ``λ = 0``
+    (default) leaves the loss exactly as without the term.
+
     Reduces to: constant weights and no duplicated ids (or ids ``None``) -> InfoNCE; with
     ``symmetric=True`` exactly CLIP's ``(CE(L, arange) + CE(L.T, arange)) / 2``, with
     ``symmetric=False`` sentence-transformers' ``MultipleNegativesRankingLoss`` at
@@ -85,6 +96,8 @@ class GCLLoss(nn.Module):
         targets: ``"hard"`` (the paper's GCL, above) | ``"soft"`` (soft targets).
         target_temperature: ``tau_t > 0`` of the soft targets (1: proportional to the weights);
             must stay 1 with ``targets="hard"``.
+        lambda_weight: ``λ >= 0`` of the pairwise term (0: off).
+        score_range: ``(s_min, s_max)`` of the training scores; required when ``λ > 0`` (gains).
 
     Inputs of :meth:`forward`:
 
@@ -124,6 +137,8 @@ class GCLLoss(nn.Module):
         same_doc: str = "mask",
         targets: str = "hard",
         target_temperature: float = 1.0,
+        lambda_weight: float = 0.0,
+        score_range: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         temperature = float(temperature)
@@ -145,6 +160,7 @@ class GCLLoss(nn.Module):
                              "query is a target); leave it 'mask'")
         self.targets = targets
         self.target_temperature = target_temperature
+        self.lambda_weight, self.score_range = _check_lambda(lambda_weight, score_range)
         self.symmetric = bool(symmetric)
         self.same_query = same_query
         self.same_doc = same_doc
@@ -186,6 +202,7 @@ class GCLLoss(nn.Module):
             f"temperature={self.temperature:g}, learnable_temperature={learn}, symmetric={self.symmetric}, "
             f"same_query={self.same_query!r}, same_doc={self.same_doc!r}, targets={self.targets!r}"
             + (f", target_temperature={self.target_temperature:g}" if self.targets == "soft" else "")
+            + (f", lambda_weight={self.lambda_weight:g}, score_range={self.score_range}" if self.lambda_weight else "")
         )
 
     # ------------------------------------------------------------------ masks
@@ -228,9 +245,11 @@ class GCLLoss(nn.Module):
         hard_neg_emb: Tensor | None = None,
         hard_neg_doc_ids: Tensor | None = None,
     ) -> Tensor:
-        b = _check_inputs(query_emb, doc_emb, weights, query_ids, doc_ids, scores, hard_neg_emb, hard_neg_doc_ids)
+        _check_inputs(query_emb, doc_emb, weights, query_ids, doc_ids, scores, hard_neg_emb, hard_neg_doc_ids)
         if self.same_query == "lower" and scores is None:
             raise ValueError('same_query="lower" needs scores (the graded score of each row)')
+        if self.lambda_weight > 0:
+            _check_scores_in_range(scores, self.score_range)
         device = query_emb.device
         dtype = torch.promote_types(torch.promote_types(query_emb.dtype, doc_emb.dtype), torch.float32)
         with torch.autocast(device_type=device.type, enabled=False):
@@ -244,24 +263,36 @@ class GCLLoss(nn.Module):
 
             logits = (q @ d.T) * scale  # (B, B): L_ij = q_i . d_j / T
             if self.targets == "soft":
-                return self._soft(logits, q, w, qid, did, scale, hard_neg_emb, hard_neg_doc_ids)
-            pos = logits.diagonal()
+                loss = self._soft(logits, q, w, qid, did, scale, hard_neg_emb, hard_neg_doc_ids)
+            else:
+                loss = self._hard(logits, q, w, qid, did, s, scale, hard_neg_emb, hard_neg_doc_ids)
+            if self.lambda_weight > 0:
+                from gcl.losses.lambda_pairs import lambda_pair_loss
 
-            # q->d: each query against the batch's documents (+ hard negatives).
-            qd = logits.masked_fill(~self._allowed(qid, did, s, b, device), float("-inf"))
-            if hard_neg_emb is not None and hard_neg_emb.shape[0] > 0:
-                hard = (q @ hard_neg_emb.to(dtype).T) * scale  # (B, N)
-                if self.same_doc == "mask" and did is not None and hard_neg_doc_ids is not None:
-                    same = did[:, None] == hard_neg_doc_ids.to(device)[None, :]
-                    hard = hard.masked_fill(same, float("-inf"))
-                qd = torch.cat([qd, hard], dim=1)
-            w_norm = w / w.sum()
-            loss = (w_norm * (torch.logsumexp(qd, dim=1) - pos)).sum()
+                loss = loss + self.lambda_weight * lambda_pair_loss(logits, w, s, qid, self.score_range)
+        return loss
 
-            if self.symmetric:  # d->q: each document against the batch's queries, roles swapped.
-                dq = logits.T.masked_fill(~self._allowed(did, qid, s, b, device), float("-inf"))
-                loss_dq = (w_norm * (torch.logsumexp(dq, dim=1) - pos)).sum()
-                loss = (loss + loss_dq) / 2
+    def _hard(self, logits: Tensor, q: Tensor, w: Tensor, qid: Tensor | None, did: Tensor | None, s: Tensor | None,
+              scale: Tensor | float, hard_neg_emb: Tensor | None, hard_neg_doc_ids: Tensor | None) -> Tensor:
+        """``targets="hard"``: the paper's GCL (the class docstring's equation)."""
+        b, device, dtype = logits.shape[0], logits.device, logits.dtype
+        pos = logits.diagonal()
+
+        # q->d: each query against the batch's documents (+ hard negatives).
+        qd = logits.masked_fill(~self._allowed(qid, did, s, b, device), float("-inf"))
+        if hard_neg_emb is not None and hard_neg_emb.shape[0] > 0:
+            hard = (q @ hard_neg_emb.to(dtype).T) * scale  # (B, N)
+            if self.same_doc == "mask" and did is not None and hard_neg_doc_ids is not None:
+                same = did[:, None] == hard_neg_doc_ids.to(device)[None, :]
+                hard = hard.masked_fill(same, float("-inf"))
+            qd = torch.cat([qd, hard], dim=1)
+        w_norm = w / w.sum()
+        loss = (w_norm * (torch.logsumexp(qd, dim=1) - pos)).sum()
+
+        if self.symmetric:  # d->q: each document against the batch's queries, roles swapped.
+            dq = logits.T.masked_fill(~self._allowed(did, qid, s, b, device), float("-inf"))
+            loss_dq = (w_norm * (torch.logsumexp(dq, dim=1) - pos)).sum()
+            loss = (loss + loss_dq) / 2
         return loss
 
     def _soft(self, logits: Tensor, q: Tensor, w: Tensor, qid: Tensor | None, did: Tensor | None,
@@ -320,6 +351,34 @@ def _check_inputs(
     if hard_neg_doc_ids is not None:
         _check_vector("hard_neg_doc_ids", hard_neg_doc_ids, n, integer=True)
     return b
+
+
+def _check_lambda(lambda_weight: float, score_range) -> tuple[float, tuple[float, float] | None]:
+    lam = float(lambda_weight)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lambda_weight must be a finite number >= 0, got {lambda_weight}")
+    if score_range is None:
+        if lam > 0:
+            raise ValueError("lambda_weight > 0 needs score_range=(lowest, highest) score of the training data "
+                             "(the gains of the pairwise term are normalised to it)")
+        return lam, None
+    try:
+        lo, hi = (float(x) for x in score_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"score_range must be (lowest, highest), got {score_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"score_range must be finite (lowest, highest) with lowest <= highest, got {score_range!r}")
+    return lam, (lo, hi)
+
+
+def _check_scores_in_range(scores: Tensor | None, score_range: tuple[float, float]) -> None:
+    if scores is None:
+        raise ValueError("lambda_weight > 0 needs scores (the graded score of each row)")
+    lo, hi = score_range
+    tol = 1e-6 * max(1.0, abs(lo), abs(hi))  # float32 rounding of the scores
+    if bool((scores < lo - tol).any()) or bool((scores > hi + tol).any()):
+        raise ValueError(f"scores must lie in score_range {score_range} (lowest, highest of the training data), "
+                         f"got {float(scores.min()):g}..{float(scores.max()):g}")
 
 
 def _check_vector(name: str, t: object, n: int, *, integer: bool) -> None:

@@ -158,6 +158,9 @@ class Trainer:
             same_doc=lc.same_doc,
             targets=lc.targets,
             target_temperature=lc.target_temperature,
+            lambda_weight=lc.lambda_weight,
+            # gains of the pairwise term: scores min-max normalised over the training pairs
+            score_range=(float(self.pairs.score.min()), float(self.pairs.score.max())) if lc.lambda_weight else None,
         )
         params = [p for p in self.model.parameters() if p.requires_grad] + list(self.loss_fn.parameters())
         self.params = params
