@@ -1,0 +1,194 @@
+"""Loss search on the dev split only (issue 12 §5): which loss carries graded training over to
+new queries?
+
+Every arm trains ``configs/homedepot_gcl_fast.yaml`` (MiniLM, lower 4 layers frozen and cached,
+query-grouped batches of 64, AdamW lr 5e-5, linear decay) with a few loss keys changed, on the
+same training queries for the same number of steps and the same seed, and is scored on the
+**dev split** (training-pool queries withheld from training, ``splits.dev``; never a test
+split) against a dev corpus of every document judged for a dev query plus random other
+training-corpus documents. Dev queries are never trained on, so the dev metrics measure what
+generalises to new queries. The arm with the best dev metric becomes a named configuration; the
+test splits are scored only afterwards, by ``experiments/results_table.py``.
+
+Each finished (arm, seed) is a line of ``<out>/search.jsonl`` (dev metrics after every
+evaluation, seconds, load); a re-run skips finished lines, so an interrupted search continues.
+``--report`` prints the table (best dev value per arm; paired difference to the first arm).
+
+    python experiments/loss_search.py --out docs/results/loss_search                 # all arms, seed 0
+    python experiments/loss_search.py --out docs/results/loss_search --arms gcl soft --seeds 1
+    python experiments/loss_search.py --out docs/results/loss_search --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+BASE = "configs/homedepot_gcl_fast.yaml"
+# name -> loss/batch overrides on top of BASE (BASE itself is the paper's GCL: linear, lower, T 0.05).
+ARMS: dict[str, list[str]] = {
+    "binary-thresholded": ["loss.weight_fn=constant", "loss.positive_threshold=2.0", "loss.same_query=mask"],
+    "binary": ["loss.weight_fn=constant", "loss.same_query=mask"],
+    "gcl": [],
+    "gcl-t0.1": ["loss.temperature=0.1"],
+    "gcl-t0.02": ["loss.temperature=0.02"],
+    "gcl-learnable-t": ["loss.learnable_temperature=true"],
+    "gcl-one-way": ["loss.symmetric=false"],
+    "gcl-group8": ["batch.docs_per_query=8"],
+    "gcl-exponential": ["loss.weight_fn=exponential"],
+    "gcl-mask": ["loss.same_query=mask"],
+    "soft": ["loss.targets=soft", "loss.same_query=mask"],
+    "soft-tt0.5": ["loss.targets=soft", "loss.same_query=mask", "loss.target_temperature=0.5"],
+    "soft-t0.02": ["loss.targets=soft", "loss.same_query=mask", "loss.temperature=0.02"],
+    "soft-exponential": ["loss.targets=soft", "loss.same_query=mask", "loss.weight_fn=exponential"],
+    "lambda": ["loss.lambda_weight=1.0"],
+    "zero-shot": ["optim.lr=0"],
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="docs/results/loss_search", help="directory of search.jsonl and search.md")
+    p.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default all): {', '.join(ARMS)}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--queries", type=int, default=3000, help="training queries kept, all their pairs (0: all)")
+    p.add_argument("--epochs", type=float, default=2.0, help="passes over the kept pairs (same for every arm)")
+    p.add_argument("--evals", type=int, default=4, help="dev evaluations per run, evenly spaced")
+    p.add_argument("--dev-corpus", type=int, default=5000, help="dev corpus size (judged + random others)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report", action="store_true", help="only print/write the table from search.jsonl")
+    p.add_argument("--extra", nargs="*", default=[], help="overrides for every arm (key=value)")
+    args = p.parse_args(argv)
+    unknown = [a for a in (args.arms or []) if a not in ARMS]
+    if unknown:
+        p.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+    return args
+
+
+def keep_queries(splits, n: int, seed: int = 0):
+    """The same ``n`` random training queries (all their judged pairs) for every arm."""
+    from gcl.data.schema import QUERY_ID
+
+    if not n:
+        return splits
+    train = splits.train
+    qids = np.sort(train.judgments[QUERY_ID].unique())
+    keep = set(np.random.default_rng(seed).choice(qids, min(n, len(qids)), replace=False).tolist())
+    j = train.judgments[train.judgments[QUERY_ID].isin(keep)].reset_index(drop=True)
+    return replace(splits, train=replace(train, judgments=j, queries=train.queries.loc[train.queries.index.isin(keep)]))
+
+
+def done(path: Path) -> set[tuple[str, int]]:
+    if not path.exists():
+        return set()
+    return {(r["arm"], r["seed"]) for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip())}
+
+
+def run(args) -> None:
+    import torch
+
+    from gcl.config import load_config
+    from gcl.data.sources import load_benchmark
+    from gcl.training.config import TrainConfig
+    from gcl.training.dev_eval import DevEvaluator
+    from gcl.training.trainer import Trainer
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "search.jsonl"
+    finished = done(log)
+    base = load_config(TrainConfig, BASE, list(args.extra))
+    splits = keep_queries(load_benchmark(base.data), args.queries)
+    n_pairs = len(splits.train.judgments)
+    steps = max(1, round(args.epochs * n_pairs / base.batch.batch_size))
+    every = max(1, steps // args.evals)
+    dev = DevEvaluator(splits, replace(base.eval, dev_corpus_size=args.dev_corpus), seed=0)
+    print(f"{splits.train.judgments['query_id'].nunique()} training queries, {n_pairs} pairs; {steps} steps of "
+          f"{base.batch.batch_size} ({args.epochs} epochs), dev every {every} steps; "
+          f"{splits.dev.judgments['query_id'].nunique()} dev queries, dev corpus {len(dev.task.doc_ids) if hasattr(dev.task, 'doc_ids') else args.dev_corpus}",
+          flush=True)
+    for seed in args.seeds:
+        for arm in args.arms or list(ARMS):
+            if (arm, seed) in finished:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                overrides = [f"optim.steps={steps}", f"optim.warmup_steps={max(1, steps // 10)}",
+                             f"eval.every={every}", "eval.patience=0", "eval.keep_best=false",
+                             f"seed={seed}", f"out_dir={tmp}/run", "progress=false",
+                             "checkpoint_every=1000000", *args.extra, *ARMS[arm]]
+                try:
+                    cfg = load_config(TrainConfig, BASE, overrides)
+                except Exception as e:  # an arm needing a loss option this checkout lacks
+                    print(f"skip {arm}: {e}", flush=True)
+                    continue
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                res = Trainer(cfg, splits=splits, dev_eval=dev).fit()
+                secs = time.perf_counter() - t0
+            rec = {"arm": arm, "seed": seed, "overrides": ARMS[arm], "extra": args.extra, "steps": steps,
+                   "queries": args.queries, "epochs": args.epochs, "dev_corpus": args.dev_corpus,
+                   "history": res.history, "seconds": round(secs, 1), "load_start": load0,
+                   "load_end": os.getloadavg()[0], "threads": args.threads, "machine": platform.processor() or platform.machine()}
+            with log.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            last = res.history[-1]
+            print(f"{arm} seed {seed}: {secs:.0f}s; " + "; ".join(
+                f"step {h['step']}: ndcg@10 {h['dev/ndcg@10']:.4f} err {h['dev/err']:.4f}" for h in res.history)
+                + f" (final {last['dev/ndcg@10']:.4f}/{last['dev/err']:.4f})", flush=True)
+
+
+def report(args) -> str:
+    log = Path(args.out) / "search.jsonl"
+    recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    metrics = ("ndcg@10", "err", "rbp@0.9", "map@100")
+    by_arm: dict[str, list[dict]] = {}
+    for r in recs:
+        by_arm.setdefault(r["arm"], []).append(r)
+    ref = "binary-thresholded" if "binary-thresholded" in by_arm else next(iter(by_arm))
+    ref_final = {r["seed"]: r["history"][-1] for r in by_arm[ref]}
+    lines = [f"Dev split only (never a test split). Final evaluation after the fixed budget; "
+             f"Δ = paired difference to `{ref}` at the same seed (mean over seeds).", "",
+             "| arm | seeds | " + " | ".join(f"dev {m}" for m in metrics) + " | Δ nDCG@10 | Δ ERR | best-step nDCG@10 | s/run |",
+             "|---|---|" + "---:|" * (len(metrics) + 4)]
+    for arm, rs in by_arm.items():
+        fin = [r["history"][-1] for r in rs]
+        vals = [f"{np.mean([h[f'dev/{m}'] for h in fin]):.4f}" for m in metrics]
+        paired = [(r["history"][-1], ref_final[r["seed"]]) for r in rs if r["seed"] in ref_final]
+        d_n = np.mean([a["dev/ndcg@10"] - b["dev/ndcg@10"] for a, b in paired]) if paired else float("nan")
+        d_e = np.mean([a["dev/err"] - b["dev/err"] for a, b in paired]) if paired else float("nan")
+        best = np.mean([max(h["dev/ndcg@10"] for h in r["history"]) for r in rs])
+        lines.append(f"| {arm} | {','.join(str(r['seed']) for r in rs)} | " + " | ".join(vals)
+                     + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+    r0 = recs[0]
+    lines += ["", f"Budget: {r0['queries'] or 'all'} training queries, {r0['epochs']} epochs = {r0['steps']} steps of 64, "
+              f"dev corpus {r0['dev_corpus']}, base {BASE}; threads {r0['threads']}; load {min(r['load_start'] for r in recs):.1f}–"
+              f"{max(r['load_end'] for r in recs):.1f}.",
+              f"Regenerate: `python experiments/loss_search.py --out {args.out} --arms ... --seeds ...`, "
+              f"table: `python experiments/loss_search.py --out {args.out} --report`."]
+    text = "\n".join(lines) + "\n"
+    (Path(args.out) / "search.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not args.report:
+        run(args)
+    if (Path(args.out) / "search.jsonl").exists():
+        print(report(args))
+    else:
+        sys.exit(f"error: no {Path(args.out) / 'search.jsonl'} yet")
+
+
+if __name__ == "__main__":
+    main()
