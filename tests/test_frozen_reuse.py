@@ -178,6 +178,15 @@ def test_saved_model_records_its_frozen_bottom_and_evaluation_checks_it(tmp_path
     np.testing.assert_allclose(cached, model.encode_documents(docs), atol=1e-6, rtol=0)
     # the top layers were trained: the saved model is not the starting one
     assert not np.allclose(cached, load_model(str(tiny_model(0.1))).encode_documents(docs), atol=1e-4)
+    # gcl evaluate --no-cache / --cache-dir: the stored outputs follow
+    from gcl.training.frozen_reuse import MemoryStore, use_cache_dir
+
+    model = load_model(final)
+    use_cache_dir(model, None)
+    assert isinstance(model.cached_bottom.store(), MemoryStore)
+    use_cache_dir(model, tmp_path / "elsewhere")
+    model.encode_documents(docs)
+    assert any((tmp_path / "elsewhere").glob("hidden-*/part-*.npy"))
     # a record that does not match the loaded weights is not used
     (final / FROZEN_FILE).write_text(json.dumps({**record, "fingerprint": "0" * 40}))
     with pytest.warns(UserWarning, match="differ from the recorded frozen ones"):

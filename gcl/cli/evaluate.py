@@ -111,10 +111,15 @@ def run(args) -> int:
         from gcl.embedding_cache import default_cache_dir
         from gcl.encoders.base import load_model
 
+        from gcl.training.frozen_reuse import use_cache_dir
+
         label = args.model or "minilm"
-        model = _query_backend(load_model(label), label, args.query_backend)
+        cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+        loaded = load_model(label)
+        use_cache_dir(loaded, cache_dir)  # lower layers frozen in training: their stored outputs live there too
+        model = _query_backend(loaded, label, args.query_backend)
         retriever = DenseRetriever(model, batch_size=args.batch_size, show_progress=not args.no_progress,
-                                   cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()))
+                                   cache_dir=cache_dir)
     retriever, label = hybrid_options.evaluate_retriever(args, retriever, label)
     results, tasks = evaluate_splits(bench, retriever, protocol, names, skip_empty=args.splits == "all",
                                      score=lambda task, r, p: evaluate_extras.evaluate_split(args, task, r, p))

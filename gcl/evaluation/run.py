@@ -70,7 +70,11 @@ def evaluate_model(model_dir: str | Path, data, out_dir: str | Path, *, protocol
     protocol = protocol or Protocol()
     bench = load_benchmark(data, announce=announce)
     label = str(model_dir)
-    retriever = DenseRetriever(load_model(label), batch_size=batch_size, show_progress=show_progress,
+    from gcl.training.frozen_reuse import use_cache_dir
+
+    model = load_model(label)
+    use_cache_dir(model, (cache_dir or default_cache_dir()) if use_cache else None)  # stored lower-layer outputs
+    retriever = DenseRetriever(model, batch_size=batch_size, show_progress=show_progress,
                                cache_dir=(cache_dir or default_cache_dir()) if use_cache else None)
     results, tasks = evaluate_splits(bench, retriever, protocol, announce=announce)
     if retriever.cache_dir is not None:

@@ -164,3 +164,11 @@ def attach_saved(model, path: Path, *, cache_dir: str | Path | None) -> None:
                       f"frozen ones; encoding with the whole model", stacklevel=2)
         return
     model.cached_bottom = enc
+
+
+def use_cache_dir(model, cache_dir: str | Path | None) -> None:
+    """Point a loaded model's stored lower-layer outputs at ``cache_dir`` (``None``: memory only),
+    as ``gcl evaluate --cache-dir`` / ``--no-cache`` do; nothing for other models."""
+    enc = getattr(model, "cached_bottom", None)
+    if enc is not None:
+        enc.cache_dir, enc._store = cache_dir, None
