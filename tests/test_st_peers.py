@@ -221,6 +221,27 @@ def test_early_stopping_stops_where_gcl_s_trainer_stops_and_keeps_the_best(tmp_p
     assert not all(torch.equal(kept[n], seen[3][n]) for n in kept)
 
 
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    from transformers import TrainerCallback
+
+    over = {"optim.steps": 4, "eval.every": -1, "checkpoint_every": 2}
+    cfg = peer_config(tmp_path / "a", **over)
+    trainer, _, _ = st_peers.peer_trainer(peer("mnrl-all", cfg), cfg, synthetic_splits(), tmp_path / "a")
+
+    class Kill(TrainerCallback):  # stands for a kill after the checkpoint of step 2
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step == 2
+
+    trainer.add_callback(Kill())
+    trainer.train()
+    record = st_peers.run_peer(peer("mnrl-all", cfg), cfg, tmp_path / "a", splits=synthetic_splits())
+    assert record["resumed_from"].endswith("checkpoint-2") and record["steps"] == 4 and len(record["step_seconds"]) == 2
+    cfg_b = peer_config(tmp_path / "b", **over)
+    st_peers.run_peer(peer("mnrl-all", cfg_b), cfg_b, tmp_path / "b", splits=synthetic_splits())
+    a, b = state(load_model(tmp_path / "a")), state(load_model(tmp_path / "b"))
+    assert all(torch.equal(a[n], b[n]) for n in a)  # dropout on: the RNG states resume too
+
+
 # --------------------------------------------------------------------------- command line
 def write_config(tmp_path, **sections) -> Path:
     data = {"data": {"source": "synthetic"}, "model": {"text_model": str(tiny_model()), "freeze_layers": 1},
