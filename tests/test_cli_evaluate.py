@@ -149,3 +149,19 @@ def test_split_user_errors_exit_2_with_one_error_line(case, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert all(text in lines[0] for text in expected), lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_a_split_directory_does_not_read_train_csv(tmp_path, capsys):
+    """Evaluation needs only the split files: an unreadable train.csv / dev.csv changes nothing
+    (it used to be parsed: ~4M judgments, a third of the data loaded, at Marqo-GS scale)."""
+    layout = tmp_path / "layout"
+    assert main(["split", "--data", "synthetic", "--out", str(layout)]) == 0
+    assert main(["evaluate", "--data", str(layout), "--bm25", "--out", str(tmp_path / "intact")]) == 0
+    for name in ("train.csv", "dev.csv"):
+        (layout / name).write_text("not,a\nsplit,file,at all\n", encoding="utf-8")
+    assert main(["evaluate", "--data", str(layout), "--bm25", "--out", str(tmp_path / "broken")]) == 0
+    assert summaries(tmp_path / "broken") == summaries(tmp_path / "intact")
+    # --seen-unseen needs the training queries, so it still reads train.csv (and names the bad file)
+    assert main(["evaluate", "--data", str(layout), "--bm25", "--seen-unseen", str(tmp_path),
+                 "--out", str(tmp_path / "seen")]) == 2
+    assert "train.csv" in capsys.readouterr().err

@@ -102,7 +102,9 @@ def run(args) -> int:
     check_out_dir(args.out, "--out")
     check_model(args.model)
     protocol = Protocol(name=args.protocol, n_queries=args.n_queries, depth=args.depth)
-    bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
+    # train/dev only for --seen-unseen: a Marqo-layout --data then skips train.csv (memory at scale)
+    bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr),
+                           train=bool(args.seen_unseen))
     if args.bm25:
         retriever, label = BM25Retriever(), "bm25"
     elif args.embeddings:

@@ -107,7 +107,10 @@ def _announced(ds: GradedDataset, announce: Callable[[str], None] | None, source
 
 
 def load_marqo_dir(directory: Path, doc_fields: list[str], *, encoding: str = "utf-8",
-                   announce: Callable[[str], None] | None = None) -> Benchmark:
+                   announce: Callable[[str], None] | None = None, train: bool = True) -> Benchmark:
+    """The benchmark of a Marqo-layout directory. ``train=False`` skips ``train.csv`` and
+    ``dev.csv`` (``train``/``dev`` are then ``None``): evaluation needs only the split files, and
+    at Marqo-GS scale train.csv alone is ~4M judgments (about a third of the loaded data)."""
     from gcl.data.marqo import load_corpus, read_marqo_split
 
     def read(csv: Path, corpus) -> GradedDataset:
@@ -131,18 +134,24 @@ def load_marqo_dir(directory: Path, doc_fields: list[str], *, encoding: str = "u
             splits[name] = read(csv, shared(i) if corpora[i].exists() else None)
     if not splits:
         raise DataError("no query_*_product_id_*.csv split files in the directory", source=str(directory))
+    if not train:
+        corpus_1 = loaded[0].documents if 0 in loaded else None
+        return Benchmark(name=directory.name, train=None, dev=None, splits=splits, corpus_1=corpus_1)
     train_csv = directory / "train.csv"
-    train = read(train_csv, shared(0)) if train_csv.exists() else splits.get("in_domain")
+    train_ds = read(train_csv, shared(0)) if train_csv.exists() else splits.get("in_domain")
     dev_csv = directory / "dev.csv"
     dev = read(dev_csv, shared(0)) if dev_csv.exists() else None
-    return Benchmark(name=directory.name, train=train, dev=dev, splits=splits,
-                     corpus_1=train.documents if train is not None else None)
+    return Benchmark(name=directory.name, train=train_ds, dev=dev, splits=splits,
+                     corpus_1=train_ds.documents if train_ds is not None else None)
 
 
-def load_benchmark(cfg, announce: Callable[[str], None] | None = None) -> Benchmark:
-    """Load and split the data source of ``cfg`` (a :class:`gcl.training.config.DataConfig`)."""
+def load_benchmark(cfg, announce: Callable[[str], None] | None = None, *, train: bool = True) -> Benchmark:
+    """Load and split the data source of ``cfg`` (a :class:`gcl.training.config.DataConfig`).
+
+    ``train=False``: the caller needs only the evaluation splits; a Marqo-layout directory then
+    does not read its ``train.csv``/``dev.csv`` (other sources are split in memory either way)."""
     src = Path(cfg.source)
     if cfg.source not in ("homedepot", "synthetic") and src.is_dir():
-        return load_marqo_dir(src, list(cfg.doc_fields), encoding=cfg.encoding, announce=announce)
+        return load_marqo_dir(src, list(cfg.doc_fields), encoding=cfg.encoding, announce=announce, train=train)
     ds, name = load_dataset(cfg, announce)
     return Benchmark.from_splits(build_splits(ds, seed=cfg.split_seed), name)
