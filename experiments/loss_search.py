@@ -51,6 +51,7 @@ ARMS: dict[str, list[str]] = {
     "soft-t0.02": ["loss.targets=soft", "loss.same_query=mask", "loss.temperature=0.02"],
     "soft-exponential": ["loss.targets=soft", "loss.same_query=mask", "loss.weight_fn=exponential"],
     "lambda": ["loss.lambda_weight=1.0"],
+    "soft-lambda": ["loss.targets=soft", "loss.same_query=mask", "loss.lambda_weight=1.0"],
     "zero-shot": ["optim.lr=0"],
 }
 
