@@ -76,9 +76,9 @@ def choose_binary(arms: dict) -> tuple[str | None, str]:
     """The stronger binary baseline by the dev metric recorded during training; ``(arm, why)``."""
     dev = {}
     for a in BINARY_ARMS:
-        vals = [r["dev"]["value"] for r in arms.get(a, []) if r.get("dev")]
-        if vals:
-            dev[a] = (float(np.mean(vals)), arms[a][0]["dev"]["metric"], len(vals))
+        recs = [r["dev"] for r in arms.get(a, []) if r.get("dev")]
+        if recs:
+            dev[a] = (float(np.mean([d["value"] for d in recs])), recs[0]["metric"], len(recs))
     present = [a for a in BINARY_ARMS if a in arms]
     if len(dev) == 2:
         best = max(dev, key=lambda a: dev[a][0])
@@ -242,6 +242,9 @@ def report(out_dir: Path, out=None) -> Path:
         print(f"no {log}: nothing to report", file=stream)
         return out_dir
     rows = read_runs(log)
+    if not rows:
+        print(f"{log} holds no finished run: nothing to report", file=stream)
+        return out_dir
     arms = by_arm(rows)
     ceilings = next((r["ceilings"] for r in rows if r.get("ceilings")), {})
     t_ceilings = next((r["thresholded_ceilings"] for r in rows if r.get("thresholded_ceilings")), {})

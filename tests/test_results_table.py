@@ -253,3 +253,10 @@ def test_report_mean_std_and_paired_difference_equal_a_naive_computation(tmp_pat
     assert f"in-domain gcl − binary-thresholded ≥ +15% ERR and +3% nDCG@10: ERR {e:+.1f}%" in targets
     assert "→ **missed**" in targets.splitlines()[2]
     assert (out / "results.png").stat().st_size > 0
+
+
+def test_report_without_a_finished_run_says_so(tmp_path):
+    (tmp_path / "runs.jsonl").write_text('{"arm": "bm')  # only a line cut by a kill
+    buf = io.StringIO()
+    rr.report(tmp_path, out=buf)
+    assert "holds no finished run: nothing to report" in buf.getvalue() and not (tmp_path / "results.md").exists()
