@@ -120,11 +120,13 @@ def test_cosent_labels_are_scores_scaled_monotone_into_0_1(tmp_path):
 
 
 def test_threshold_default_is_the_config_s_else_the_thresholded_baseline_s(tmp_path):
-    yaml_t = yaml.safe_load((REPO / "configs/homedepot_binary_thresholded.yaml").read_text())["loss"]["positive_threshold"]
+    baseline = yaml.safe_load((REPO / "configs/homedepot_binary_thresholded.yaml").read_text())
+    yaml_t = baseline["loss"]["positive_threshold"]
     assert st_peers.DEFAULT_THRESHOLD == yaml_t
     cfg = peer_config(tmp_path)
     assert st_peers.peer_threshold("mnrl-thresholded", cfg, None) == yaml_t
-    assert st_peers.peer_threshold("cached-mnrl", peer_config(tmp_path, **{"loss.positive_threshold": 2.5}), None) == 2.5
+    configured = peer_config(tmp_path, **{"loss.positive_threshold": 2.5})
+    assert st_peers.peer_threshold("cached-mnrl", configured, None) == 2.5
     assert st_peers.peer_threshold("mnrl-thresholded", cfg, 1.5) == 1.5
     assert st_peers.peer_threshold("cosent", cfg, 1.5) is None and st_peers.peer_threshold("mnrl-all", cfg, 2) is None
 
