@@ -147,8 +147,7 @@ class HiddenStore:
                 self._parts, self._keys = [], {}
             self._meta = meta
             p = len(self._parts)
-            self._parts.append(name)
-            self._arrays[name] = flat
+            self._parts.append(name)  # read back memory-mapped when needed: no second copy held here
             for k, a, n in zip(keys, starts.tolist(), np.asarray(lengths).tolist()):
                 self._keys[k] = (p, int(a), int(n))
             index = {**self._meta, "parts": self._parts, "keys": {k: list(v) for k, v in self._keys.items()}}
