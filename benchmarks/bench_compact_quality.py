@@ -15,7 +15,8 @@ and search queries/s (all queries in one call, ``--threads`` faiss threads).
 
 Index settings are gcl's defaults (``IndexParams``, ``QuantParams``: e.g. IVF-PQ with 1,024 cells,
 32 probed, 48 x 8-bit sub-vectors; HNSW M 32, efConstruction 200, efSearch 128) except ``rescore``,
-which is varied (``--rescore``; a search-time setting: each kind is built once per corpus).
+which is varied (``--rescore``; a search-time setting: each kind is built once per corpus), and
+``--nlist``/``--nprobe`` of ``ivfpq`` when given.
 
     python benchmarks/bench_compact_quality.py                           # zero-shot MiniLM, all splits
     python benchmarks/bench_compact_quality.py --splits in_domain,novel_query --kinds exact binary
@@ -46,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    choices=ALL_KINDS, help="index kinds (exact is always measured first: the reference)")
     p.add_argument("--rescore", type=int, nargs="+", default=[4, 16, 64], help="re-scoring depths of the compressed kinds")
     p.add_argument("--k", type=int, default=10, help="results asked of the index per query (default 10)")
+    p.add_argument("--nlist", type=int, default=None, help="ivfpq cells (default: QuantParams's)")
+    p.add_argument("--nprobe", type=int, default=None, help="ivfpq cells probed (default: QuantParams's)")
     p.add_argument("--threads", type=int, default=1, help="faiss threads (default 1)")
     p.add_argument("--cache-dir", default=None, help="gcl evaluate's embedding cache (default: its default)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
@@ -77,10 +80,11 @@ def main(argv=None) -> int:
     dense = DenseRetriever(load_model(args.model), show_progress=False, cache_dir=args.cache_dir or default_cache_dir())
     protocol = Protocol(depth=args.k)
     kinds = ["exact", *[k for k in args.kinds if k != "exact"]]
-    retrievers = {kind: IndexRetriever(dense, kind=kind) for kind in kinds}
+    ivf = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe)) if v is not None}
+    retrievers = {kind: IndexRetriever(dense, kind=kind, **(ivf if kind == "ivfpq" else {})) for kind in kinds}
     print(f"# {args.model} on {bench.name}: {protocol.name} protocol ({protocol.n_queries} queries per split), top "
           f"{args.k} asked of each index; faiss {faiss.__version__}, {args.threads} thread(s); load average {load0} "
-          f"on {os.cpu_count()} CPUs")
+          f"on {os.cpu_count()} CPUs" + (f"; ivfpq {ivf}" if ivf else ""))
     print("| split | kind | rescore | ndcg@10 | Δ vs exact | err | Δ vs exact | recall@10 vs exact | build s | "
           "faiss B/doc | vectors.npy MB | QPS |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
