@@ -8,7 +8,8 @@ With ``model.freeze_layers: L`` the text tower is split at layer ``L``:
 where ``m`` is the attention mask and ``P`` the sentence-transformers modules after the
 transformer (pooling, dense, normalise). ``B`` has no trainable parameter and no dropout, so
 ``H(x) = B(x)`` is a fixed function of the text. With ``model.cache_frozen`` the trainer computes
-``H(x)`` once per distinct training text (:meth:`HiddenCache.build`) and a step runs only ``T``
+``H(x)`` once per distinct training text (:meth:`HiddenCache.build`; with ``model.persist_frozen``
+once per frozen part and text across runs, :mod:`gcl.hidden_store`) and a step runs only ``T``
 and ``P`` on the cached states. The loss is then the *same function* of the trained parameters
 as with the uncached frozen-bottom forward, so it has the same value and gradient:
 
