@@ -133,7 +133,6 @@ def test_binary_hnsw_recall_tombstones_compact_and_round_trip(tmp_path):
 
 
 def test_exact_search_is_refused_and_milvus_refuses_the_binary_kinds(tmp_path):
-    _, docs = corpus()
     for kind in ("binary", "binary_hnsw", "sq8", "hnsw_sq8", "ivfpq"):
         index = VectorIndex(dim=DIM if kind != "ivfpq" else 48, kind=kind, **({"pq_m": 8} if kind == "ivfpq" else {}))
         index.add(["a"], unit(1, index.dim))
@@ -149,7 +148,6 @@ def test_exact_search_is_refused_and_milvus_refuses_the_binary_kinds(tmp_path):
         backend_for("x.db").check_kind(str(tmp_path / "x.db"), "binary_hnsw")
     backend_for("http://h:19530").check_kind("http://h:19530", "ivfpq")  # a server may build IVF_PQ
     backend_for(tmp_path / "dir").check_kind(str(tmp_path / "dir"), "binary")  # a directory takes every kind
-    del docs
 
 
 def test_a_corrupt_or_foreign_faiss_file_is_a_clear_error(tmp_path):
