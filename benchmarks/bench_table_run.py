@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=0,
                    help="keep a random N training pairs (0: all): a smaller cache build, projected per text")
     p.add_argument("--dev-corpus-size", type=int, default=None, help="eval.dev_corpus_size (default: the config's)")
+    p.add_argument("--encode-only", type=int, default=0,
+                   help="only time encoding N corpus_2 titles with MiniLM, lower 4 layers through the store vs the "
+                        "whole tower (interleaved --repeat times; what dev evaluation and gcl evaluate spend)")
     p.add_argument("--test-docs", type=int, default=0,
                    help="instead of the four test splits, time encoding N random corpus_2 documents (0: the splits)")
     return p.parse_args(argv)
@@ -110,6 +113,34 @@ def test_eval(model, bench) -> tuple[float, dict, dict]:
     return secs, {r.name: r.summary["ndcg@10"] for r in results}, parts
 
 
+def encode_only(args, bench, cfg, tmp) -> None:
+    """Encoding N titles: whole tower vs top layers on stored B(x) (empty store once, then filled)."""
+    from gcl.encoders.config import BiEncoderConfig
+    from gcl.encoders.model import BiEncoder
+    from gcl.training.frozen_reuse import CachedBottomEncoder
+
+    corpus_2 = bench.eval_split("zero_shot").documents
+    docs = corpus_2.sample(n=min(args.encode_only, len(corpus_2)), random_state=0)
+    model = BiEncoder(BiEncoderConfig(text_model=cfg.model.text_model, max_seq_length=cfg.model.max_seq_length)).eval()
+    enc = CachedBottomEncoder(model, cfg.model.freeze_layers, cache_dir=Path(tmp) / "cache")
+    times = {"whole tower": [], "stored B, empty store": [], "stored B, filled store": []}
+    model.encode_documents(docs.head(64))  # warm-up (first-call costs)
+    ref = None
+    for r in range(args.repeat):
+        for way in ("whole tower", "stored B, empty store", "stored B, filled store"):
+            if way == "stored B, empty store" and r:
+                continue
+            model.cached_bottom = None if way == "whole tower" else enc
+            t, emb = timed(lambda: model.encode_documents(docs))
+            times[way].append(t)
+            ref = emb if ref is None else ref
+            print(f"  {way:<24} {t:8.1f}s  max |diff| {np.abs(emb - ref).max():.1e}   {load()}", flush=True)
+    base = statistics.median(times["whole tower"])
+    print(f"\n{len(docs)} corpus_2 titles, MiniLM, freeze_layers={cfg.model.freeze_layers}, {args.threads} threads, {load()}")
+    for way, v in times.items():
+        print(f"{way:<24}{statistics.median(v):>8.1f}s  {base / statistics.median(v):5.2f}x   ({len(v)} runs)")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
@@ -141,6 +172,8 @@ def main(argv=None) -> None:
         rows.setdefault(phase, {"before": [], "after": []})[way].append(secs)
         print(f"  {phase:<34} {way:<7} {secs:8.1f}s   {load()}", flush=True)
 
+    if args.encode_only:
+        return encode_only(args, bench, cfg, tmp)
     # 1. the hidden cache: computed (empty store, as every run did) vs read (every later run)
     t, fresh = timed(lambda: make_trainer(args.config, splits, f"{tmp}/run", overrides))
     add("trainer setup (model, tokens, cache)", "before", t)
