@@ -194,9 +194,13 @@ def _page_width(page) -> int:
 
 
 def _wait_images_settled(page) -> None:
-    """Every thumbnail decoded or replaced by its placeholder (scrolled to the end: thumbnails load lazily)."""
-    page.evaluate("() => window.scrollTo(0, document.documentElement.scrollHeight)")
-    _until(page, "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+    """Every thumbnail decoded or replaced by its placeholder. Thumbnails load lazily, so each poll
+    scrolls the first one not yet decoded into view: a jump to the end of a tall (phone-width) page
+    can leave the middle ones outside the lazy-load margin for ever."""
+    _until(page, """(() => {
+        const pending = [...document.querySelectorAll('img.thumb')].find(i => !(i.complete && i.naturalWidth > 0));
+        if (pending) { pending.scrollIntoView({block: 'center'}); return false; }
+        return true; })()""")
 
 
 def test_search_page_grid_and_paging(served, page, tmp_path):
