@@ -66,6 +66,7 @@ class HiddenStore:
         self._keys: dict[str, tuple[int, int, int]] = {}
         self._meta: dict = {}
         self._arrays: dict[str, np.ndarray | None] = {}
+        self._need: dict[int, int] | None = None  # _rows_needed() of the current keys, computed once
         self._read_index()
 
     def __len__(self) -> int:
@@ -87,6 +88,7 @@ class HiddenStore:
                           f"layers' outputs will be computed again", stacklevel=3)
             return
         self._parts, self._keys, self._meta = parts, keys, meta
+        self._need = None
 
     def _array(self, p: int) -> np.ndarray | None:
         """Part ``p`` memory-mapped, or ``None`` (with a warning) when it cannot be used."""
@@ -95,7 +97,9 @@ class HiddenStore:
             path = self.path / name
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
-                need = self._rows_needed().get(p, 0)
+                if self._need is None:
+                    self._need = self._rows_needed()
+                need = self._need.get(p, 0)
                 if (arr.ndim != 2 or arr.shape[0] < need or arr.shape[1] != self._meta["width"]
                         or str(arr.dtype) != self._meta["dtype"]):
                     raise ValueError(f"shape {arr.shape} {arr.dtype}, the index needs ({need}, "
@@ -150,6 +154,7 @@ class HiddenStore:
             self._parts.append(name)  # read back memory-mapped when needed: no second copy held here
             for k, a, n in zip(keys, starts.tolist(), np.asarray(lengths).tolist()):
                 self._keys[k] = (p, int(a), int(n))
+            self._need = None
             index = {**self._meta, "parts": self._parts, "keys": {k: list(v) for k, v in self._keys.items()}}
             write_atomic(self.path / self.INDEX, lambda fh: fh.write(json.dumps(index).encode("utf-8")))
 
