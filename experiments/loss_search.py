@@ -116,7 +116,7 @@ def run(args) -> None:
     dev = DevEvaluator(splits, replace(base.eval, dev_corpus_size=args.dev_corpus), seed=0)
     print(f"{splits.train.judgments['query_id'].nunique()} training queries, {n_pairs} pairs; {steps} steps of "
           f"{base.batch.batch_size} ({args.epochs} epochs), dev every {every} steps; "
-          f"{splits.dev.judgments['query_id'].nunique()} dev queries, dev corpus {len(dev.task.doc_ids) if hasattr(dev.task, 'doc_ids') else args.dev_corpus}",
+          f"{splits.dev.judgments['query_id'].nunique()} dev queries, dev corpus {args.dev_corpus}",
           flush=True)
     for seed in args.seeds:
         for arm in args.arms or list(ARMS):
