@@ -20,16 +20,15 @@ Where: :func:`default_cache_dir` -- ``$GCL_CACHE_DIR``, else ``$XDG_CACHE_HOME/g
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from gcl.atomic import write_atomic
+from gcl.row_store import RowStore
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -42,77 +41,42 @@ def default_cache_dir() -> Path:
     return Path(base) / "gcl"
 
 
-class EmbeddingCache:
-    """Float32 vectors on disk under string keys, one namespace (encoder) per directory."""
+class EmbeddingCache(RowStore):
+    """Float32 vectors on disk under string keys, one namespace (encoder) per directory.
 
-    INDEX = "index.json"
+    A :class:`gcl.row_store.RowStore` whose entries are one row each (``[part, row]`` in the
+    index), whose parts are numbered in order, and whose ``put`` keeps a key's first vector."""
+
+    LABEL = "embedding cache"
+    INDEX_LOST = "ignoring the cache there: its vectors will be computed again"
+    PART_LOST = "its vectors will be computed again"
 
     def __init__(self, directory: str | Path, *, namespace: str) -> None:
         if not _NAMESPACE_RE.match(namespace):
             raise ValueError(f"cache namespace must match {_NAMESPACE_RE.pattern}, got {namespace!r}")
-        self.path = Path(directory) / namespace
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._parts: list[str] = []
-        self._keys: dict[str, tuple[int, int]] = {}
-        self._dim: int | None = None
-        self._loaded: dict[int, np.ndarray | None] = {}
-        self._rows_needed: list[int] | None = None  # per part: 1 + the largest row a key uses
-        index = self.path / self.INDEX
-        if index.is_file():
-            try:
-                raw = json.loads(index.read_text(encoding="utf-8"))
-                parts = [str(p) for p in raw["parts"]]
-                keys = {str(k): (int(p), int(r)) for k, (p, r) in raw["keys"].items()}
-                dim = None if raw["dim"] is None else int(raw["dim"])
-                if any(not 0 <= p < len(parts) or r < 0 for p, r in keys.values()):
-                    raise ValueError("a key points outside the parts")
-            except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-                warnings.warn(f"embedding cache index {index} is unreadable ({exc}); ignoring the cache "
-                              f"there: its vectors will be computed again", stacklevel=2)
-            else:
-                self._parts, self._keys, self._dim = parts, keys, dim
+        super().__init__(Path(directory) / namespace, write=write_atomic)
+        self.read_index()
 
-    def __len__(self) -> int:
-        return len(self._keys)
+    def _decode(self, raw: dict):
+        parts = [str(p) for p in raw["parts"]]
+        keys = {str(k): (int(p), int(r), 1) for k, (p, r) in raw["keys"].items()}
+        dim = None if raw["dim"] is None else int(raw["dim"])
+        return parts, keys, dim, "float32"
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
-
-    def _part(self, p: int) -> np.ndarray | None:
-        """Shard ``p`` (memory-mapped), or ``None`` with a warning when it cannot be used."""
-        if p not in self._loaded:
-            path = self.path / self._parts[p]
-            try:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-                if self._rows_needed is None or len(self._rows_needed) != len(self._parts):
-                    self._rows_needed = [0] * len(self._parts)
-                    for q, r in self._keys.values():
-                        self._rows_needed[q] = max(self._rows_needed[q], r + 1)
-                need = self._rows_needed[p]
-                if arr.ndim != 2 or arr.shape[0] < need or arr.shape[1] != self._dim or arr.dtype != np.float32:
-                    raise ValueError(f"shape {arr.shape} {arr.dtype}, the index needs ({need}, {self._dim}) float32")
-            except (OSError, ValueError, EOFError) as exc:
-                warnings.warn(f"embedding cache file {path} is unreadable ({exc}); its vectors will be "
-                              f"computed again", stacklevel=3)
-                arr = None
-            self._loaded[p] = arr
-        return self._loaded[p]
+    def _encode(self) -> dict:
+        return {"dim": self._width, "parts": self._parts, "keys": {k: [p, r] for k, (p, r, _) in self._keys.items()}}
 
     def lookup(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(found, vectors)``: ``found`` (n,) bool, ``vectors`` (found.sum(), d) float32 for
         the found keys in order. Reads each shard once, rows gathered in bulk."""
-        locs = [self._keys.get(k) for k in keys]
-        part = np.fromiter((-1 if loc is None else loc[0] for loc in locs), dtype=np.int64, count=len(keys))
-        row = np.fromiter((-1 if loc is None else loc[1] for loc in locs), dtype=np.int64, count=len(keys))
-        for p in np.unique(part[part >= 0]).tolist():
-            if self._part(p) is None:
-                part[part == p] = -1  # a broken shard: its keys count as missing
+        part, row, _ = self.locate(keys)
+        self.drop_unreadable(part)  # a broken shard: its keys count as missing
         found = part >= 0
-        out = np.empty((int(found.sum()), self._dim or 0), dtype=np.float32)
+        out = np.empty((int(found.sum()), self._width or 0), dtype=np.float32)
         where = np.flatnonzero(found)
         for p in np.unique(part[found]).tolist():
             mine = part[where] == p
-            out[mine] = self._part(p)[row[where[mine]]]
+            out[mine] = self.rows(p)[row[where[mine]]]
         return found, out
 
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -125,22 +89,16 @@ class EmbeddingCache:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(keys) != len(embeddings):
             raise ValueError(f"{len(keys)} keys but embeddings of shape {embeddings.shape}")
-        if self._dim is not None and embeddings.shape[1] != self._dim:
-            raise ValueError(f"cache holds {self._dim}-d vectors, got {embeddings.shape[1]}-d")
+        if self._width is not None and embeddings.shape[1] != self._width:
+            raise ValueError(f"cache holds {self._width}-d vectors, got {embeddings.shape[1]}-d")
         fresh: dict[str, int] = {}
         for i, k in enumerate(keys):
-            if k not in fresh and (k not in self._keys or self._part(self._keys[k][0]) is None):
+            if k not in fresh and not self.readable(k):
                 fresh[k] = i
         if not fresh:
             return
-        p = len(self._parts)
-        name = f"part-{p:05d}.npy"
+        name = f"part-{len(self._parts):05d}.npy"
         rows = np.ascontiguousarray(embeddings[list(fresh.values())])
-        write_atomic(self.path / name, lambda fh: np.save(fh, rows))
-        self._parts.append(name)
-        self._loaded[p] = rows
-        for r, k in enumerate(fresh):
-            self._keys[k] = (p, r)
-        self._dim = int(embeddings.shape[1])
-        index = {"dim": self._dim, "parts": self._parts, "keys": {k: list(v) for k, v in self._keys.items()}}
-        write_atomic(self.path / self.INDEX, lambda fh: fh.write(json.dumps(index).encode("utf-8")))
+        self.write_part(name, rows)
+        self.add_part(name, ((k, r, 1) for r, k in enumerate(fresh)), width=embeddings.shape[1], dtype="float32",
+                      keep=rows)

@@ -21,9 +21,7 @@ warning: its entries count as missing, are computed again and written anew.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import uuid
 import warnings
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from gcl.atomic import write_atomic
+from gcl.row_store import RowStore
 
 NAMESPACE_PREFIX = "hidden-"
 
@@ -41,97 +40,37 @@ def token_key(ids: Sequence[int]) -> str:
     return hashlib.sha1(np.asarray(ids, dtype="<i8").tobytes()).hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive ``flock`` on ``path`` (created if needed) for the duration of the block."""
-    import fcntl
+class HiddenStore(RowStore):
+    """The hidden states of one frozen part (one namespace directory), by :func:`token_key`.
 
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    A :class:`gcl.row_store.RowStore` whose entries are a text's token rows (``[part, first, n]``
+    in the index), whose parts have random names, and whose ``put`` merges under the lock."""
 
-
-class HiddenStore:
-    """The hidden states of one frozen part (one namespace directory), by :func:`token_key`."""
-
-    INDEX = "index.json"
+    LABEL = "hidden-state cache"
+    INDEX_LOST = "ignoring it: the frozen layers' outputs will be computed again"
+    PART_LOST = "its texts' frozen-layer outputs will be computed again"
 
     def __init__(self, root: str | Path, fingerprint: str) -> None:
-        self.path = Path(root) / f"{NAMESPACE_PREFIX}{fingerprint}"
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._parts: list[str] = []
-        self._keys: dict[str, tuple[int, int, int]] = {}
-        self._meta: dict = {}
-        self._arrays: dict[str, np.ndarray | None] = {}
-        self._need: dict[int, int] | None = None  # _rows_needed() of the current keys, computed once
-        self._read_index()
+        super().__init__(Path(root) / f"{NAMESPACE_PREFIX}{fingerprint}", write=write_atomic)
+        self.read_index()
 
-    def __len__(self) -> int:
-        return len(self._keys)
+    def _decode(self, raw: dict):
+        parts = [str(p) for p in raw["parts"]]
+        keys = {str(k): (int(p), int(a), int(n)) for k, (p, a, n) in raw["keys"].items()}
+        return parts, keys, int(raw["width"]), str(raw["dtype"])
 
-    def _read_index(self) -> None:
-        index = self.path / self.INDEX
-        if not index.is_file():
-            return
-        try:
-            raw = json.loads(index.read_text(encoding="utf-8"))
-            parts = [str(p) for p in raw["parts"]]
-            keys = {str(k): (int(p), int(a), int(n)) for k, (p, a, n) in raw["keys"].items()}
-            if any(not 0 <= p < len(parts) or a < 0 or n < 1 for p, a, n in keys.values()):
-                raise ValueError("a key points outside the parts")
-            meta = {"width": int(raw["width"]), "dtype": str(raw["dtype"])}
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-            warnings.warn(f"hidden-state cache index {index} is unreadable ({exc}); ignoring it: the frozen "
-                          f"layers' outputs will be computed again", stacklevel=3)
-            return
-        self._parts, self._keys, self._meta = parts, keys, meta
-        self._need = None
-
-    def _array(self, p: int) -> np.ndarray | None:
-        """Part ``p`` memory-mapped, or ``None`` (with a warning) when it cannot be used."""
-        name = self._parts[p]
-        if name not in self._arrays:
-            path = self.path / name
-            try:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-                if self._need is None:
-                    self._need = self._rows_needed()
-                need = self._need.get(p, 0)
-                if (arr.ndim != 2 or arr.shape[0] < need or arr.shape[1] != self._meta["width"]
-                        or str(arr.dtype) != self._meta["dtype"]):
-                    raise ValueError(f"shape {arr.shape} {arr.dtype}, the index needs ({need}, "
-                                     f"{self._meta['width']}) {self._meta['dtype']}")
-            except (OSError, ValueError, EOFError) as exc:
-                warnings.warn(f"hidden-state cache file {path} is unreadable ({exc}); its texts' frozen-layer "
-                              f"outputs will be computed again", stacklevel=3)
-                arr = None
-            self._arrays[name] = arr
-        return self._arrays[name]
-
-    def _rows_needed(self) -> dict[int, int]:
-        """Per part: 1 + the last row an entry uses (a shorter file is broken)."""
-        need: dict[int, int] = {}
-        for p, a, n in self._keys.values():
-            need[p] = max(need.get(p, 0), a + n)
-        return need
+    def _encode(self) -> dict:
+        return {"width": self._width, "dtype": self._dtype, "parts": self._parts,
+                "keys": {k: list(v) for k, v in self._keys.items()}}
 
     def lookup(self, keys: Sequence[str], lengths: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """``(found, states)``: ``found`` (n,) bool; ``states`` the (length, width) arrays of the
         found keys, in order. An entry whose length differs from ``lengths`` counts as missing."""
-        found = np.zeros(len(keys), dtype=bool)
-        states: list[np.ndarray] = []
-        for i, k in enumerate(keys):
-            loc = self._keys.get(k)
-            if loc is None or loc[2] != int(lengths[i]):
-                continue
-            arr = self._array(loc[0])
-            if arr is None:
-                continue
-            found[i] = True
-            states.append(arr[loc[1]: loc[1] + loc[2]])
+        part, first, n = self.locate(keys)
+        part[n != np.asarray(lengths, dtype=np.int64)] = -1  # another length: not this text (part not read)
+        found = self.drop_unreadable(part) >= 0
+        states = [self.rows(p)[a: a + m] for p, a, m in zip(part[found].tolist(), first[found].tolist(),
+                                                               n[found].tolist())]
         return found, states
 
     def put(self, keys: Sequence[str], flat: np.ndarray, lengths: np.ndarray) -> None:
@@ -141,22 +80,16 @@ class HiddenStore:
             raise ValueError(f"{len(keys)} keys, lengths summing to {int(np.sum(lengths))}, states {flat.shape}")
         if not len(keys):
             return
-        meta = {"width": int(flat.shape[1]), "dtype": str(flat.dtype)}
         name = f"part-{uuid.uuid4().hex[:16]}.npy"
-        write_atomic(self.path / name, lambda fh: np.save(fh, flat))
+        self.write_part(name, flat)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        with _locked(self.path / "index.lock"):
-            self._read_index()  # what other writers added since
-            if self._meta and self._meta != meta:  # another dtype: start the namespace afresh
-                self._parts, self._keys = [], {}
-            self._meta = meta
-            p = len(self._parts)
-            self._parts.append(name)  # read back memory-mapped when needed: no second copy held here
-            for k, a, n in zip(keys, starts.tolist(), np.asarray(lengths).tolist()):
-                self._keys[k] = (p, int(a), int(n))
-            self._need = None
-            index = {**self._meta, "parts": self._parts, "keys": {k: list(v) for k, v in self._keys.items()}}
-            write_atomic(self.path / self.INDEX, lambda fh: fh.write(json.dumps(index).encode("utf-8")))
+        with self.locked():
+            self.read_index()  # what other writers added since
+            if self._width is not None and (self._width, self._dtype) != (flat.shape[1], str(flat.dtype)):
+                self._parts, self._keys = [], {}  # another width or dtype: start the namespace afresh
+            # the part is read back memory-mapped when needed: no second copy held here
+            self.add_part(name, zip(keys, starts.tolist(), np.asarray(lengths).tolist()), width=flat.shape[1],
+                          dtype=str(flat.dtype))
 
 
 def open_store(root: str | Path | None, fingerprint: str) -> HiddenStore | None:
