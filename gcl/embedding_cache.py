@@ -12,7 +12,9 @@ changed encoder never reads another's vectors (it gets its own namespace). Every
 with :func:`gcl.atomic.write_atomic` (temporary file, fsync, rename): a crash leaves the previous
 version or the new one. A file that cannot be read anyway (a corrupt index, a shard that does not
 load or is shorter than the index says) is ignored with a warning, and its vectors are computed
-again and written anew. One writer at a time per namespace.
+again and written anew. Concurrent writers (two ``gcl evaluate`` of one model) serialise on an
+``flock`` of the namespace directory, re-read the index under it and never reuse a part's file
+name, so each adds to the other's vectors (:mod:`gcl.row_store`).
 
 Where: :func:`default_cache_dir` -- ``$GCL_CACHE_DIR``, else ``$XDG_CACHE_HOME/gcl``, else
 ``~/.cache/gcl``. Deleting the directory clears the cache.
@@ -45,11 +47,13 @@ class EmbeddingCache(RowStore):
     """Float32 vectors on disk under string keys, one namespace (encoder) per directory.
 
     A :class:`gcl.row_store.RowStore` whose entries are one row each (``[part, row]`` in the
-    index), whose parts are numbered in order, and whose ``put`` keeps a key's first vector."""
+    index), whose parts are numbered in order (the next number free on disk), and whose ``put``
+    keeps a key's first vector; writers merge under a lock on the namespace directory."""
 
     LABEL = "embedding cache"
     INDEX_LOST = "ignoring the cache there: its vectors will be computed again"
     PART_LOST = "its vectors will be computed again"
+    LOCK = None  # writers flock the namespace directory: no file beside the index and the parts
 
     def __init__(self, directory: str | Path, *, namespace: str) -> None:
         if not _NAMESPACE_RE.match(namespace):
@@ -91,14 +95,23 @@ class EmbeddingCache(RowStore):
             raise ValueError(f"{len(keys)} keys but embeddings of shape {embeddings.shape}")
         if self._width is not None and embeddings.shape[1] != self._width:
             raise ValueError(f"cache holds {self._width}-d vectors, got {embeddings.shape[1]}-d")
-        fresh: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            if k not in fresh and not self.readable(k):
-                fresh[k] = i
-        if not fresh:
+        if all(self.readable(k) for k in keys):
             return
-        name = f"part-{len(self._parts):05d}.npy"
-        rows = np.ascontiguousarray(embeddings[list(fresh.values())])
-        self.write_part(name, rows)
-        self.add_part(name, ((k, r, 1) for r, k in enumerate(fresh)), width=embeddings.shape[1], dtype="float32",
-                      keep=rows)
+        with self.locked():  # another writer's part may have the next number: choose it under the lock
+            self.read_index()  # what other writers added since
+            if self._width is not None and embeddings.shape[1] != self._width:
+                raise ValueError(f"cache holds {self._width}-d vectors, got {embeddings.shape[1]}-d")
+            fresh: dict[str, int] = {}
+            for i, k in enumerate(keys):
+                if k not in fresh and not self.readable(k):
+                    fresh[k] = i
+            if not fresh:
+                return
+            number = len(self._parts)
+            while (self.path / f"part-{number:05d}.npy").exists():  # never replace a part a reader may use
+                number += 1
+            name = f"part-{number:05d}.npy"
+            rows = np.ascontiguousarray(embeddings[list(fresh.values())])
+            self.write_part(name, rows)
+            self.add_part(name, ((k, r, 1) for r, k in enumerate(fresh)), width=embeddings.shape[1],
+                          dtype="float32", keep=rows)

@@ -6,7 +6,8 @@ per key). One store is one directory::
 
     <path>/index.json   {<layout>, "parts": [part file names], "keys": {key: <entry>}}
     <path>/<part>.npy   (rows, width) array of the layout's dtype; written once, never changed
-    <path>/index.lock   only for stores whose writers serialise (an exclusive ``flock``)
+    <path>/index.lock   the hidden-state store's writers' ``flock`` (the embedding cache's
+                        writers flock the directory itself: no file)
 
 An entry places a key at rows ``first .. first + n - 1`` of part ``p``. The subclass spells the
 layout and the entries in JSON (:meth:`RowStore._decode`, :meth:`RowStore._encode`): the embedding
@@ -26,7 +27,8 @@ Reading checks, and nothing that fails a check is served as data:
 The caller computes missing keys again and writes them anew. Every file is written by ``write``
 (default :func:`gcl.atomic.write_atomic`: temporary file, fsync, rename), a part before the index
 that names it, so a crash leaves the previous index or the new one and never an index naming a
-partial part.
+partial part. Writers hold :meth:`RowStore.locked` while they re-read the index, add their part
+and rewrite it, so concurrent writers add to one another's entries instead of overwriting them.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class RowStore:
     """
 
     INDEX = "index.json"
-    LOCK = "index.lock"
+    LOCK: str | None = "index.lock"  # what writers flock (None: the directory)
     LABEL = "row store"  # the warnings' subject: "<LABEL> index ..." / "<LABEL> file ..."
     INDEX_LOST = "ignoring it: its keys count as missing"  # what an unreadable index means
     PART_LOST = "its keys count as missing"  # what an unreadable part means
@@ -154,15 +156,23 @@ class RowStore:
     # -- writing
     @contextlib.contextmanager
     def locked(self):
-        """An exclusive ``flock`` on ``<path>/index.lock`` (created if needed) for the block."""
+        """An exclusive ``flock`` for the block: on ``<path>/<LOCK>`` (created if needed), or on the
+        store's directory itself when ``LOCK`` is ``None`` (no file added)."""
         import fcntl
+        import os
 
-        with open(self.path / self.LOCK, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        if self.LOCK is None:
+            fd = os.open(self.path, os.O_RDONLY)
+        else:
+            fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def write_part(self, name: str, rows: np.ndarray) -> None:
         """Write ``rows`` as the part file ``name`` (not yet in the index)."""

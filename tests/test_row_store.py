@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import threading
 import time
 import warnings
@@ -246,3 +247,42 @@ def test_hidden_store_writers_are_serialised_by_the_lock(tmp_path):
     assert found.all()
     np.testing.assert_array_equal(got[0], x)
     np.testing.assert_array_equal(got[1], y)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+def test_two_writers_on_one_directory_add_to_each_other(tmp_path, kind):
+    """Two runs opened on the same state, their puts interleaved: the directory then holds what one
+    writer doing every put would hold. (The embedding cache before its lock: the second writer's
+    part took the first one's file name, so the first writer's next index pointed its keys at the
+    second one's vectors, served without a warning.)"""
+    rng = np.random.default_rng(5)
+    ref: dict = {}
+    a, b = kind.open(tmp_path), kind.open(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for step in range(6):
+            fill(kind, a if step % 2 == 0 else b, ref, rng, puts=1, pool=12)
+        assert_same(kind.get(kind.open(tmp_path), list(ref), ref), ref)
+
+
+def test_embedding_cache_writers_are_serialised_by_a_lock_on_the_directory(tmp_path):
+    a = EmbeddingCache(tmp_path, namespace="ns")
+    done = threading.Event()
+
+    def write():
+        a.put(["x"], np.ones((1, 3)))
+        done.set()
+
+    fd = os.open(a.path, os.O_RDONLY)  # another writer between reading the index and rewriting it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        t = threading.Thread(target=write)
+        t.start()
+        time.sleep(0.3)
+        assert not done.is_set()  # waits for the lock
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    t.join(timeout=30)
+    assert done.is_set()
+    assert sorted(p.name for p in a.path.iterdir()) == ["index.json", "part-00000.npy"]  # no lock file
