@@ -16,7 +16,8 @@ ids (:func:`token_key`), so the tokenizer and the token limit are part of the ke
 written with :func:`gcl.atomic.write_atomic` (temporary file, fsync, rename) under a lock on
 ``index.lock``; the index is re-read under the lock before it is rewritten, so concurrent runs
 add to it instead of overwriting each other. An unreadable index or part is ignored with a
-warning: its entries count as missing, are computed again and written anew.
+warning: its entries count as missing, are computed again and written anew. The reading, checks,
+lock and writes are :class:`gcl.row_store.RowStore`'s, shared with the embedding cache.
 """
 
 from __future__ import annotations
