@@ -3,8 +3,9 @@ reference: a dict of arrays.
 
 :class:`EmbeddingCache` keeps a key's first vector, :class:`HiddenStore` its last states; both
 must give back exactly what the reference holds after puts spread over several parts, after a
-reopen, and never serve a truncated part or a corrupt index as data. Directories written in the
-layout of the code before the shared base (built here by hand, byte for byte) are read as before.
+reopen, and never serve a truncated part or a corrupt index as data; two writers on one
+directory add to each other, serialised by their lock. Directories written in the layout of the
+code before the shared base (built here by hand, byte for byte) are read as before.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def test_the_old_layouts_written_by_hand_are_read(tmp_path):
     ns.mkdir()
     np.save(ns / "part-00000.npy", vecs[:2])
     np.save(ns / "part-00001.npy", vecs[2:])
-    old_index = b'{"dim": 3, "parts": ["part-00000.npy", "part-00001.npy"], "keys": {"a": [0, 0], "b": [0, 1], "c": [1, 0]}}'
+    old_index = (b'{"dim": 3, "parts": ["part-00000.npy", "part-00001.npy"], '
+                 b'"keys": {"a": [0, 0], "b": [0, 1], "c": [1, 0]}}')
     (ns / "index.json").write_bytes(old_index)
     cache = EmbeddingCache(tmp_path, namespace="docs-x")
     assert_same(cache.get(["a", "b", "c", "d"]), {"a": vecs[0], "b": vecs[1], "c": vecs[2]})
