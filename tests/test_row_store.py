@@ -89,13 +89,21 @@ def assert_same(got: dict, want: dict) -> None:
         np.testing.assert_array_equal(got[k], want[k])
 
 
+def start(kind, root, seed):
+    """``(store, ref, rng)``: an opened store, its empty reference, a seeded generator."""
+    return kind.open(root), {}, np.random.default_rng(seed)
+
+
+def put_both(kind, store, ref, items: dict) -> None:
+    kind.put(store, items)
+    naive_put(ref, items, kind.keep_first)
+
+
 def fill(kind, store, ref, rng, *, puts=5, pool=30):
     """``puts`` puts of random keys from a pool of ``pool`` (repeats across puts included)."""
     for _ in range(puts):
         keys = [f"k{i}" for i in rng.choice(pool, size=int(rng.integers(1, 10)), replace=False)]
-        items = {k: kind.value(rng) for k in keys}
-        kind.put(store, items)
-        naive_put(ref, items, kind.keep_first)
+        put_both(kind, store, ref, {k: kind.value(rng) for k in keys})
 
 
 def parts_of(store):
@@ -105,9 +113,7 @@ def parts_of(store):
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_a_dict_across_parts_and_after_reopen(tmp_path, kind, seed):
-    rng = np.random.default_rng(seed)
-    ref: dict = {}
-    store = kind.open(tmp_path)
+    store, ref, rng = start(kind, tmp_path, seed)
     probe = [f"k{i}" for i in range(40)]  # ten of them never stored
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -125,15 +131,10 @@ def test_matches_a_dict_across_parts_and_after_reopen(tmp_path, kind, seed):
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 @pytest.mark.parametrize("damage", ["truncated", "fewer rows", "other dtype", "not npy"])
 def test_a_damaged_part_is_warned_about_and_its_keys_are_not_served(tmp_path, kind, damage):
-    rng = np.random.default_rng(3)
-    ref: dict = {}
-    store = kind.open(tmp_path)
+    store, ref, rng = start(kind, tmp_path, 3)
     first = {f"a{i}": kind.value(rng) for i in range(6)}
-    kind.put(store, first)
-    naive_put(ref, first, kind.keep_first)
-    second = {f"b{i}": kind.value(rng) for i in range(6)}
-    kind.put(store, second)
-    naive_put(ref, second, kind.keep_first)
+    put_both(kind, store, ref, first)
+    put_both(kind, store, ref, {f"b{i}": kind.value(rng) for i in range(6)})
     index = json.loads((store.path / "index.json").read_text())
     part = store.path / index["parts"][0]  # holds the a-keys
     arr = np.load(part)
@@ -158,9 +159,7 @@ def test_a_damaged_part_is_warned_about_and_its_keys_are_not_served(tmp_path, ki
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 @pytest.mark.parametrize("damage", ["not json", "missing field", "entry outside the parts", "not utf-8"])
 def test_a_corrupt_index_is_warned_about_and_nothing_is_served(tmp_path, kind, damage):
-    rng = np.random.default_rng(4)
-    ref: dict = {}
-    store = kind.open(tmp_path)
+    store, ref, rng = start(kind, tmp_path, 4)
     fill(kind, store, ref, rng, puts=2)
     index = store.path / "index.json"
     raw = json.loads(index.read_text())
@@ -257,9 +256,8 @@ def test_two_writers_on_one_directory_add_to_each_other(tmp_path, kind):
     writer doing every put would hold. (The embedding cache before its lock: the second writer's
     part took the first one's file name, so the first writer's next index pointed its keys at the
     second one's vectors, served without a warning.)"""
-    rng = np.random.default_rng(5)
-    ref: dict = {}
-    a, b = kind.open(tmp_path), kind.open(tmp_path)
+    a, ref, rng = start(kind, tmp_path, 5)
+    b = kind.open(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for step in range(6):
