@@ -1,0 +1,392 @@
+"""The judgment-table reader as it was before its Arrow rewrite: gcl/data/readers.py at commit 3fb16cb,
+unchanged below this docstring. tests/test_reader_equivalence.py compares the current reader with it,
+result for result (tables, dtypes, row order, notes, errors). Not part of the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from gcl.errors import DataError
+from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, Field, FieldKind, GradedDataset
+from gcl.data.table_files import Format, check_columns, detect_format, load_columns  # noqa: F401 - re-exported
+
+__all__ = ["read_table", "dataset_from_frame", "detect_format", "load_columns", "Format", "Duplicates", "FieldSpec"]
+
+Duplicates = Literal["mean", "first", "error"]
+FieldSpec = Sequence["str | Field"] | Mapping["str | Field", str] | None
+
+
+# ---------------------------------------------------------------------------- public API
+def read_table(
+    path: str | Path,
+    *,
+    query_col: str,
+    doc_id_col: str,
+    score_col: str | None,
+    query_id_col: str | None = None,
+    query_fields: FieldSpec = None,
+    doc_fields: FieldSpec = None,
+    format: Format | None = None,
+    encoding: str = "utf-8",
+    duplicates: Duplicates = "mean",
+    allow_negative: bool = False,
+    strip_queries: bool = True,
+    name: str | None = None,
+) -> GradedDataset:
+    """Read a judgment table (``.csv[.gz|.xz|.bz2]``, ``.tsv``, ``.jsonl``, ``.parquet``).
+
+    Args:
+        path: the file; the format comes from its extension unless ``format`` is given.
+        query_col: column with the query text (stored as query field ``"query"``).
+        doc_id_col: column with the document id (converted to ``str``).
+        score_col: column with the graded score; ``None`` gives every judgment score 1.0.
+        query_id_col: column with a query id; without it the query id is the query text.
+        query_fields: extra query-side columns kept as query fields (first value per query).
+        doc_fields: document fields: a list of column names (field name = column name) or a
+            mapping ``{field: column}``; a :class:`Field` key or item sets the kind (image).
+            Default ``["title"]``.
+        encoding: text encoding of CSV/TSV/JSONL files.
+        duplicates: what to do with a (query, document) pair judged more than once: ``"mean"``
+            averages the scores, ``"first"`` keeps the first row, ``"error"`` raises.
+        allow_negative: accept negative scores (rejected by default; see ``docs/data.md``).
+        strip_queries: strip surrounding whitespace from query text (and query ids).
+        name: dataset name (default: the file name without its extensions).
+    """
+    path = Path(path)
+    fmt = format or detect_format(path)
+    q_fields = _field_map(query_fields, default=[])
+    d_fields = _field_map(doc_fields, default=["title"])
+    needed = [query_col, doc_id_col]
+    needed += [c for c in (score_col, query_id_col) if c is not None]
+    needed += list(q_fields.values()) + list(d_fields.values())
+    frame = load_columns(path, _unique(needed), format=fmt, encoding=encoding)
+    return dataset_from_frame(
+        frame,
+        query_col=query_col,
+        doc_id_col=doc_id_col,
+        score_col=score_col,
+        query_id_col=query_id_col,
+        query_fields=q_fields,
+        doc_fields=d_fields,
+        duplicates=duplicates,
+        allow_negative=allow_negative,
+        strip_queries=strip_queries,
+        name=name or _stem(path),
+        source=str(path),
+    )
+
+
+def dataset_from_frame(
+    frame: pd.DataFrame,
+    *,
+    query_col: str,
+    doc_id_col: str,
+    score_col: str | None,
+    query_id_col: str | None = None,
+    query_fields: FieldSpec = None,
+    doc_fields: FieldSpec = None,
+    duplicates: Duplicates = "mean",
+    allow_negative: bool = False,
+    strip_queries: bool = True,
+    name: str = "dataset",
+    source: str = "<frame>",
+) -> GradedDataset:
+    """Build a validated :class:`GradedDataset` from one-judgment-per-row ``frame``.
+
+    Same arguments as :func:`read_table`; ``source`` names the origin in errors. Row numbers in
+    errors are positions in ``frame`` (0-based).
+    """
+    if duplicates not in ("mean", "first", "error"):
+        raise ValueError(f"duplicates must be 'mean', 'first' or 'error', not {duplicates!r}")
+    frame = frame.reset_index(drop=True)
+    q_fields = _field_map(query_fields, default=[])
+    d_fields = _field_map(doc_fields, default=["title"])
+    needed = [query_col, doc_id_col, *(c for c in (score_col, query_id_col) if c is not None)]
+    check_columns(frame.columns, _unique(needed + list(q_fields.values()) + list(d_fields.values())), source)
+    if len(frame) == 0:
+        raise DataError("the table has no data rows", source=source)
+    notes = [f"read {len(frame)} rows from {source}"]
+
+    # ---- query text and ids, document ids: hashed once; later steps work on the integer codes
+    text, q_codes, q_index = _text_ids(frame[query_col], QUERY_ID, strip=strip_queries,
+                                       empty="empty query text", source=source, column=query_col)
+    qid = text
+    if query_id_col is not None:
+        qid, q_codes, q_index = _text_ids(frame[query_id_col], QUERY_ID, strip=strip_queries,
+                                          empty="empty query id", source=source, column=query_id_col)
+    did, d_codes, d_index = _text_ids(frame[doc_id_col], DOC_ID, strip=True,
+                                      empty="empty document id", source=source, column=doc_id_col)
+
+    # ---- scores
+    if score_col is None:
+        score = pd.Series(np.ones(len(frame)), index=frame.index)
+        notes.append("no score column: every judgment has score 1.0")
+    else:
+        score = _scores(frame[score_col], source, score_col, allow_negative)
+
+    # ---- documents and queries tables (first value per id; conflicts counted)
+    documents, doc_note = _entity_table(d_codes, d_index, frame, d_fields, "document")
+    query_cols = {Field("query"): None, **q_fields}
+    queries, query_note = _entity_table(
+        q_codes, q_index, frame, query_cols, "query", first_values={"query": text},
+        same_as_id=("query",) if query_id_col is None else (),
+    )
+    notes += [n for n in (doc_note, query_note) if n]
+
+    # ---- judgments, duplicates handled as documented
+    judgments = pd.DataFrame({QUERY_ID: qid, DOC_ID: did, SCORE: score.astype(float)})
+    pair_key = q_codes * np.int64(len(d_index)) + d_codes  # one int64 per (query, document) pair
+    judgments, dup_note = _merge_duplicates(judgments, pair_key, duplicates, source, doc_id_col)
+    if dup_note:
+        notes.append(dup_note)
+
+    ds = GradedDataset(
+        queries=queries,
+        documents=documents,
+        judgments=judgments,
+        query_fields=tuple(query_cols),
+        doc_fields=tuple(d_fields),
+        name=name,
+        notes=notes,
+    )
+    # The tables are built from the judgments' own factorised ids, so the id invariants (unique,
+    # known, no repeated pair, every query judged) hold by construction; the rest is checked.
+    return ds.validate(source=source, check_ids=False)
+
+
+# ---------------------------------------------------------------------------- conversions
+def _field_map(spec: FieldSpec, *, default: Sequence[str]) -> dict[Field, str]:
+    """Normalise a field spec to ``{Field: column}``."""
+    spec = default if spec is None else spec
+    items = spec.items() if isinstance(spec, Mapping) else ((f, None) for f in spec)
+    out: dict[Field, str] = {}
+    for key, column in items:
+        field = key if isinstance(key, Field) else Field(str(key))
+        out[field] = column if column is not None else field.name
+    return out
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Values as ``str`` with missing values as ``""`` (vectorised)."""
+    return series.astype(str).fillna("")
+
+
+def _as_image(series: pd.Series) -> pd.Series:
+    """Image values: a path (``str``) or ``bytes``; missing (``None``/NaN/``""``) -> ``None``."""
+    values = series.astype(object)
+    missing = values.isna().to_numpy() | (values == "").to_numpy()
+    values = values.where(~missing, None)
+    return values
+
+
+def _parse_floats(raw: pd.Series) -> pd.Series:
+    """Text to float64: pyarrow's cast when every value parses, else pandas' (NaN where not a number)."""
+    if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.storage == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:
+            values = pc.cast(pa.array(raw.array), pa.float64()).to_numpy(zero_copy_only=False)
+            return pd.Series(values, index=raw.index)
+        except pa.ArrowInvalid:  # some value is not a number: pandas marks which (error path)
+            pass
+    return pd.to_numeric(raw, errors="coerce")
+
+
+def _scores(raw: pd.Series, source: str, column: str, allow_negative: bool) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw):
+        raise DataError("scores are booleans, not numbers", source=source, row=0, field=column)
+    numeric = raw if pd.api.types.is_numeric_dtype(raw) else _parse_floats(raw)
+    numeric = numeric.astype(float)
+    nan = numeric.isna().to_numpy()
+    if nan.any():
+        i = int(np.flatnonzero(nan)[0])
+        value = raw.iloc[i]
+        blank = value is None or (isinstance(value, str) and value.strip() == "")
+        if not blank and not isinstance(value, str) and pd.isna(value):
+            blank = True  # a null in JSONL/Parquet
+        what = "missing score" if blank else f"score {value!r} is not a number"
+        raise DataError(f"{what} ({int(nan.sum())} such rows)", source=source, row=i, field=column)
+    inf = ~np.isfinite(numeric.to_numpy())
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        raise DataError(f"score {raw.iloc[i]!r} is not finite", source=source, row=i, field=column)
+    if not allow_negative:
+        neg = (numeric < 0).to_numpy()
+        if neg.any():
+            i = int(np.flatnonzero(neg)[0])
+            raise DataError(
+                f"negative score {float(numeric.iloc[i])} ({int(neg.sum())} such rows); if negative scores are "
+                "meaningful, allow them with --allow-negative (config data.allow_negative, Python allow_negative=True)",
+                source=source,
+                row=i,
+                field=column,
+            )
+    return numeric
+
+
+def _factorize(ids: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of ``ids`` (numbered in order of first appearance) and the distinct ids."""
+    codes, uniques = pd.factorize(ids)
+    return codes.astype(np.int64, copy=False), pd.Index(uniques, name=name)
+
+
+def _text_ids(
+    raw: pd.Series, name: str, *, strip: bool, empty: str, source: str, column: str
+) -> tuple[pd.Series, np.ndarray, pd.Index]:
+    """Text values as (per-row values, codes, distinct values named ``name``).
+
+    Surrounding whitespace is stripped (when ``strip``) on the distinct values, and the rows
+    are rebuilt only when stripping changes one (values equal after stripping become one). A
+    value that is empty or whitespace is an error (``empty``), naming its first row.
+    """
+    values = _as_text(raw)
+    codes, uniques = _factorize(values, name)
+    stripped = uniques.str.strip()
+    blank = np.asarray(stripped == "", dtype=bool)
+    if blank.any():
+        _fail_where(blank[codes], empty, source, column)
+    if strip and not bool((stripped == uniques).all()):
+        merged, distinct = pd.factorize(stripped)  # in order of first appearance, as before
+        codes = merged.astype(np.int64, copy=False)[codes]
+        uniques = pd.Index(distinct, name=name)
+        values = pd.Series(uniques.take(codes).array, index=values.index)
+    return values, codes, uniques
+
+
+def _first_rows(codes: np.ndarray) -> np.ndarray:
+    """The row of each code's first occurrence, in code order.
+
+    Codes numbered in order of first appearance make row ``i`` a first occurrence exactly when
+    ``codes[i]`` exceeds every earlier code, i.e. where the running maximum grows.
+    """
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.maximum.accumulate(codes)
+    new = np.empty(len(codes), dtype=bool)
+    new[0] = True
+    np.greater(top[1:], top[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def _differs_from_first(
+    values: pd.Series, first_of_row: np.ndarray, image: bool, block: int = 1 << 20
+) -> np.ndarray:
+    """Rows whose value differs from that of their id's first row (missing = ``""`` = ``None``).
+
+    Strings are compared in Arrow, ``block`` rows at a time (the gathered copy stays small).
+    """
+    if isinstance(values.dtype, pd.StringDtype):
+        a = values.fillna("").array
+        out = np.empty(len(a), dtype=bool)
+        for start in range(0, len(a), block):
+            stop = min(start + block, len(a))
+            out[start:stop] = np.asarray(a[start:stop] != a.take(first_of_row[start:stop]), dtype=bool)
+        return out
+    a = (_as_image(values) if image else values).to_numpy(dtype=object)
+    b = a[first_of_row]
+    return (a != b) & ~(pd.isna(a) & pd.isna(b))
+
+
+def _entity_table(
+    codes: np.ndarray,
+    index: pd.Index,
+    frame: pd.DataFrame,
+    fields: Mapping[Field, str | None],
+    label: str,
+    first_values: Mapping[str, pd.Series] | None = None,
+    same_as_id: Sequence[str] = (),
+) -> tuple[pd.DataFrame, str | None]:
+    """One row per id (its first row); count ids whose field values differ between rows.
+
+    ``codes``/``index``: the ids of ``frame``'s rows as from :func:`_factorize`.
+    """
+    first = _first_rows(codes)
+    repeated = len(first) < len(codes)
+    differs = np.zeros(len(codes), dtype=bool)
+    columns = {}
+    for field, column in fields.items():
+        raw = first_values[field.name] if first_values and field.name in first_values else frame[column]
+        image = field.kind == FieldKind.IMAGE
+        values = raw if image else _as_text(raw)
+        if repeated and field.name not in same_as_id:  # a field equal to the id cannot conflict
+            differs |= _differs_from_first(values, first[codes], image)
+        kept = _as_image(values.iloc[first]) if image else values.iloc[first]
+        columns[field.name] = pd.Series(kept.array, index=index, dtype=kept.dtype)  # keeps object dtype
+    table = pd.DataFrame(columns, index=index)
+    note = None
+    if differs.any():
+        n_ids = len(np.unique(codes[differs]))
+        note = (
+            f"{n_ids} {label} ids have conflicting field values across rows "
+            f"({int(differs.sum())} rows differ from the first); the first row's values were kept"
+        )
+    return table, note
+
+
+def _merge_duplicates(
+    judgments: pd.DataFrame, pair_key: np.ndarray, duplicates: Duplicates, source: str, doc_id_col: str
+) -> tuple[pd.DataFrame, str | None]:
+    """Apply the ``duplicates`` policy; ``pair_key`` is one integer per (query, document) pair."""
+    extra = pd.Series(pair_key).duplicated().to_numpy()
+    if not extra.any():
+        return judgments, None
+    n_extra = int(extra.sum())
+    if duplicates == "error":
+        i = int(np.flatnonzero(extra)[0])
+        raise DataError(
+            f"(query, document) pair ({judgments[QUERY_ID].iloc[i]!r}, {judgments[DOC_ID].iloc[i]!r}) "
+            f"judged more than once ({n_extra} repeated rows); pass duplicates='mean' or 'first'",
+            source=source,
+            row=i,
+            field=doc_id_col,
+        )
+    if duplicates == "first":
+        kept = judgments.loc[~extra].reset_index(drop=True)
+        return kept, (f"duplicates='first': {n_extra} repeated (query, document) rows dropped, first kept"
+                      f"{_duplicate_examples(judgments, extra)}")
+    pairs, _ = pd.factorize(pair_key)  # numbered in order of first appearance
+    merged = judgments.iloc[_first_rows(pairs)].reset_index(drop=True)
+    merged[SCORE] = judgments[SCORE].groupby(pairs, sort=False).mean().to_numpy()
+    n_pairs = len(np.unique(pair_key[extra]))
+    note = (
+        f"duplicates='mean': {n_extra} repeated (query, document) rows merged into "
+        f"{n_pairs} judgments by averaging their scores{_duplicate_examples(judgments, extra)}"
+    )
+    return merged[[QUERY_ID, DOC_ID, SCORE]], note
+
+
+def _duplicate_examples(judgments: pd.DataFrame, extra: np.ndarray, n: int = 3) -> str:
+    """``"; e.g. ('red shirt', 'd2') scores [1.0, 2.0]"`` for the first ``n`` repeated pairs."""
+    pairs = judgments.loc[extra, [QUERY_ID, DOC_ID]].drop_duplicates().head(n)
+    rows = judgments.merge(pairs, on=[QUERY_ID, DOC_ID])  # only the rows of the shown pairs
+    shown = [f"({q!r}, {d!r}) scores {[float(x) for x in g[SCORE]]}"
+             for (q, d), g in rows.groupby([QUERY_ID, DOC_ID], sort=False)]
+    return "; e.g. " + ", ".join(shown)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _fail_where(mask: pd.Series, message: str, source: str, column: str) -> None:
+    bad = np.asarray(mask, dtype=bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{message} ({int(bad.sum())} such rows)", source=source, row=i, field=column)
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    while Path(name).suffix:
+        name = Path(name).stem
+    return name
