@@ -358,6 +358,8 @@ def _entity_table(
 
     ``codes``/``index``: the ids of ``frame``'s rows as from :func:`_factorize`. Only the later
     rows of repeated ids are compared with their id's first row (a first row cannot differ).
+    Fields named in ``same_as_id`` hold the id itself (the query text when it is the query id):
+    their column is ``index``, with nothing to compare.
     """
     first = _first_rows(codes)
     later = _later_rows(first, len(codes))
@@ -368,7 +370,10 @@ def _entity_table(
         raw = first_values[field.name] if first_values and field.name in first_values else frame[column]
         image = field.kind == FieldKind.IMAGE
         values = raw if image else _as_text(raw)
-        if len(later) and field.name not in same_as_id:  # a field equal to the id cannot conflict
+        if field.name in same_as_id:  # a field equal to the id: its first values are the ids
+            columns[field.name] = pd.Series(index.array, index=index, dtype=values.dtype)
+            continue
+        if len(later):
             differs |= _differs_from_first(values, later, first_of_later, image)
         columns[field.name] = _first_values(values, first, index, image)
     table = pd.DataFrame(columns, index=index)
