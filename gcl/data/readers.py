@@ -304,7 +304,15 @@ def _arrow_text(values: pd.Series):
     if not (isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"):
         return None
     arr = arrow_strings(values)
-    return None if arr is None or arr.null_count else one_array(arr)
+    if arr is None or arr.null_count:
+        return None
+    return arr.chunk(0) if getattr(arr, "num_chunks", 0) == 1 else one_array(arr)
+
+
+def _one_chunk_text(values: pd.Series) -> pd.Series:
+    """A text column with its Arrow chunks combined once (its gathers then read one array)."""
+    arr = _arrow_text(values)
+    return values if arr is None else pd.Series(pd.array(arr, dtype=values.dtype), index=values.index)
 
 
 def _differs_from_first(
@@ -373,6 +381,8 @@ def _entity_table(
         if field.name in same_as_id:  # a field equal to the id: its first values are the ids
             columns[field.name] = pd.Series(index.array, index=index, dtype=values.dtype)
             continue
+        if not image:
+            values = _one_chunk_text(values)
         if len(later):
             differs |= _differs_from_first(values, later, first_of_later, image)
         columns[field.name] = _first_values(values, first, index, image)
