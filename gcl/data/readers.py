@@ -13,8 +13,12 @@ query fields are counted in ``dataset.notes``. The rules are in ``docs/data.md``
 
 Everything is vectorised, so a 10-million-row table reads without a Python loop per row (loops
 only run on the error path, to find the row at fault): each id column is hashed once
-(``pandas.factorize``) and the per-id work (first row, conflicting fields, repeated pairs) runs
-on the integer codes; strings stay in Arrow buffers.
+(``pandas.factorize``, i.e. pyarrow's ``dictionary_encode``) and the per-id work runs on the
+integer codes, with strings kept in Arrow buffers: an id's first row is where the running
+maximum of the codes grows; only the later rows of a repeated id are compared with its first
+row (``pyarrow.compute.not_equal`` on gathered blocks); repeated (query, document) pairs are
+looked for by a stable sort of one integer key per pair, and hashed only when there are some.
+At 10^7 Marqo-shaped rows the product-id hash (~3 s of CPU) is the largest step after the parse.
 """
 
 from __future__ import annotations
