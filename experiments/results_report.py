@@ -98,6 +98,15 @@ def seed_diffs(runs: list[dict], base: list[dict], split: str, metric: str, sect
                      if r["seed"] in b and split in r.get(section, {}) and split in b[r["seed"]].get(section, {})])
 
 
+def paired_relative(runs: list[dict], base: list[dict], split: str, metric: str) -> float:
+    """100 (mean(arm) / mean(baseline) − 1) over the seeds both have: an arm run with one seed is
+    compared with the baseline's run of that seed, not with the baseline's mean over more seeds."""
+    seeds = {r["seed"] for r in runs} & {r["seed"] for r in base}
+    a = values([r for r in runs if r["seed"] in seeds], "splits", split, metric)
+    b = values([r for r in base if r["seed"] in seeds], "splits", split, metric)
+    return 100 * (a.mean() / b.mean() - 1)
+
+
 def per_query_mean(runs: list[dict], split: str, metric: str):
     """Each query's ``metric`` averaged over the runs' seeds (a pandas Series), or None if missing."""
     from gcl.evaluation.compare import read_per_query
@@ -145,7 +154,7 @@ def paired_section(arms: dict, baseline: str) -> list[str]:
                     cells.append("—")
                     continue
                 spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
-                rel = 100 * (values(runs, "splits", s, metric).mean() / values(base, "splits", s, metric).mean() - 1)
+                rel = paired_relative(runs, base, s, metric)
                 cell = f"{d.mean():+.4f}{spread} ({rel:+.1f}%) {int((d > 0).sum())}/{len(d)}"
                 sig = significance(runs, base, s, metric)
                 if sig is not None:
@@ -189,7 +198,7 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     base = arms[baseline]
 
     def rel(arm: str, s: str, m: str) -> float:
-        return 100 * (values(arms[arm], "splits", s, m).mean() / values(base, "splits", s, m).mean() - 1)
+        return paired_relative(arms[arm], base, s, m)
 
     def verdict(ok: bool) -> str:
         return "**met**" if ok else "**missed**"

@@ -255,6 +255,23 @@ def test_report_mean_std_and_paired_difference_equal_a_naive_computation(tmp_pat
     assert (out / "results.png").stat().st_size > 0
 
 
+def test_an_arm_with_fewer_seeds_is_compared_with_the_baseline_runs_of_its_own_seeds(tmp_path):
+    # gcl-best ran seed 0 only, the baseline seeds 0-2: its relative difference and its target figure
+    # use the baseline's seed-0 run (paired), not the baseline's mean over three seeds.
+    rows = [_record("binary-thresholded", s, nd, er, 0.6) for s, nd, er in ((0, 0.40, 0.30), (1, 0.50, 0.40), (2, 0.60, 0.50))]
+    rows += [_record("gcl", s, 0.41, 0.33) for s in range(3)] + [_record("gcl-best", 0, 0.42, 0.36)]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rr.report(out, out=io.StringIO())
+    md = (out / "results.md").read_text()
+    err_section = md.split("## Paired difference")[1].split("### err")[1]
+    row = next(x for x in err_section.splitlines() if x.startswith("| gcl-best |"))
+    assert row.split(" | ")[1].startswith(f"+0.0600 ({100 * (0.36 / 0.30 - 1):+.1f}%) 1/1")  # in_domain: seed 0 only
+    targets = md.split("## Targets (issue 12)")[1]
+    assert f"in-domain gcl-best − binary-thresholded ≥ +15% ERR and +3% nDCG@10: ERR {100 * (0.36 / 0.30 - 1):+.1f}%" in targets
+
+
 def test_report_without_a_finished_run_says_so(tmp_path):
     (tmp_path / "runs.jsonl").write_text('{"arm": "bm')  # only a line cut by a kill
     buf = io.StringIO()
