@@ -325,22 +325,22 @@ def _differs_from_first(
     """Whether ``values[rows[k]] != values[first_of_rows[k]]`` for each ``k`` (missing = ``""`` = ``None``).
 
     ``rows`` are the rows to check (the later rows of repeated ids) and ``first_of_rows`` the
-    first row of each one's id. Text is compared in Arrow, ``block`` rows at a time (the two
-    gathered copies stay small).
+    first row of each one's id. Strings (text, or image paths, where missing = ``""``) are
+    compared in Arrow, ``block`` rows at a time (the two gathered copies stay small).
     """
-    arr = None if image else _arrow_text(values)
-    if arr is not None:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        out = np.empty(len(rows), dtype=bool)
-        for start in range(0, len(rows), block):
-            here, there = pa.array(rows[start:start + block]), pa.array(first_of_rows[start:start + block])
-            differ = pc.not_equal(arr.take(here), arr.take(there))
-            out[start:start + len(here)] = differ.to_numpy(zero_copy_only=False)
-        return out
-    if isinstance(values.dtype, pd.StringDtype) and not image:
+    if isinstance(values.dtype, pd.StringDtype):
         values = values.fillna("")
+        arr = _arrow_text(values)
+        if arr is not None:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            out = np.empty(len(rows), dtype=bool)
+            for start in range(0, len(rows), block):
+                here, there = pa.array(rows[start:start + block]), pa.array(first_of_rows[start:start + block])
+                differ = pc.not_equal(arr.take(here), arr.take(there))
+                out[start:start + len(here)] = differ.to_numpy(zero_copy_only=False)
+            return out
     a = (_as_image(values) if image else values).to_numpy(dtype=object)
     here, there = a[rows], a[first_of_rows]
     return (here != there) & ~(pd.isna(here) & pd.isna(there))
