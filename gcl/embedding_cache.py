@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -53,6 +54,7 @@ class EmbeddingCache(RowStore):
     LABEL = "embedding cache"
     INDEX_LOST = "ignoring the cache there: its vectors will be computed again"
     PART_LOST = "its vectors will be computed again"
+    NOT_STORED = "its vectors are computed and not stored"
     LOCK = None  # writers flock the namespace directory: no file beside the index and the parts
 
     def __init__(self, directory: str | Path, *, namespace: str) -> None:
@@ -93,25 +95,33 @@ class EmbeddingCache(RowStore):
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(keys) != len(embeddings):
             raise ValueError(f"{len(keys)} keys but embeddings of shape {embeddings.shape}")
-        if self._width is not None and embeddings.shape[1] != self._width:
-            raise ValueError(f"cache holds {self._width}-d vectors, got {embeddings.shape[1]}-d")
+        self._check_dim(embeddings.shape[1])
         if all(self.readable(k) for k in keys):
             return
-        with self.locked():  # another writer's part may have the next number: choose it under the lock
+        with self.locked() as held:  # another writer's part may have the next number: choose it under the lock
             self.read_index()  # what other writers added since
-            if self._width is not None and embeddings.shape[1] != self._width:
-                raise ValueError(f"cache holds {self._width}-d vectors, got {embeddings.shape[1]}-d")
+            self._check_dim(embeddings.shape[1])
             fresh: dict[str, int] = {}
             for i, k in enumerate(keys):
                 if k not in fresh and not self.readable(k):
                     fresh[k] = i
             if not fresh:
                 return
-            number = len(self._parts)
-            while (self.path / f"part-{number:05d}.npy").exists():  # never replace a part a reader may use
-                number += 1
-            name = f"part-{number:05d}.npy"
+            name = self._new_part_name(unique=not held)
             rows = np.ascontiguousarray(embeddings[list(fresh.values())])
             self.write_part(name, rows)
             self.add_part(name, ((k, r, 1) for r, k in enumerate(fresh)), width=embeddings.shape[1],
                           dtype="float32", keep=rows)
+
+    def _check_dim(self, dim: int) -> None:
+        if self._width is not None and dim != self._width:
+            raise ValueError(f"cache holds {self._width}-d vectors, got {dim}-d")
+
+    def _new_part_name(self, *, unique: bool) -> str:
+        """``part-NNNNN.npy``: the first number from ``len(parts)`` whose file is absent, so a part a
+        reader may use is never replaced. Without the lock (``unique``) another writer may pick the
+        same number at the same moment: ``part-NNNNN-<random hex>.npy`` then."""
+        number = len(self._parts)
+        while (self.path / f"part-{number:05d}.npy").exists():
+            number += 1
+        return f"part-{number:05d}-{uuid.uuid4().hex[:12]}.npy" if unique else f"part-{number:05d}.npy"

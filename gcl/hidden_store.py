@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from gcl.atomic import write_atomic
-from gcl.row_store import RowStore
+from gcl.row_store import RowStore, put_or_warn
 
 NAMESPACE_PREFIX = "hidden-"
 
@@ -50,6 +49,7 @@ class HiddenStore(RowStore):
     LABEL = "hidden-state cache"
     INDEX_LOST = "ignoring it: the frozen layers' outputs will be computed again"
     PART_LOST = "its texts' frozen-layer outputs will be computed again"
+    NOT_STORED = "the frozen layers' outputs are computed and kept in memory only"
 
     def __init__(self, root: str | Path, fingerprint: str) -> None:
         super().__init__(Path(root) / f"{NAMESPACE_PREFIX}{fingerprint}", write=write_atomic)
@@ -96,23 +96,10 @@ class HiddenStore(RowStore):
 def open_store(root: str | Path | None, fingerprint: str) -> HiddenStore | None:
     """The store of ``fingerprint`` under ``root``; ``None`` (with a warning) when it cannot be
     created (e.g. a read-only directory): the caller then computes without persisting."""
-    if root is None:
-        return None
-    try:
-        return HiddenStore(root, fingerprint)
-    except OSError as exc:
-        warnings.warn(f"cannot use the hidden-state cache at {root} ({exc}); the frozen layers' outputs "
-                      f"are computed and kept in memory only", stacklevel=2)
-        return None
+    return None if root is None else HiddenStore.open_or_warn(root, fingerprint)
 
 
 def safe_put(store: HiddenStore | None, keys: Sequence[str], flat: np.ndarray, lengths: np.ndarray) -> None:
     """:meth:`HiddenStore.put`, a failed write (full disk, ...) only warned about."""
-    if store is None:
-        return
-    try:
-        store.put(keys, flat, lengths)
-    except OSError as exc:
-        warnings.warn(f"could not write the hidden-state cache at {store.path} ({exc})", stacklevel=2)
-
-
+    if store is not None:
+        put_or_warn(store, keys, flat, lengths)

@@ -58,6 +58,7 @@ class RowStore:
     LABEL = "row store"  # the warnings' subject: "<LABEL> index ..." / "<LABEL> file ..."
     INDEX_LOST = "ignoring it: its keys count as missing"  # what an unreadable index means
     PART_LOST = "its keys count as missing"  # what an unreadable part means
+    NOT_STORED = "its rows are computed and not stored"  # what a store that cannot be opened means
 
     def __init__(self, path: str | Path, *, write: Callable = write_atomic) -> None:
         self.path = Path(path)
@@ -69,6 +70,17 @@ class RowStore:
         self._dtype: str | None = None
         self._arrays: dict[str, np.ndarray | None] = {}  # by part name: parts never change once written
         self._need: dict[int, int] | None = None  # need(p) of the current entries, computed once
+
+    @classmethod
+    def open_or_warn(cls, where: str | Path, *args, **kwargs) -> "RowStore | None":
+        """``cls(where, ...)``, or ``None`` with the warning ``"cannot use the <LABEL> at <where>
+        (<why>); <NOT_STORED>"`` when its directory cannot be created (``OSError``: a read-only
+        mount, ...): the caller then computes without persisting."""
+        try:
+            return cls(where, *args, **kwargs)
+        except OSError as exc:
+            warnings.warn(f"cannot use the {cls.LABEL} at {where} ({exc}); {cls.NOT_STORED}", stacklevel=3)
+            return None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -157,18 +169,26 @@ class RowStore:
     @contextlib.contextmanager
     def locked(self):
         """An exclusive ``flock`` for the block: on ``<path>/<LOCK>`` (created if needed), or on the
-        store's directory itself when ``LOCK`` is ``None`` (no file added)."""
+        store's directory itself when ``LOCK`` is ``None`` (no file added). Yields ``True``; where
+        the file system refuses ``flock`` (``OSError``: some network file systems) it warns and
+        yields ``False``, and the block runs unlocked: a concurrent writer's new entries may then
+        be lost from the index (and computed again), never pointed at another writer's rows."""
         import fcntl
         import os
 
-        if self.LOCK is None:
-            fd = os.open(self.path, os.O_RDONLY)
-        else:
-            fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        target = self.path if self.LOCK is None else self.path / self.LOCK
+        fd = os.open(target, os.O_RDONLY) if self.LOCK is None else \
+            os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                warnings.warn(f"{self.LABEL}: cannot flock {target} ({exc}); writing without the lock (a "
+                              f"concurrent writer's new entries may be lost and computed again)", stacklevel=4)
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
@@ -193,3 +213,16 @@ class RowStore:
         self._need = None
         index = self._encode()
         self._write(self.path / self.INDEX, lambda fh: fh.write(json.dumps(index).encode("utf-8")))
+
+
+def put_or_warn(store, *args) -> bool:
+    """``store.put(*args)``; a failed write (``OSError``: a read-only or full disk) is only warned
+    about, ``"could not write the <LABEL> at <path> (<why>)"``: the caller's rows stand and the next
+    run computes them again. ``True`` when written. ``store``: a :class:`RowStore`, or anything
+    with its ``put`` (an in-memory stand-in)."""
+    try:
+        store.put(*args)
+    except OSError as exc:
+        warnings.warn(f"could not write the {getattr(store, 'LABEL', 'cache')} at {store.path} ({exc})", stacklevel=3)
+        return False
+    return True

@@ -266,3 +266,23 @@ def test_cache_put_get_and_errors(tmp_path: Path) -> None:
         cache.put(["d"], np.zeros((1, 4)))
     with pytest.raises(ValueError, match="namespace"):
         EmbeddingCache(tmp_path, namespace="../escape")
+
+
+@pytest.mark.parametrize("how", ["chmod", "erofs"])
+def test_a_read_only_cache_is_read_and_a_failed_write_only_warns(image_root: Path, tiny_tower, tmp_path: Path,
+                                                                 how, monkeypatch) -> None:
+    """The cache directory on a read-only mount: cached images are served, the new one is encoded
+    and its write only warned about (before: the OSError of the write ended the encoding)."""
+    from read_only import read_only
+
+    cache_dir = tmp_path / "cache"
+    EmbeddingCache(cache_dir, namespace=tiny_tower.fingerprint()).put(
+        [image_key("red.png", root=image_root)], encode_images(tiny_tower, ["red.png"], root=image_root).embeddings)
+    values = ["red.png", "blue.jpg"]
+    plain = encode_images(tiny_tower, values, root=image_root)
+    with read_only(cache_dir, how, monkeypatch):
+        cache = EmbeddingCache(cache_dir, namespace=tiny_tower.fingerprint())
+        with pytest.warns(UserWarning, match="could not write the embedding cache at "):
+            got = encode_images(tiny_tower, values, root=image_root, cache=cache)
+    assert got.stats.cached == 1
+    np.testing.assert_allclose(got.embeddings, plain.embeddings, rtol=0, atol=1e-6)

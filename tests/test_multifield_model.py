@@ -170,3 +170,23 @@ def test_frozen_image_features_are_cached_on_disk(model, tmp_path):
         np.testing.assert_array_equal(model.encode_documents(docs), first)
     finally:
         model.image_cache_dir = None
+
+
+@pytest.mark.parametrize("how", ["chmod", "erofs"])
+def test_a_read_only_image_cache_directory_only_warns(model, tmp_path, how, monkeypatch):
+    """``images.cache_dir`` on a read-only mount, its namespace not there yet: the documents are
+    encoded as without a cache, with a warning (before: the OSError of its mkdir ended the call)."""
+    from read_only import read_only
+
+    docs = pd.read_json(product_dir() / "corpus_1.json", orient="index").iloc[:3]
+    docs.attrs["image_root"] = str(product_dir())
+    plain = model.encode_documents(docs)
+    (tmp_path / "ro").mkdir()
+    model.image_cache_dir = str(tmp_path / "ro")
+    try:
+        with read_only(tmp_path / "ro", how, monkeypatch):
+            with pytest.warns(UserWarning, match="cannot use the embedding cache at .*ro"):
+                got = model.encode_documents(docs)
+    finally:
+        model.image_cache_dir = None
+    np.testing.assert_array_equal(got, plain)

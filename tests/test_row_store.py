@@ -22,6 +22,8 @@ import pytest
 
 from gcl.embedding_cache import EmbeddingCache
 from gcl.hidden_store import HiddenStore
+from gcl.row_store import put_or_warn
+from read_only import no_flock, read_only
 
 WIDTH = 4
 
@@ -35,6 +37,14 @@ class Cache:
     @staticmethod
     def open(root):
         return EmbeddingCache(root, namespace="ns")
+
+    @staticmethod
+    def open_or_warn(root):
+        return EmbeddingCache.open_or_warn(root, namespace="ns")
+
+    @staticmethod
+    def args(items: dict):
+        return list(items), np.stack(list(items.values()))
 
     @staticmethod
     def value(rng):
@@ -58,6 +68,14 @@ class Hidden:
     @staticmethod
     def open(root):
         return HiddenStore(root, "fp")
+
+    @staticmethod
+    def open_or_warn(root):
+        return HiddenStore.open_or_warn(root, "fp")
+
+    @staticmethod
+    def args(items: dict):
+        return list(items), np.concatenate(list(items.values())), np.array([len(v) for v in items.values()])
 
     @staticmethod
     def value(rng):
@@ -286,3 +304,66 @@ def test_embedding_cache_writers_are_serialised_by_a_lock_on_the_directory(tmp_p
     t.join(timeout=30)
     assert done.is_set()
     assert sorted(p.name for p in a.path.iterdir()) == ["index.json", "part-00000.npy"]  # no lock file
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+@pytest.mark.parametrize("how", ["chmod", "erofs"])
+def test_a_read_only_directory_is_read_and_a_write_only_warns(tmp_path, kind, how, monkeypatch):
+    """``GCL_CACHE_DIR`` on a read-only mount: what is there is served, a put and a namespace that
+    would have to be created are warned about and nothing raises (the caller computes instead)."""
+    store, ref, rng = start(kind, tmp_path, 6)
+    fill(kind, store, ref, rng, puts=2)
+    new = {"fresh": kind.value(rng)}
+    with read_only(tmp_path, how, monkeypatch):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again = kind.open(tmp_path)
+            assert_same(kind.get(again, list(ref), ref), ref)
+        with pytest.warns(UserWarning, match=f"could not write the {kind.label} at .*Read-only file system|"
+                                             f"could not write the {kind.label} at .*Permission denied"):
+            assert put_or_warn(again, *kind.args(new)) is False
+        with pytest.warns(UserWarning, match=f"cannot use the {kind.label} at "):
+            assert kind.open_or_warn(tmp_path / "elsewhere") is None
+        assert_same(kind.get(kind.open(tmp_path), list(ref) + ["fresh"], ref), ref)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+def test_without_flock_a_put_warns_and_still_writes(tmp_path, kind, monkeypatch):
+    """A file system that refuses ``flock`` (ENOLCK): the put goes on unlocked, with a warning
+    naming the lock, and the store still equals the dict (before: the OSError ended the put)."""
+    no_flock(monkeypatch)
+    store, ref, rng = start(kind, tmp_path, 7)
+    with pytest.warns(UserWarning, match=f"{kind.label}: cannot flock .*No locks available"):
+        fill(kind, store, ref, rng, puts=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(kind.get(kind.open(tmp_path), list(ref), ref), ref)
+
+
+def test_unlocked_embedding_cache_writers_never_serve_each_others_vectors(tmp_path, monkeypatch):
+    """Two writers at once without ``flock``: each may lose the other's new keys from the index, but
+    a key that is served has its own vector (a part name is never shared, so no index can point a
+    key at the other writer's rows)."""
+    no_flock(monkeypatch)
+
+    def vec(key):
+        return np.full(WIDTH, float(int(key[1:])), dtype=np.float32)
+
+    def writer(tag, offset):
+        cache = EmbeddingCache(tmp_path, namespace="ns")
+        for step in range(15):
+            keys = [f"{tag}{offset + 100 * step + i}" for i in range(3)]
+            cache.put(keys, np.stack([vec(k) for k in keys]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "cannot flock", once per put
+        threads = [threading.Thread(target=writer, args=("a", 0)), threading.Thread(target=writer, args=("b", 50))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        keys = [f"{t}{o + 100 * s + i}" for t, o in (("a", 0), ("b", 50)) for s in range(15) for i in range(3)]
+        got = EmbeddingCache(tmp_path, namespace="ns").get(keys)
+    assert got  # the last index holds at least its own writer's keys
+    for k, v in got.items():
+        np.testing.assert_array_equal(v, vec(k))

@@ -34,6 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gcl.errors import DataError
 from gcl.embedding_cache import EmbeddingCache  # noqa: F401  (shared with gcl evaluate's document cache)
+from gcl.row_store import put_or_warn
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -399,7 +400,7 @@ def encode_images(
         finally:
             tower.train(was_training)
         if cache is not None and new_rows:
-            cache.put(new_keys, np.concatenate(new_rows))
+            put_or_warn(cache, new_keys, np.concatenate(new_rows))  # a read-only or full disk: only warned about
     if warn:
         stats.warn(stacklevel=2)
     return EncodedImages(out, present, stats)

@@ -213,7 +213,7 @@ class MultiFieldModel(nn.Module):
             return None
         from gcl.data.images import EmbeddingCache
 
-        return EmbeddingCache(self.image_cache_dir, namespace=tower.backbone_fingerprint())
+        return EmbeddingCache.open_or_warn(self.image_cache_dir, namespace=tower.backbone_fingerprint())
 
     @torch.inference_mode()
     def image_features(self, f: FieldConfig, values: Sequence, *, root: Path | None, batch_size: int = 32,

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from gcl.embedding_cache import EmbeddingCache
+from gcl.row_store import put_or_warn
 
 
 def document_keys(documents: pd.DataFrame, fields: list[str]) -> list[str]:
@@ -80,10 +80,8 @@ def encode_cached(model, table: pd.DataFrame, side: str, *, cache_dir: str | Pat
     fingerprint = model.fingerprint() if side == "doc" else query_fingerprint(model)
     if fingerprint is None or any(kind != "text" for kind in model.field_kinds(side).values()):
         return encode_all()
-    try:
-        cache = EmbeddingCache(cache_dir, namespace=f"{'docs' if side == 'doc' else 'queries'}-{fingerprint}")
-    except OSError as exc:  # e.g. a read-only home directory: evaluate without the cache
-        warnings.warn(f"cannot use the embedding cache at {cache_dir} ({exc}); encoding every row", stacklevel=2)
+    cache = EmbeddingCache.open_or_warn(cache_dir, namespace=f"{'docs' if side == 'doc' else 'queries'}-{fingerprint}")
+    if cache is None:  # e.g. a read-only home directory (warned about): evaluate without the cache
         return encode_all()
     keys = document_keys(table, fields)
     found, cached = cache.lookup(keys)
@@ -98,10 +96,7 @@ def encode_cached(model, table: pd.DataFrame, side: str, *, cache_dir: str | Pat
         first.setdefault(keys[i], i)
     todo = np.fromiter(first.values(), dtype=np.int64, count=len(first))
     fresh = np.asarray(encode(table.iloc[todo], batch_size=batch_size, show_progress=show_progress), dtype=np.float32)
-    try:
-        cache.put(list(first), fresh)
-    except OSError as exc:  # e.g. a full disk: the results stand, the next run encodes again
-        warnings.warn(f"could not write the embedding cache at {cache.path} ({exc})", stacklevel=2)
+    put_or_warn(cache, list(first), fresh)  # a full or read-only disk: warned about, the results stand
     slot = {k: n for n, k in enumerate(first)}
     out[missing] = fresh[[slot[keys[i]] for i in missing.tolist()]]
     return out, len(todo)
