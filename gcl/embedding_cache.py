@@ -14,7 +14,9 @@ version or the new one. A file that cannot be read anyway (a corrupt index, a sh
 load or is shorter than the index says) is ignored with a warning, and its vectors are computed
 again and written anew. Concurrent writers (two ``gcl evaluate`` of one model) serialise on an
 ``flock`` of the namespace directory, re-read the index under it and never reuse a part's file
-name, so each adds to the other's vectors (:mod:`gcl.row_store`).
+name, so each adds to the other's vectors (:mod:`gcl.row_store`; without ``flock`` support a
+writer warns and goes on unlocked, its part named ``part-NNNNN-<random hex>.npy``). A read-only
+cache directory is read; a write there is only warned about (:func:`gcl.row_store.put_or_warn`).
 
 Where: :func:`default_cache_dir` -- ``$GCL_CACHE_DIR``, else ``$XDG_CACHE_HOME/gcl``, else
 ``~/.cache/gcl``. Deleting the directory clears the cache.

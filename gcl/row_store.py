@@ -29,6 +29,11 @@ The caller computes missing keys again and writes them anew. Every file is writt
 that names it, so a crash leaves the previous index or the new one and never an index naming a
 partial part. Writers hold :meth:`RowStore.locked` while they re-read the index, add their part
 and rewrite it, so concurrent writers add to one another's entries instead of overwriting them.
+Where the file system refuses ``flock`` they go on unlocked with a warning (the embedding cache
+then gives its part a random suffix): a concurrent writer's new entries may be lost from the index
+and computed again, never pointed at another writer's rows. Callers open a store with
+:meth:`RowStore.open_or_warn` and write with :func:`put_or_warn`, so a directory that cannot be
+created or written (a read-only mount, a full disk) costs a warning and the caching, not the run.
 """
 
 from __future__ import annotations
