@@ -19,7 +19,8 @@ from gcl.data import DataError, Field, FieldKind, dataset_from_frame, read_table
 from gcl.data.readers import _differs_from_first, _has_repeats
 from gcl.data.table_files import load_columns
 
-QUERIES = ["red shirt", " red shirt", "red shirt ", "käse", "日本 茶", "\u00a0mug", "mug", "Straße", "007", "7", "7.0"]
+QUERIES = ["red shirt", " red shirt", "red shirt ", "käse", "日本 茶", "\u00a0mug", "mug", "Straße",
+           "007", "7", "7.0"]
 DOCS = ["d1", " d1", "007", "7", "7.0", "1e3", "ü", "NA", "B00134258", "d1\u3000", "d\u00e9", "de\u0301"]
 TITLES = ["Red Shirt", "", "NA", "日本", 'say "hi", ok', "multi\nline", "a,b", "  padded  ", "d\u00e9"]
 IMAGES = ["", "a.jpg", "b.jpg", "ü.png"]
