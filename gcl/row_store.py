@@ -22,7 +22,10 @@ Reading checks, and nothing that fails a check is served as data:
   re-read by a writer, keeps what it held);
 * a part is memory-mapped on first use and must be 2-d, of the layout's width and dtype, and hold
   ``need(p) = max over p's entries of first + n`` rows (a truncated file is shorter); else the
-  warning ``"<label> file <file> is unreadable (<why>); ..."`` and its keys count as missing.
+  warning ``"<label> file <file> is unreadable (<why>); ..."`` and its keys count as missing;
+* a part held (mapped or kept from a put) is dropped at the next index read when its file is no
+  longer the same file (device, inode, size, mtime): the directory was deleted and written anew by
+  another run, which may reuse the part's name for other rows.
 
 The caller computes missing keys again and writes them anew. Every file is written by ``write``
 (default :func:`gcl.atomic.write_atomic`: temporary file, fsync, rename), a part before the index
@@ -73,7 +76,8 @@ class RowStore:
         self._keys: dict[str, Entry] = {}
         self._width: int | None = None
         self._dtype: str | None = None
-        self._arrays: dict[str, np.ndarray | None] = {}  # by part name: parts never change once written
+        self._arrays: dict[str, np.ndarray | None] = {}  # by part name: a written part never changes
+        self._files: dict[str, tuple] = {}  # by part name: the identity of the file its array came from
         self._need: dict[int, int] | None = None  # need(p) of the current entries, computed once
 
     @classmethod
@@ -118,7 +122,23 @@ class RowStore:
             return False
         self._parts, self._keys, self._width, self._dtype = parts, keys, width, dtype
         self._need = None
+        self._forget_replaced_parts()
         return True
+
+    def _file_identity(self, name: str) -> tuple | None:
+        """``(device, inode, size, mtime)`` of part file ``name``; ``None`` when it is gone."""
+        try:
+            st = (self.path / name).stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _forget_replaced_parts(self) -> None:
+        """Drop the arrays held under part names whose file is no longer the one they came from (the
+        directory deleted and written anew by another run, reusing the names): mapped again on use."""
+        for name in [n for n in self._arrays if self._file_identity(n) != self._files.get(n)]:
+            del self._arrays[name]
+            self._files.pop(name, None)
 
     def _rows_needed(self) -> dict[int, int]:
         """Per part ``p``: ``need(p) = max(first + n)`` over its entries (a shorter file is broken)."""
@@ -132,6 +152,7 @@ class RowStore:
         name = self._parts[p]
         if name not in self._arrays:
             path = self.path / name
+            self._files[name] = self._file_identity(name)  # before the read: a file replaced since counts as other
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
                 if self._need is None:
@@ -212,6 +233,7 @@ class RowStore:
         self._parts.append(name)
         if keep is not None:
             self._arrays[name] = keep
+            self._files[name] = self._file_identity(name)
         for k, a, n in entries:
             self._keys[k] = (p, int(a), int(n))
         self._width, self._dtype = int(width), str(dtype)

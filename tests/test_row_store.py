@@ -367,3 +367,23 @@ def test_unlocked_embedding_cache_writers_never_serve_each_others_vectors(tmp_pa
     assert got  # the last index holds at least its own writer's keys
     for k, v in got.items():
         np.testing.assert_array_equal(v, vec(k))
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+def test_a_namespace_deleted_and_written_anew_is_not_read_through_old_parts(tmp_path, kind):
+    """A run holds a store; the directory is deleted (the documented way to clear the cache) and
+    another run writes it anew, reusing part names (``part-00000.npy`` for the embedding cache).
+    After its next put re-reads the index, the first run must serve the new parts' rows, not the
+    ones it held under the same names (before: the other run's keys got the first run's vectors)."""
+    import shutil
+
+    a, _, rng = start(kind, tmp_path, 8)
+    kind.put(a, {"x": kind.value(rng)})
+    kind.get(a, ["x"], {"x": kind.value(rng)})  # held (written or mapped) by a
+    shutil.rmtree(a.path)
+    b, ref, _ = start(kind, tmp_path, 9)
+    put_both(kind, b, ref, {"y": kind.value(rng)})
+    put_both(kind, a, ref, {"z": kind.value(rng)})  # a re-reads b's index under the lock
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(kind.get(a, ["y", "z"], ref), ref)
