@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import reader_before_arrow as before
 
+import gcl.data.readers as readers
 from gcl.data import DataError, Field, FieldKind, dataset_from_frame, read_table
 from gcl.data.readers import _differs_from_first, _has_repeats
 from gcl.data.table_files import load_columns
@@ -25,6 +26,17 @@ DOCS = ["d1", " d1", "007", "7", "7.0", "1e3", "ü", "NA", "B00134258", "d1\u300
 TITLES = ["Red Shirt", "", "NA", "日本", 'say "hi", ok', "multi\nline", "a,b", "  padded  ", "d\u00e9"]
 IMAGES = ["", "a.jpg", "b.jpg", "ü.png"]
 SCORES = [1.0, 2.5, 0.0, 3.0, 0.125]
+
+
+@pytest.fixture(autouse=True, params=["serial", "threads"])
+def reader_threads(request, monkeypatch):
+    """Every case twice: the small-table path (steps one after another) and the large-table path
+    (independent steps in threads, :func:`gcl.data.readers._in_threads`), forced on by a zero
+    row threshold and two workers whatever the machine has."""
+    if request.param == "threads":
+        monkeypatch.setattr(readers, "PARALLEL_ROWS", 0)
+        monkeypatch.setattr(readers.os, "cpu_count", lambda: 2)
+    return request.param
 
 
 def _rows(seed: int, *, blank_ids: bool = False) -> pd.DataFrame:
@@ -108,6 +120,28 @@ def test_frames_of_python_objects_and_numbers(seed):
         _assert_same(new, old)
 
 
+@pytest.mark.parametrize("broken", [("q", "doc", "rel"), ("doc", "rel"), ("q", "rel"), ("rel",), ("doc",)])
+def test_several_bad_columns_raise_the_first_error_in_column_order(tmp_path, broken):
+    """Steps that run in threads still fail as one after another would: with a blank query, a
+    blank document id and a score that is not a number in different rows, the error is the
+    first in the order query, document id, score (each column's own first bad row)."""
+    frame = _rows(7)
+    if "q" in broken:
+        frame.loc[5, "q"] = "   "
+    if "doc" in broken:
+        frame.loc[3, "doc"] = ""
+    if "rel" in broken:
+        frame["rel"] = frame["rel"].astype(object)
+        frame.loc[1, "rel"] = "high"
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    kwargs = dict(query_col="q", doc_id_col="doc", score_col="rel")
+    new, old = _outcome(lambda: read_table(path, **kwargs)), _outcome(lambda: before.read_table(path, **kwargs))
+    _assert_same(new, old)
+    assert new[0] == "error"
+    assert new[2:] == {"q": (5, "q"), "doc": (3, "doc"), "rel": (1, "rel")}[broken[0]]
+
+
 def test_csv_columns_reach_the_reader_as_arrow_strings(tmp_path):
     """The fast paths are the ones exercised: the CSV frame's columns are pyarrow-backed ``str``."""
     path = tmp_path / "t.csv"
@@ -137,3 +171,4 @@ def test_has_repeats_equals_a_set():
         for high in (3, 10**9):
             keys = rng.integers(0, high, n).astype(np.int64)
             assert _has_repeats(keys) == (len(set(keys.tolist())) < n)
+

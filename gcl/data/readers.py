@@ -18,11 +18,16 @@ integer codes, with strings kept in Arrow buffers: an id's first row is where th
 maximum of the codes grows; only the later rows of a repeated id are compared with its first
 row (``pyarrow.compute.not_equal`` on gathered blocks); repeated (query, document) pairs are
 looked for by a stable sort of one integer key per pair, and hashed only when there are some.
-At 10^7 Marqo-shaped rows the product-id hash (~3 s of CPU) is the largest step after the parse.
+On a table of at least ``PARALLEL_ROWS`` rows the independent steps run in threads (query ids,
+document ids and scores; then each field of the documents and queries tables, and the duplicate
+merge); the result, and the error raised when several steps fail, are those of a sequential run.
+At 10^7 Marqo-shaped rows the product-id hash (~3 s of CPU, one thread) is then the critical path:
+Arrow's hash is single-threaded, and hashing two halves at once and merging them was slower.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -131,38 +136,39 @@ def dataset_from_frame(
         raise DataError("the table has no data rows", source=source)
     notes = [f"read {len(frame)} rows from {source}"]
 
-    # ---- query text and ids, document ids: hashed once; later steps work on the integer codes
-    text, q_codes, q_index = _text_ids(frame[query_col], QUERY_ID, strip=strip_queries,
-                                       empty="empty query text", source=source, column=query_col)
+    # ---- query text and ids, document ids, scores: independent, so on a large table they run in
+    # threads (the hashing and the parse happen in Arrow, without the GIL); errors are raised in
+    # this order whatever finishes first
+    ids = _in_threads(len(frame), [
+        lambda: _text_ids(frame[query_col], QUERY_ID, strip=strip_queries, empty="empty query text",
+                          source=source, column=query_col),
+        lambda: None if query_id_col is None else _text_ids(
+            frame[query_id_col], QUERY_ID, strip=strip_queries, empty="empty query id", source=source,
+            column=query_id_col),
+        lambda: _text_ids(frame[doc_id_col], DOC_ID, strip=True, empty="empty document id", source=source,
+                          column=doc_id_col),
+        lambda: None if score_col is None else _scores(frame[score_col], source, score_col, allow_negative),
+    ])
+    (text, q_codes, q_index), by_id, (did, d_codes, d_index), score = ids
     qid = text
-    if query_id_col is not None:
-        qid, q_codes, q_index = _text_ids(frame[query_id_col], QUERY_ID, strip=strip_queries,
-                                          empty="empty query id", source=source, column=query_id_col)
-    did, d_codes, d_index = _text_ids(frame[doc_id_col], DOC_ID, strip=True,
-                                      empty="empty document id", source=source, column=doc_id_col)
-
-    # ---- scores
-    if score_col is None:
+    if by_id is not None:
+        qid, q_codes, q_index = by_id
+    if score is None:
         score = pd.Series(np.ones(len(frame)), index=frame.index)
         notes.append("no score column: every judgment has score 1.0")
-    else:
-        score = _scores(frame[score_col], source, score_col, allow_negative)
 
-    # ---- documents and queries tables (first value per id; conflicts counted)
-    documents, doc_note = _entity_table(d_codes, d_index, frame, d_fields, "document")
+    # ---- documents and queries tables (first value per id; conflicts counted), and the
+    # judgments with duplicates handled as documented: independent again
     query_cols = {Field("query"): None, **q_fields}
-    queries, query_note = _entity_table(
-        q_codes, q_index, frame, query_cols, "query", first_values={"query": text},
-        same_as_id=("query",) if query_id_col is None else (),
-    )
-    notes += [n for n in (doc_note, query_note) if n]
-
-    # ---- judgments, duplicates handled as documented
     judgments = pd.DataFrame({QUERY_ID: qid, DOC_ID: did, SCORE: score.astype(float)})
     pair_key = q_codes * np.int64(len(d_index)) + d_codes  # one int64 per (query, document) pair
-    judgments, dup_note = _merge_duplicates(judgments, pair_key, duplicates, source, doc_id_col)
-    if dup_note:
-        notes.append(dup_note)
+    (documents, doc_note), (queries, query_note), (judgments, dup_note) = _in_threads(len(frame), [
+        lambda: _entity_table(d_codes, d_index, frame, d_fields, "document"),
+        lambda: _entity_table(q_codes, q_index, frame, query_cols, "query", first_values={"query": text},
+                              same_as_id=("query",) if query_id_col is None else ()),
+        lambda: _merge_duplicates(judgments, pair_key, duplicates, source, doc_id_col),
+    ])
+    notes += [n for n in (doc_note, query_note, dup_note) if n]
 
     ds = GradedDataset(
         queries=queries,
@@ -176,6 +182,24 @@ def dataset_from_frame(
     # The tables are built from the judgments' own factorised ids, so the id invariants (unique,
     # known, no repeated pair, every query judged) hold by construction; the rest is checked.
     return ds.validate(source=source, check_ids=False)
+
+
+# ---------------------------------------------------------------------------- threads
+PARALLEL_ROWS = 1 << 17  # tables with at least this many rows run independent steps in threads
+
+
+def _in_threads(n_rows: int, steps: Sequence) -> list:
+    """``[step() for step in steps]``, in threads when ``n_rows >= PARALLEL_ROWS`` and the machine
+    has more than one core. The results come back in order; if steps fail, the first failing
+    step in order raises (the error a sequential run gives: the steps do not depend on each other)."""
+    workers = min(len(steps), os.cpu_count() or 1)
+    if n_rows < PARALLEL_ROWS or workers < 2:
+        return [step() for step in steps]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gcl-read") as pool:
+        futures = [pool.submit(step) for step in steps]
+        return [f.result() for f in futures]
 
 
 # ---------------------------------------------------------------------------- conversions
@@ -376,20 +400,25 @@ def _entity_table(
     first = _first_rows(codes)
     later = _later_rows(first, len(codes))
     first_of_later = first[codes[later]]
-    differs = np.zeros(len(later), dtype=bool)
-    columns = {}
-    for field, column in fields.items():
+
+    def one_field(field: Field, column: str | None) -> tuple[pd.Series, np.ndarray | None]:
+        """The field's first values and, for the later rows, whether they differ from them."""
         raw = first_values[field.name] if first_values and field.name in first_values else frame[column]
         image = field.kind == FieldKind.IMAGE
         values = raw if image else _as_text(raw)
         if field.name in same_as_id:  # a field equal to the id: its first values are the ids
-            columns[field.name] = pd.Series(index.array, index=index, dtype=values.dtype)
-            continue
+            return pd.Series(index.array, index=index, dtype=values.dtype), None
         if not image:
             values = _one_chunk_text(values)
-        if len(later):
-            differs |= _differs_from_first(values, later, first_of_later, image)
-        columns[field.name] = _first_values(values, first, index, image)
+        differ = _differs_from_first(values, later, first_of_later, image) if len(later) else None
+        return _first_values(values, first, index, image), differ
+
+    done = _in_threads(len(codes), [lambda f=f, c=c: one_field(f, c) for f, c in fields.items()])
+    columns = {field.name: values for field, (values, _) in zip(fields, done)}
+    differs = np.zeros(len(later), dtype=bool)
+    for _, differ in done:
+        if differ is not None:
+            differs |= differ
     table = pd.DataFrame(columns, index=index)
     note = None
     if differs.any():
