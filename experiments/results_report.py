@@ -21,10 +21,11 @@ import numpy as np
 SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
 METRICS = ("ndcg@10", "err", "rbp@0.9", "map@1000", "mrr@1000")
 PAIRED = ("ndcg@10", "err")
-BINARY_ARMS = ("binary", "binary-thresholded")
+BINARY_ARMS = ("binary", "binary-thresholded", "binary-thresholded-random")
 FIXED = ("bm25", "zero-shot")
 ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent")
-ORDER = ("bm25", "zero-shot", "binary", "binary-thresholded", "gcl", "gcl-best", *ST_PEERS)
+GCL_ARMS = ("gcl", "gcl-random", "gcl-best")
+ORDER = ("bm25", "zero-shot", "binary", "binary-thresholded", "binary-thresholded-random", *GCL_ARMS, *ST_PEERS)
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -80,7 +81,7 @@ def choose_binary(arms: dict) -> tuple[str | None, str]:
         if recs:
             dev[a] = (float(np.mean([d["value"] for d in recs])), recs[0]["metric"], len(recs))
     present = [a for a in BINARY_ARMS if a in arms]
-    if len(dev) == 2:
+    if len(dev) >= 2 and len(dev) == len([a for a in BINARY_ARMS if a in arms]):
         best = max(dev, key=lambda a: dev[a][0])
         detail = ", ".join(f"{a} {v:.4f} (n = {n})" for a, (v, _, n) in dev.items())
         return best, (f"**{best}**: the better best dev {dev[best][1]} recorded during training, mean over seeds "
@@ -88,7 +89,7 @@ def choose_binary(arms: dict) -> tuple[str | None, str]:
     if present:
         best = "binary-thresholded" if "binary-thresholded" in present else present[0]
         return best, (f"**{best}**: " + ("the only binary arm run" if len(present) == 1 else
-                      "no dev metric recorded for both binary arms, so the fair (thresholded) one by rule"))
+                      "no dev metric recorded for every binary arm, so the fair (thresholded) one by rule"))
     return None, "no binary arm was run"
 
 
@@ -203,7 +204,7 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     def verdict(ok: bool) -> str:
         return "**met**" if ok else "**missed**"
 
-    for arm in ("gcl", "gcl-best"):
+    for arm in GCL_ARMS:
         if arm not in arms:
             continue
         e, n = rel(arm, "in_domain", "err"), rel(arm, "in_domain", "ndcg@10")
@@ -227,7 +228,7 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     elif best:
         lines.append("- best gcl ≥ every sentence-transformers peer: no peer was run → not checked")
     ceil = ceilings.get("in_domain")
-    for arm in ("gcl", "gcl-best"):
+    for arm in GCL_ARMS:
         runs = [r for r in arms.get(arm, []) if r.get("rerank")]
         if not runs or ceil is None:
             continue

@@ -54,6 +54,7 @@ class Arm:
     loss_from: str | None = None  # the loss section of this YAML, put over the base config's
     config: str | None = None  # train with this config file instead of the base one (gcl-best)
     st_arm: str | None = None  # experiments/st_peers.py --arm
+    overrides: tuple[str, ...] = ()  # extra config keys of this arm (gcl train), e.g. the sampler
     note: str = ""
 
     @property
@@ -69,6 +70,12 @@ ARMS: dict[str, Arm] = {
                               note="constant weights, pairs with score >= the config's threshold"),
     "gcl": Arm("gcl", note="the paper's GCL: linear weights, same_query lower (the base config as is)"),
     "gcl-best": Arm("gcl", config=BEST_CONFIG, note="the best configuration of the dev-only loss search"),
+    # the sampler ablation (docs/results.md §1): the base config's query groups (16 queries x 4
+    # documents) replaced by 64 pairs drawn uniformly, as sentence-transformers draws them
+    "binary-thresholded-random": Arm("gcl", loss_from="configs/homedepot_binary_thresholded.yaml",
+                                     overrides=("batch.sampler=random",),
+                                     note="binary-thresholded with random batches"),
+    "gcl-random": Arm("gcl", overrides=("batch.sampler=random",), note="the paper's GCL with random batches"),
     "st-mnrl-all": Arm("st", st_arm="mnrl-all", note="sentence-transformers MNRL, every judged pair"),
     "st-mnrl-thresholded": Arm("st", st_arm="mnrl-thresholded", note="MNRL on the thresholded pairs"),
     "st-cached-mnrl": Arm("st", st_arm="cached-mnrl", note="CachedMNRL at the same batch"),
@@ -102,6 +109,7 @@ PROFILES: dict[str, Profile] = {
 # the gcl-side figures assume ~3.5 epochs; the ST peers have no frozen-layer cache (~2x per step).
 EST_MIN_PER_RUN: dict[str, float] = {
     "bm25": 8.0, "zero-shot": 5.0, "binary": 14.0, "binary-thresholded": 14.0, "gcl": 14.0, "gcl-best": 14.0,
+    "binary-thresholded-random": 14.0, "gcl-random": 14.0,
     "st-mnrl-all": 28.0, "st-mnrl-thresholded": 26.0, "st-cached-mnrl": 32.0, "st-cosent": 28.0,
 }
 EST_EVAL_MIN = 4.0  # evaluation of one trained model: 4 splits + judged re-rank (one corpus encoding, cached)
@@ -193,7 +201,7 @@ def train_command(plan: Plan, arm: str, seed: int, run_dir: Path, resume: bool) 
     common = [*plan.train_overrides(), f"seed={seed}"]
     config = repo_path(plan.best_config if a.config == BEST_CONFIG else (a.config or plan.base_config))
     loss = loss_overrides(a.loss_from) if a.loss_from else []
-    return gcl_command("train", config, *loss, *common, f"out_dir={run_dir}", "progress=false",
+    return gcl_command("train", config, *loss, *a.overrides, *common, f"out_dir={run_dir}", "progress=false",
                        *(["--resume"] if resume else []))
 
 

@@ -277,3 +277,33 @@ def test_report_without_a_finished_run_says_so(tmp_path):
     buf = io.StringIO()
     rr.report(tmp_path, out=buf)
     assert "holds no finished run: nothing to report" in buf.getvalue() and not (tmp_path / "results.md").exists()
+
+
+def test_the_random_sampler_arms_train_with_random_batches_and_compete_for_the_binary_baseline(tmp_path):
+    """``*-random`` arms add ``batch.sampler=random`` to their ``gcl train`` command (and nothing
+    else changes); the binary baseline is the binary arm with the best dev metric, random or not."""
+    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "quick", "--out", str(tmp_path / "o"),
+                                                      "--work", str(tmp_path / "w")]))
+    grouped = rt.train_command(plan, "binary-thresholded", 1, tmp_path / "a", False)
+    random = rt.train_command(plan, "binary-thresholded-random", 1, tmp_path / "a", False)
+    assert "batch.sampler=random" not in grouped
+    assert [x for x in random if x != "batch.sampler=random"] == grouped
+    assert "batch.sampler=random" in rt.train_command(plan, "gcl-random", 0, tmp_path / "b", False)
+
+    dev = {"binary": 0.50, "binary-thresholded": 0.51, "binary-thresholded-random": 0.52}
+    rows = [_record(arm, s, 0.40, 0.30, d) for arm, d in dev.items() for s in range(2)]
+    rows += [_record("gcl-random", s, 0.41, 0.33) for s in range(2)]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rr.report(out, out=io.StringIO())
+    md = (out / "results.md").read_text()
+    assert "**binary-thresholded-random**: the better best dev ndcg@10" in md
+    assert "in-domain gcl-random − binary-thresholded-random ≥ +15% ERR" in md
+    # without a dev figure for every binary arm the rule falls back to the thresholded one
+    for r in rows:
+        if r["arm"] == "binary":
+            del r["dev"]
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rr.report(out, out=io.StringIO())
+    assert "**binary-thresholded**: no dev metric recorded for every binary arm" in (out / "results.md").read_text()
