@@ -394,9 +394,14 @@ def append_record(log: Path, rec: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def estimate_min(plan: Plan, arm: str) -> float:
+def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
+    """Expected minutes of one run; with ``seed``, a run whose training already finished (a
+    resumed table, or a model trained elsewhere and placed in its run directory) costs only its
+    evaluation."""
     if plan.profile == "smoke":
         return EST_SMOKE_MIN
+    if seed is not None and ARMS[arm].seeded and training_done(arm, run_directory(plan, arm, seed)):
+        return EST_EVAL_MIN
     return EST_MIN_PER_RUN[arm] + (EST_EVAL_MIN if ARMS[arm].seeded else 0.0)
 
 
@@ -445,7 +450,8 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
             skipped.append((arm, seed, why))
         elif (arm, seed) not in done:
             todo.append((arm, seed))
-    total = sum(estimate_min(plan, a) for a, _ in todo)
+    expected = {run: estimate_min(plan, *run) for run in todo}  # before any run: trainings done earlier
+    total = sum(expected.values())
     print(f"expected total time: {total:.0f} min ({total / 60:.1f} h) for {len(todo)} runs to do "
           f"({len(plan.runs()) - len(todo) - len(skipped)} already in {log}, {len(skipped)} skipped); "
           f"per run (min, train + evaluate): "
@@ -472,11 +478,11 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
             continue
         append_record(log, rec)
         minutes = (time.perf_counter() - t0) / 60
-        spent, estimated = spent + minutes, estimated + estimate_min(plan, arm)
-        left = sum(estimate_min(plan, a) for a, _ in todo[i + 1:])
+        spent, estimated = spent + minutes, estimated + expected[(arm, seed)]
+        left = sum(expected[run] for run in todo[i + 1:])
         ratio = spent / estimated if estimated else 1.0
         nd = "  ".join(f"{s}={v.get('ndcg@10', float('nan')):.4f}" for s, v in rec["splits"].items())
-        print(f"[{arm} seed {seed}] {minutes:.1f} min (estimate {estimate_min(plan, arm):g}); nDCG@10 {nd}; "
+        print(f"[{arm} seed {seed}] {minutes:.1f} min (estimate {expected[(arm, seed)]:g}); nDCG@10 {nd}; "
               f"remaining ≈ {left:.0f} min by the table, {left * ratio:.0f} min at the measured pace "
               f"(×{ratio:.2f}), {len(todo) - i - 1} runs", file=out, flush=True)
     from results_report import report

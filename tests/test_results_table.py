@@ -187,6 +187,16 @@ def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skip
     assert lines[0].startswith(f"expected total time: {expected:.0f} min ({expected / 60:.1f} h) for 2 runs to do")
     assert any(x.startswith("[gcl-best] skipped: configs/does_not_exist.yaml does not exist") for x in lines)
 
+    # a run whose training finished earlier (train_done.json in its run directory) counts its evaluation only
+    run_dir = rt.run_directory(plan, "gcl", 2)
+    run_dir.mkdir(parents=True)
+    (run_dir / "train_done.json").write_text(json.dumps({"seconds": 1.0, "command": "gcl train ..."}))
+    buf = io.StringIO()
+    with pytest.raises(Stop):
+        rt.run(plan, out=buf)
+    expected = rt.EST_MIN_PER_RUN["binary"] + 2 * rt.EST_EVAL_MIN
+    assert buf.getvalue().startswith(f"expected total time: {expected:.0f} min ({expected / 60:.1f} h) for 2 runs to do")
+
 
 def _record(arm, seed, ndcg, err, dev=None, eval_dir=None):
     splits = {s: {"ndcg@10": ndcg + i / 100, "err": err + i / 100, "rbp@0.9": 0.1, "map@1000": 0.2, "mrr@1000": 0.3}
