@@ -87,7 +87,7 @@ def choose_binary(arms: dict) -> tuple[str | None, str]:
         return best, (f"**{best}**: the better best dev {dev[best][1]} recorded during training, mean over seeds "
                       f"({detail}); chosen on the dev split, never on a test split")
     if present:
-        best = "binary-thresholded" if "binary-thresholded" in present else present[0]
+        best = next((a for a in present if "thresholded" in a), present[0])  # binary-thresholded first
         return best, (f"**{best}**: " + ("the only binary arm run" if len(present) == 1 else
                       "no dev metric recorded for every binary arm, so the fair (thresholded) one by rule"))
     return None, "no binary arm was run"
@@ -328,7 +328,8 @@ def plot(arms: dict, path: Path) -> None:
         for i, arm in enumerate(names):
             v = np.array([[r["splits"].get(s, {}).get(metric, np.nan) for s in SPLITS] for r in arms[arm]])
             err = v.std(0, ddof=1) if len(v) > 1 else np.zeros(len(SPLITS))
-            ax.bar(x + i * width, v.mean(0), width, yerr=err, capsize=2, label=arm)
+            color = plt.get_cmap("tab20")(i % 20) if len(names) > 10 else None  # the default cycle has 10 colours
+            ax.bar(x + i * width, v.mean(0), width, yerr=err, capsize=2, label=arm, color=color)
         ax.set_xticks(x + 0.4 - width / 2, SPLITS)
         ax.set_title(f"{metric}, mean ± std over seeds")
     axes[0].legend(fontsize=7, ncol=2)

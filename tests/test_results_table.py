@@ -317,3 +317,24 @@ def test_the_random_sampler_arms_train_with_random_batches_and_compete_for_the_b
     (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rr.report(out, out=io.StringIO())
     assert "**binary-thresholded**: no dev metric recorded for every binary arm" in (out / "results.md").read_text()
+
+
+def test_without_every_dev_figure_the_fallback_is_a_thresholded_arm_whichever_are_run(tmp_path):
+    """The rule's fallback is the fair (thresholded) arm also when ``binary-thresholded`` itself
+    was not run: ``binary`` + ``binary-thresholded-random`` falls back to the random-batch one."""
+    rows = [_record("binary", 0, 0.40, 0.30, 0.55), _record("binary-thresholded-random", 0, 0.40, 0.30)]
+    best, why = rr.choose_binary(rr.by_arm(rows))
+    assert (best, "thresholded" in best) == ("binary-thresholded-random", True), why
+
+
+def test_the_plot_gives_every_arm_its_own_colour(tmp_path, monkeypatch):
+    """Every arm of the full profile (more than the 10 colours of matplotlib's default cycle) has bars of its own colour."""
+    import matplotlib.figure
+
+    seen = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: seen.append(
+        [[tuple(c.patches[0].get_facecolor()) for c in ax.containers if hasattr(c, "patches")] for ax in fig.axes]))
+    arms = rr.by_arm([_record(a, 0, 0.4, 0.3) for a in rt.PROFILES["full"].arms])
+    assert len(arms) > 10
+    rr.plot(arms, tmp_path / "p.png")
+    assert [len(set(colours)) for colours in seen[0]] == [len(arms)] * 2
