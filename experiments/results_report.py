@@ -53,7 +53,10 @@ def values(runs: list[dict], section: str, split: str, metric: str) -> np.ndarra
 
 
 def mean_std(v: np.ndarray) -> str:
-    """``mean ± std`` (sample std, ddof 1) over seeds; the value alone for one run; ``—`` for none."""
+    """``mean ± std`` (sample std, ddof 1) over seeds; the value alone for one run; ``—`` for none
+    (a NaN is no value: the metric of an empty group, e.g. no unseen query when every query was seen)."""
+    v = np.asarray(v, dtype=float)
+    v = v[~np.isnan(v)]
     if len(v) == 0:
         return "—"
     return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"

@@ -338,3 +338,9 @@ def test_the_plot_gives_every_arm_its_own_colour(tmp_path, monkeypatch):
     assert len(arms) > 10
     rr.plot(arms, tmp_path / "p.png")
     assert [len(set(colours)) for colours in seen[0]] == [len(arms)] * 2
+
+
+def test_an_empty_group_is_a_dash_not_nan():
+    assert rr.mean_std(np.array([float("nan"), float("nan")])) == "—"
+    assert rr.mean_std(np.array([0.5, float("nan")])) == "0.5000"
+    assert rr.mean_std(np.array([0.5, 0.7])) == f"0.6000 ± {statistics.stdev([0.5, 0.7]):.4f}"
