@@ -76,24 +76,53 @@ def metric_table(arms: dict, section: str, metric: str, ceilings: dict | None) -
     return lines + [""]
 
 
-def choose_binary(arms: dict) -> tuple[str | None, str]:
-    """The stronger binary baseline by the dev metric recorded during training; ``(arm, why)``."""
+def dev_means(arms: dict, candidates: tuple[str, ...]) -> dict[str, tuple[float, str, int]]:
+    """``{arm: (mean best dev metric over its seeds, metric name, runs)}`` for the candidates run with one."""
     dev = {}
-    for a in BINARY_ARMS:
+    for a in candidates:
         recs = [r["dev"] for r in arms.get(a, []) if r.get("dev")]
         if recs:
             dev[a] = (float(np.mean([d["value"] for d in recs])), recs[0]["metric"], len(recs))
+    return dev
+
+
+def choose_by_dev(arms: dict, candidates: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """The candidate with the best mean dev metric recorded during training, when every candidate
+    that was run has one; ``(arm, why)``, or ``(None, None)`` when the rule cannot decide."""
+    present = [a for a in candidates if a in arms]
+    dev = dev_means(arms, candidates)
+    if len(dev) < 2 or len(dev) != len(present):
+        return None, None
+    best = max(dev, key=lambda a: dev[a][0])
+    detail = ", ".join(f"{a} {v:.4f} (n = {n})" for a, (v, _, n) in dev.items())
+    return best, (f"**{best}**: the best mean best-dev {dev[best][1]} recorded during training ({detail}); "
+                  "chosen on the dev split, never on a test split")
+
+
+def choose_binary(arms: dict) -> tuple[str | None, str]:
+    """The stronger binary baseline by the dev metric recorded during training; ``(arm, why)``."""
+    best, why = choose_by_dev(arms, BINARY_ARMS)
+    if best is not None:
+        return best, why
     present = [a for a in BINARY_ARMS if a in arms]
-    if len(dev) >= 2 and len(dev) == len([a for a in BINARY_ARMS if a in arms]):
-        best = max(dev, key=lambda a: dev[a][0])
-        detail = ", ".join(f"{a} {v:.4f} (n = {n})" for a, (v, _, n) in dev.items())
-        return best, (f"**{best}**: the better best dev {dev[best][1]} recorded during training, mean over seeds "
-                      f"({detail}); chosen on the dev split, never on a test split")
     if present:
         best = next((a for a in present if "thresholded" in a), present[0])  # binary-thresholded first
         return best, (f"**{best}**: " + ("the only binary arm run" if len(present) == 1 else
                       "no dev metric recorded for every binary arm, so the fair (thresholded) one by rule"))
     return None, "no binary arm was run"
+
+
+def choose_gcl(arms: dict) -> tuple[str | None, str]:
+    """The best gcl configuration (for the peer target) by the same dev rule; without dev figures
+    for every gcl arm run, ``gcl-best`` (the dev-only loss search's choice), else ``gcl``."""
+    best, why = choose_by_dev(arms, GCL_ARMS)
+    if best is not None:
+        return best, why
+    present = [a for a in ("gcl-best", "gcl", "gcl-random") if a in arms]
+    if not present:
+        return None, "no gcl arm was run"
+    return present[0], f"**{present[0]}**: " + ("the only gcl arm run" if len(present) == 1 else
+                                                 "no dev metric recorded for every gcl arm, so by rule")
 
 
 def seed_diffs(runs: list[dict], base: list[dict], split: str, metric: str, section: str = "splits") -> np.ndarray:
@@ -220,14 +249,14 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
             lines.append(f"- {s} {arm} − {baseline} ≥ +3% ERR and +1% nDCG@10, not below in any seed: ERR {e:+.1f}%, "
                          f"nDCG@10 {n:+.1f}%, worst seed difference {worst:+.4f} → "
                          f"{verdict(e >= 3 and n >= 1 and not below)}")
-    best = "gcl-best" if "gcl-best" in arms else ("gcl" if "gcl" in arms else None)
+    best, best_why = choose_gcl(arms)
     peers = [p for p in ST_PEERS if p in arms]
     if best and peers:
         losses = [f"{p} {s} {m}" for p in peers for s in SPLITS for m in PAIRED
                   if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
         lines.append(f"- {best} ≥ every sentence-transformers peer ({', '.join(peers)}) on every split (nDCG@10 and "
                      f"ERR means): " + (f"behind on {len(losses)}: {'; '.join(losses)}" if losses else "ahead everywhere")
-                     + f" → {verdict(not losses)}")
+                     + f" → {verdict(not losses)}; the best gcl configuration: {best_why}")
     elif best:
         lines.append("- best gcl ≥ every sentence-transformers peer: no peer was run → not checked")
     ceil = ceilings.get("in_domain")
