@@ -52,6 +52,20 @@ def test_missing_columns_parquet_and_jsonl(tmp_path):
         assert "'title'" in str(err)
 
 
+@pytest.mark.parametrize("column", ["title", "doc", "query"])
+def test_parquet_bytes_that_are_not_utf8_name_the_row_and_column(tmp_path, column):
+    """A Parquet binary column is decoded as UTF-8; bytes that are not UTF-8 are a DataError
+    naming the first bad row and the column (it was a raw UnicodeDecodeError)."""
+    frame = pd.DataFrame({"query": [b"red shirt", b"oak"], "doc": [b"d1", b"d2"], "score": [3.0, 2.0],
+                          "title": [b"Red", b"Oak"]})
+    frame.loc[1, column] = b"\xff\xfe caf\xe9"
+    frame.to_parquet(tmp_path / "j.parquet")
+    _raises(tmp_path / "j.parquet", row=1, field=column, match="bytes that are not UTF-8")
+    frame.loc[1, column] = "café".encode()  # valid UTF-8 bytes are text
+    frame.to_parquet(tmp_path / "ok.parquet")
+    assert len(read_table(tmp_path / "ok.parquet", **MAPPING).judgments) == 2
+
+
 def test_wrong_encoding_suggests_latin1_and_names_the_row(tmp_path):
     path = _csv(tmp_path, [*GOOD, "café chair,d4,2,Chaise café"], encoding="latin-1")
     err = _raises(path, row=3, match='encoding="latin-1"')

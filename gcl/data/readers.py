@@ -163,8 +163,8 @@ def dataset_from_frame(
     judgments = pd.DataFrame({QUERY_ID: qid, DOC_ID: did, SCORE: score.astype(float)})
     pair_key = q_codes * np.int64(len(d_index)) + d_codes  # one int64 per (query, document) pair
     (documents, doc_note), (queries, query_note), (judgments, dup_note) = _in_threads(len(frame), [
-        lambda: _entity_table(d_codes, d_index, frame, d_fields, "document"),
-        lambda: _entity_table(q_codes, q_index, frame, query_cols, "query", first_values={"query": text},
+        lambda: _entity_table(d_codes, d_index, frame, d_fields, "document", source=source),
+        lambda: _entity_table(q_codes, q_index, frame, query_cols, "query", source=source, first_values={"query": text},
                               same_as_id=("query",) if query_id_col is None else ()),
         lambda: _merge_duplicates(judgments, pair_key, duplicates, source, doc_id_col),
     ])
@@ -214,9 +214,26 @@ def _field_map(spec: FieldSpec, *, default: Sequence[str]) -> dict[Field, str]:
     return out
 
 
-def _as_text(series: pd.Series) -> pd.Series:
-    """Values as ``str`` with missing values as ``""`` (vectorised)."""
-    return series.astype(str).fillna("")
+def _as_text(series: pd.Series, source: str = "<frame>", column: str | None = None) -> pd.Series:
+    """Values as ``str`` with missing values as ``""`` (vectorised; ``bytes`` are decoded as UTF-8).
+
+    Bytes that are not UTF-8 (a Parquet binary column) raise :class:`DataError` naming the first
+    such row and ``column``.
+    """
+    try:
+        return series.astype(str).fillna("")
+    except UnicodeDecodeError as exc:
+        row = next((i for i, v in enumerate(series) if isinstance(v, (bytes, bytearray)) and not _is_utf8(v)), 0)
+        raise DataError(f"value is bytes that are not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        source=source, row=row, field=column if column is not None else series.name) from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _as_image(series: pd.Series) -> pd.Series:
@@ -288,7 +305,7 @@ def _text_ids(
     are rebuilt only when stripping changes one (values equal after stripping become one). A
     value that is empty or whitespace is an error (``empty``), naming its first row.
     """
-    values = _as_text(raw)
+    values = _as_text(raw, source, column)
     codes, uniques = _factorize(values, name)
     stripped = uniques.str.strip()
     blank = np.asarray(stripped == "", dtype=bool)
@@ -389,6 +406,7 @@ def _entity_table(
     label: str,
     first_values: Mapping[str, pd.Series] | None = None,
     same_as_id: Sequence[str] = (),
+    source: str = "<frame>",
 ) -> tuple[pd.DataFrame, str | None]:
     """One row per id (its first row); count ids whose field values differ between rows.
 
@@ -405,7 +423,7 @@ def _entity_table(
         """The field's first values and, for the later rows, whether they differ from them."""
         raw = first_values[field.name] if first_values and field.name in first_values else frame[column]
         image = field.kind == FieldKind.IMAGE
-        values = raw if image else _as_text(raw)
+        values = raw if image else _as_text(raw, source, column if column is not None else field.name)
         if field.name in same_as_id:  # a field equal to the id: its first values are the ids
             return pd.Series(index.array, index=index, dtype=values.dtype), None
         if not image:
