@@ -202,9 +202,11 @@ class RowStore:
         import fcntl
         import os
 
-        target = self.path if self.LOCK is None else self.path / self.LOCK
-        fd = os.open(target, os.O_RDONLY) if self.LOCK is None else \
-            os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        if self.LOCK is None:
+            target, flags = self.path, os.O_RDONLY
+        else:
+            target, flags = self.path / self.LOCK, os.O_RDWR | os.O_CREAT | os.O_APPEND
+        fd = os.open(target, flags, 0o666)  # the mode only applies when the lock file is created
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -346,27 +346,25 @@ def test_an_empty_group_is_a_dash_not_nan():
     assert rr.mean_std(np.array([0.5, 0.7])) == f"0.6000 ± {statistics.stdev([0.5, 0.7]):.4f}"
 
 
-def test_the_peer_target_uses_the_gcl_arm_best_on_dev():
+def test_the_peer_target_uses_the_gcl_arm_best_on_dev(tmp_path):
     """'best gcl configuration ≥ every peer' checks the gcl arm with the best mean dev metric
     (here gcl-random, although gcl-best was run), and says why."""
     rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.50) for s in range(2)]
     rows += [_record("gcl-best", s, 0.39, 0.29, d) for s, d in ((0, 0.52), (1, 0.49))]  # mean 0.505
     rows += [_record("gcl-random", s, 0.45, 0.35, 0.51) for s in range(2)]  # mean 0.51: chosen
     rows += [_record("st-mnrl-thresholded", 0, 0.42, 0.32)]
-    md = _report(rows)
+    md = _report(rows, tmp_path / "a")
     line = next(x for x in md.splitlines() if "every sentence-transformers peer" in x)
     assert line.startswith("- gcl-random ≥ every sentence-transformers peer") and "ahead everywhere → **met**" in line
     assert "**gcl-random**: the best mean best-dev ndcg@10" in line and "gcl-best 0.5050 (n = 2)" in line
     # one gcl arm without a dev record: the rule falls back to gcl-best, which is behind the peer
     rows = [r for r in rows if r["arm"] != "gcl-random"] + [_record("gcl-random", s, 0.45, 0.35) for s in range(2)]
-    line = next(x for x in _report(rows).splitlines() if "every sentence-transformers peer" in x)
+    line = next(x for x in _report(rows, tmp_path / "b").splitlines() if "every sentence-transformers peer" in x)
     assert line.startswith("- gcl-best ≥ every sentence-transformers peer") and "→ **missed**" in line
 
 
-def _report(rows) -> str:
-    import tempfile
-
-    out = Path(tempfile.mkdtemp())
+def _report(rows, out: Path) -> str:
+    out.mkdir()
     (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rr.report(out, out=io.StringIO())
     return (out / "results.md").read_text()
