@@ -4,9 +4,10 @@ All search the same L2-normalised float32 vectors (inner product = cosine) in th
 ``exact_search`` with each backend (``faiss``, the default when installed, and ``torch``, the
 blockwise fallback and the implementation before faiss scored) and a faiss ``IndexFlatIP``. For
 each k the script prints the wall time and throughput of each (best of ``--repeat``, the methods
-taking turns so that a change in machine load hits all of them), the time ratio to faiss, how
+taking turns in alternating order so that a change in machine load hits all of them), the time
+ratio to faiss (of the best times, and the median and range of the per-repeat paired ratios), how
 often each returns the same top-k set and the same ordered list as faiss, and the peak memory
-each adds (resident set size sampled during the call) next to the size of the full query x corpus
+each adds (resident set size sampled during one more, untimed call) next to the size of the full query x corpus
 score matrix the blockwise search avoids.
 
     python benchmarks/bench_search.py                      # 2,000 x 200,000 x 384, k = 10 and 1000
@@ -138,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     index.search(warm, 10)
 
     print("\nseconds = wall time, cpu = CPU time of the process (all threads; less sensitive to other load),")
-    print("both the best of the repeats; 'vs faiss' compares wall times, 'cpu vs faiss' CPU times")
+    print("both the best of the repeats; 'vs faiss' compares wall times, 'cpu vs faiss' CPU times;")
+    print("'paired wall ratio': each repeat's wall time over faiss's in the same repeat (the methods run")
+    print("back to back, in alternating order), median and range over the repeats: the steadier comparison")
     print(f"\n{'k':>6} {'method':<20} {'seconds':>9} {'queries/s':>11} {'vs faiss':>9} {'cpu':>7} {'cpu vs faiss':>12}"
-          f" {'peak extra RSS':>15} {'same set':>9} {'same list':>9}")
+          f" {'peak extra RSS':>15} {'same set':>9} {'same list':>9} {'paired wall ratio: median [min, max]':>37}")
     peak = 0
     for k in args.k:
         methods = {f"exact_search[{b}]": (lambda k=k, b=b: exact_search(
@@ -149,22 +152,30 @@ def main(argv: list[str] | None = None) -> int:
         methods["faiss IndexFlatIP"] = lambda k=k: index.search(queries, k)
         best = {name: float("inf") for name in methods}
         cpu = {name: float("inf") for name in methods}
-        extra = {name: 0 for name in methods}
+        walls = {name: [] for name in methods}
         results = {}
-        for _ in range(args.repeat):  # take turns: a load change hits every method
-            for name, fn in methods.items():
-                with PeakRSS() as mem:
-                    seconds, cpu_seconds, results[name] = timed(fn)
+        names = list(methods)
+        for r in range(args.repeat):  # take turns, in alternating order: load and order hit every method
+            for name in names if r % 2 == 0 else names[::-1]:
+                seconds, cpu_seconds, results[name] = timed(methods[name])
                 best[name] = min(best[name], seconds)
                 cpu[name] = min(cpu[name], cpu_seconds)
-                extra[name] = max(extra[name], mem.extra)
+                walls[name].append(seconds)
+        extra = {}
+        for name, fn in methods.items():  # memory in one more call each, untimed (the sampler thread costs CPU)
+            with PeakRSS() as mem:
+                fn()
+            extra[name] = mem.extra
+        ref_walls = np.asarray(walls["faiss IndexFlatIP"])
+        paired = {name: np.asarray(walls[name]) / ref_walls for name in methods}
         s_ref, i_ref = results["faiss IndexFlatIP"]
         for name in methods:
             s_m, i_m = results[name]
             print(f"{k:>6} {name:<20} {best[name]:>9.2f} {args.queries / best[name]:>11,.0f} "
                   f"{best[name] / best['faiss IndexFlatIP']:>8.2f}x {cpu[name]:>7.2f} "
                   f"{cpu[name] / cpu['faiss IndexFlatIP']:>11.2f}x {mib(extra[name]):>15} "
-                  f"{same_sets(i_m, i_ref):>9.2%} {float(np.mean((i_m == i_ref).all(axis=1))):>9.2%}")
+                  f"{same_sets(i_m, i_ref):>9.2%} {float(np.mean((i_m == i_ref).all(axis=1))):>9.2%}"
+                  f" {np.median(paired[name]):>10.3f}x [{paired[name].min():.2f}, {paired[name].max():.2f}]")
             if name.startswith("exact_search"):
                 peak = max(peak, extra[name])
         print(f"{'':>6} max |score difference| to faiss: "
