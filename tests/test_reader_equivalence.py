@@ -31,7 +31,7 @@ SCORES = [1.0, 2.5, 0.0, 3.0, 0.125]
 @pytest.fixture(autouse=True, params=["serial", "threads"])
 def reader_threads(request, monkeypatch):
     """Every case twice: the small-table path (steps one after another) and the large-table path
-    (independent steps in threads, :func:`gcl.data.readers._in_threads`), forced on by a zero
+    (each step in a thread once its inputs are ready, :func:`gcl.data.readers._run_steps`), forced on by a zero
     row threshold and two workers whatever the machine has."""
     if request.param == "threads":
         monkeypatch.setattr(readers, "PARALLEL_ROWS", 0)

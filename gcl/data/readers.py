@@ -18,11 +18,12 @@ integer codes, with strings kept in Arrow buffers: an id's first row is where th
 maximum of the codes grows; only the later rows of a repeated id are compared with its first
 row (``pyarrow.compute.not_equal`` on gathered blocks); repeated (query, document) pairs are
 looked for by a stable sort of one integer key per pair, and hashed only when there are some.
-On a table of at least ``PARALLEL_ROWS`` rows the independent steps run in threads (query ids,
-document ids and scores; then each field of the documents and queries tables, and the duplicate
-merge); the result, and the error raised when several steps fail, are those of a sequential run.
-At 10^7 Marqo-shaped rows the product-id hash (~3 s of CPU, one thread) is then the critical path:
-Arrow's hash is single-threaded, and hashing two halves at once and merging them was slower.
+On a table of at least ``PARALLEL_ROWS`` rows each step runs in a thread as soon as the steps it
+needs are done (query ids, document ids and scores; the queries' table once the query ids are
+hashed, the documents' table, one thread per field, once the document ids are; the duplicate
+merge once all ids are); the result, and the error raised when several steps fail, are those of
+a sequential run. At 10^7 Marqo-shaped rows the critical path is the product-id hash (2–3 s of
+CPU, one thread: Arrow's hash is single-threaded) followed by the documents' table.
 """
 
 from __future__ import annotations
@@ -136,38 +137,45 @@ def dataset_from_frame(
         raise DataError("the table has no data rows", source=source)
     notes = [f"read {len(frame)} rows from {source}"]
 
-    # ---- query text and ids, document ids, scores: independent, so on a large table they run in
-    # threads (the hashing and the parse happen in Arrow, without the GIL); errors are raised in
-    # this order whatever finishes first
-    ids = _in_threads(len(frame), [
-        lambda: _text_ids(frame[query_col], QUERY_ID, strip=strip_queries, empty="empty query text",
-                          source=source, column=query_col),
-        lambda: None if query_id_col is None else _text_ids(
-            frame[query_id_col], QUERY_ID, strip=strip_queries, empty="empty query id", source=source,
-            column=query_id_col),
-        lambda: _text_ids(frame[doc_id_col], DOC_ID, strip=True, empty="empty document id", source=source,
-                          column=doc_id_col),
-        lambda: None if score_col is None else _scores(frame[score_col], source, score_col, allow_negative),
-    ])
-    (text, q_codes, q_index), by_id, (did, d_codes, d_index), score = ids
-    qid = text
-    if by_id is not None:
-        qid, q_codes, q_index = by_id
-    if score is None:
-        score = pd.Series(np.ones(len(frame)), index=frame.index)
-        notes.append("no score column: every judgment has score 1.0")
-
-    # ---- documents and queries tables (first value per id; conflicts counted), and the
-    # judgments with duplicates handled as documented: independent again
+    # ---- the steps and what each needs: ids and scores are independent; a table of documents or
+    # queries needs only its own ids, the judgments need all of them. On a large table each step
+    # runs in a thread as soon as its inputs are ready (the hashing, gathers and comparisons happen
+    # in Arrow and numpy, without the GIL), so the queries' table and the scores are done while
+    # the documents' ids (the longest step) are still being hashed. Errors are raised in this
+    # order whatever finishes first: those of a sequential run.
     query_cols = {Field("query"): None, **q_fields}
-    judgments = pd.DataFrame({QUERY_ID: qid, DOC_ID: did, SCORE: score.astype(float)})
-    pair_key = q_codes * np.int64(len(d_index)) + d_codes  # one int64 per (query, document) pair
-    (documents, doc_note), (queries, query_note), (judgments, dup_note) = _in_threads(len(frame), [
-        lambda: _entity_table(d_codes, d_index, frame, d_fields, "document", source=source),
-        lambda: _entity_table(q_codes, q_index, frame, query_cols, "query", source=source, first_values={"query": text},
-                              same_as_id=("query",) if query_id_col is None else ()),
-        lambda: _merge_duplicates(judgments, pair_key, duplicates, source, doc_id_col),
+
+    def query_table(by_text, by_id):
+        text, q_codes, q_index = by_text
+        if by_id is not None:
+            _, q_codes, q_index = by_id
+        return _entity_table(q_codes, q_index, frame, query_cols, "query", source=source, first_values={"query": text},
+                             same_as_id=("query",) if query_id_col is None else ())
+
+    def judgments_table(by_text, by_id, docs, score):
+        qid, q_codes, _ = by_id if by_id is not None else by_text
+        did, d_codes, d_index = docs
+        score = pd.Series(np.ones(len(frame)), index=frame.index) if score is None else score
+        judgments = pd.DataFrame({QUERY_ID: qid, DOC_ID: did, SCORE: score.astype(float)})
+        pair_key = q_codes * np.int64(len(d_index)) + d_codes  # one int64 per (query, document) pair
+        return _merge_duplicates(judgments, pair_key, duplicates, source, doc_id_col)
+
+    done = _run_steps(len(frame), [
+        (lambda: _text_ids(frame[query_col], QUERY_ID, strip=strip_queries, empty="empty query text",
+                           source=source, column=query_col), ()),
+        (lambda: None if query_id_col is None else _text_ids(
+            frame[query_id_col], QUERY_ID, strip=strip_queries, empty="empty query id", source=source,
+            column=query_id_col), ()),
+        (lambda: _text_ids(frame[doc_id_col], DOC_ID, strip=True, empty="empty document id", source=source,
+                           column=doc_id_col), ()),
+        (lambda: None if score_col is None else _scores(frame[score_col], source, score_col, allow_negative), ()),
+        (lambda docs: _entity_table(docs[1], docs[2], frame, d_fields, "document", source=source), (2,)),
+        (query_table, (0, 1)),
+        (judgments_table, (0, 1, 2, 3)),
     ])
+    (documents, doc_note), (queries, query_note), (judgments, dup_note) = done[4:]
+    if score_col is None:
+        notes.append("no score column: every judgment has score 1.0")
     notes += [n for n in (doc_note, query_note, dup_note) if n]
 
     ds = GradedDataset(
@@ -190,15 +198,34 @@ PARALLEL_ROWS = 1 << 17  # tables with at least this many rows run independent s
 
 def _in_threads(n_rows: int, steps: Sequence) -> list:
     """``[step() for step in steps]``, in threads when ``n_rows >= PARALLEL_ROWS`` and the machine
-    has more than one core. The results come back in order; if steps fail, the first failing
-    step in order raises (the error a sequential run gives: the steps do not depend on each other)."""
-    workers = min(len(steps), os.cpu_count() or 1)
-    if n_rows < PARALLEL_ROWS or workers < 2:
-        return [step() for step in steps]
+    has more than one core (see :func:`_run_steps`)."""
+    return _run_steps(n_rows, [(step, ()) for step in steps])
+
+
+def _run_steps(n_rows: int, steps: Sequence[tuple]) -> list:
+    """Run ``steps``, each ``(fn, deps)``: ``fn`` is called with the results of the earlier steps
+    whose positions ``deps`` lists. Returns every step's result, in order.
+
+    Below ``PARALLEL_ROWS`` rows, or on one core, the steps run one after the other. Otherwise each
+    step gets its own thread and starts once its inputs are ready, so nothing waits for a step it
+    does not need (one thread per step: a step waiting for its inputs never holds a thread another
+    step needs). Either way, when steps fail the first failing step in order raises: the error of
+    a sequential run (a step whose input failed fails with that input's error, which comes earlier).
+    """
+    if any(d >= i for i, (_, deps) in enumerate(steps) for d in deps):
+        raise ValueError("a step can only depend on earlier steps")
+    if n_rows < PARALLEL_ROWS or (os.cpu_count() or 1) < 2 or len(steps) < 2:
+        results: list = []
+        for fn, deps in steps:
+            results.append(fn(*(results[d] for d in deps)))
+        return results
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gcl-read") as pool:
-        futures = [pool.submit(step) for step in steps]
+    with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="gcl-read") as pool:
+        futures: list = []
+        for fn, deps in steps:
+            inputs = [futures[d] for d in deps]
+            futures.append(pool.submit(lambda fn=fn, inputs=inputs: fn(*(f.result() for f in inputs))))
         return [f.result() for f in futures]
 
 
