@@ -21,11 +21,11 @@ import numpy as np
 SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
 METRICS = ("ndcg@10", "err", "rbp@0.9", "map@1000", "mrr@1000")
 PAIRED = ("ndcg@10", "err")
-BINARY_ARMS = ("binary", "binary-thresholded", "binary-thresholded-random")
+BINARY_ARMS = ("binary", "binary-thresholded", "binary-thresholded-random", "binary-thresholded-random-batch4x")
 FIXED = ("bm25", "zero-shot")
 ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent")
-GCL_ARMS = ("gcl", "gcl-random", "gcl-best")
-ORDER = ("bm25", "zero-shot", "binary", "binary-thresholded", "binary-thresholded-random", *GCL_ARMS, *ST_PEERS)
+GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-batch4x")
+ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
 
 
 def read_runs(path: Path) -> list[dict]:

@@ -55,6 +55,7 @@ class Arm:
     config: str | None = None  # train with this config file instead of the base one (gcl-best)
     st_arm: str | None = None  # experiments/st_peers.py --arm
     overrides: tuple[str, ...] = ()  # extra config keys of this arm (gcl train), e.g. the sampler
+    batch_scale: int = 1  # k: k times the batch for 1/k the steps (same pairs, same epochs); see scaled_batch
     note: str = ""
 
     @property
@@ -76,6 +77,12 @@ ARMS: dict[str, Arm] = {
                                      overrides=("batch.sampler=random",),
                                      note="binary-thresholded with random batches"),
     "gcl-random": Arm("gcl", overrides=("batch.sampler=random",), note="the paper's GCL with random batches"),
+    # four times the batch for the same epochs (scaled_batch): query groups of 4 documents then hold
+    # 64 distinct queries, as many as a random batch of the base 64 pairs (docs/results.md §1)
+    "gcl-batch4x": Arm("gcl", batch_scale=4, note="the paper's GCL, query groups, 4x the batch (64 queries x 4)"),
+    "binary-thresholded-random-batch4x": Arm("gcl", loss_from="configs/homedepot_binary_thresholded.yaml",
+                                             overrides=("batch.sampler=random",), batch_scale=4,
+                                             note="binary-thresholded, random batches, 4x the batch"),
     "st-mnrl-all": Arm("st", st_arm="mnrl-all", note="sentence-transformers MNRL, every judged pair"),
     "st-mnrl-thresholded": Arm("st", st_arm="mnrl-thresholded", note="MNRL on the thresholded pairs"),
     "st-cached-mnrl": Arm("st", st_arm="cached-mnrl", note="CachedMNRL at the same batch"),
@@ -109,7 +116,7 @@ PROFILES: dict[str, Profile] = {
 # the gcl-side figures assume ~3.5 epochs; the ST peers have no frozen-layer cache (~2x per step).
 EST_MIN_PER_RUN: dict[str, float] = {
     "bm25": 8.0, "zero-shot": 5.0, "binary": 14.0, "binary-thresholded": 14.0, "gcl": 14.0, "gcl-best": 14.0,
-    "binary-thresholded-random": 14.0, "gcl-random": 14.0,
+    "binary-thresholded-random": 14.0, "gcl-random": 14.0, "gcl-batch4x": 10.0, "binary-thresholded-random-batch4x": 10.0,
     "st-mnrl-all": 28.0, "st-mnrl-thresholded": 26.0, "st-cached-mnrl": 32.0, "st-cosent": 28.0,
 }
 EST_EVAL_MIN = 4.0  # evaluation of one trained model: 4 splits + judged re-rank (one corpus encoding, cached)
@@ -201,8 +208,22 @@ def train_command(plan: Plan, arm: str, seed: int, run_dir: Path, resume: bool) 
     common = [*plan.train_overrides(), f"seed={seed}"]
     config = repo_path(plan.best_config if a.config == BEST_CONFIG else (a.config or plan.base_config))
     loss = loss_overrides(a.loss_from) if a.loss_from else []
-    return gcl_command("train", config, *loss, *a.overrides, *common, f"out_dir={run_dir}", "progress=false",
+    scaled = scaled_batch(load_base(plan), a.batch_scale) if a.batch_scale != 1 else []
+    return gcl_command("train", config, *loss, *a.overrides, *common, *scaled, f"out_dir={run_dir}", "progress=false",
                        *(["--resume"] if resume else []))
+
+
+def scaled_batch(cfg, k: int) -> list[str]:
+    """Overrides for ``k`` times the batch of ``cfg`` over the same training pairs: steps, warm-up
+    and the dev-evaluation interval divided by ``k`` (rounded up, at least 1), the learning rate
+    times sqrt(k) (the square-root rule for Adam-type optimisers). Applied after the profile's and
+    the command line's overrides, so ``optim.steps=N`` still sets the epochs of every arm."""
+    import math
+
+    every = cfg.eval.every if cfg.eval.every <= 0 else max(1, math.ceil(cfg.eval.every / k))
+    return [f"batch.batch_size={cfg.batch.batch_size * k}", f"optim.steps={max(1, math.ceil(cfg.optim.steps / k))}",
+            f"optim.warmup_steps={math.ceil(cfg.optim.warmup_steps / k)}", f"optim.lr={cfg.optim.lr * math.sqrt(k):g}",
+            f"eval.every={every}"]
 
 
 def model_dir(arm: str, run_dir: Path, plan: Plan) -> str:

@@ -368,3 +368,34 @@ def _report(rows, out: Path) -> str:
     (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rr.report(out, out=io.StringIO())
     return (out / "results.md").read_text()
+
+
+def test_batch4x_arms_train_four_times_the_batch_over_the_same_pairs(tmp_path):
+    """``*-batch4x``: the command of the arm without ``batch_scale`` plus overrides (after the
+    command line's) giving 4x the batch, 1/4 of the steps, warm-up and dev interval (rounded up)
+    and sqrt(4) = 2x the learning rate; the effective config is checked, not the strings."""
+    from gcl.config import load_config
+    from gcl.training.config import TrainConfig
+
+    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "quick", "--out", str(tmp_path / "o"),
+                                                      "--work", str(tmp_path / "w"), "optim.steps=1311"]))
+    base = load_config(TrainConfig, str(ROOT / plan.base_config), ["optim.steps=1311"])
+
+    def effective(arm):
+        cmd = rt.train_command(plan, arm, 0, tmp_path / arm, False)
+        args = cmd[cmd.index("train") + 1:]
+        return load_config(TrainConfig, args[0], [a for a in args[1:] if "=" in a])
+
+    for arm, plain in (("gcl-batch4x", "gcl"), ("binary-thresholded-random-batch4x", "binary-thresholded-random")):
+        wide, ref = effective(arm), effective(plain)
+        assert wide.batch.batch_size == 4 * base.batch.batch_size == 256
+        assert wide.optim.steps == 328 and wide.optim.steps * 256 >= ref.optim.steps * 64 > (wide.optim.steps - 1) * 256
+        assert wide.optim.warmup_steps == -(-base.optim.warmup_steps // 4)
+        assert wide.eval.every == -(-base.eval.every // 4)
+        assert wide.optim.lr == pytest.approx(2 * base.optim.lr)
+        for section in ("loss", "model", "data"):
+            assert getattr(wide, section) == getattr(ref, section)
+        assert wide.batch.sampler == ref.batch.sampler
+    assert rt.scaled_batch(base, 4)[-1] == "eval.every=55"
+    never = load_config(TrainConfig, str(ROOT / plan.base_config), ["eval.every=-1"])
+    assert "eval.every=-1" in rt.scaled_batch(never, 4)
