@@ -14,7 +14,7 @@ queries of ``gcl evaluate --compare`` (``gcl.evaluation.compare.randomisation_p`
 
     python experiments/gain_by_grades.py --work runs/table_quick \\
         --pairs gcl:binary-thresholded gcl-random:binary-thresholded-random gcl:binary-thresholded-random \\
-        --out docs/results/gain_by_grades.md
+        gcl-batch4x:binary-thresholded-random-batch4x --rounds 10000 --out docs/results/gain_by_grades.md
 
 It reads the per-query files that ``results_table.py`` wrote (``<work>/<arm>-s<seed>/eval``) and
 the data source of ``--config`` (for the judged grades); it trains and encodes nothing.
