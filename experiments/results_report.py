@@ -118,7 +118,7 @@ def choose_gcl(arms: dict) -> tuple[str | None, str]:
     best, why = choose_by_dev(arms, GCL_ARMS)
     if best is not None:
         return best, why
-    present = [a for a in ("gcl-best", "gcl", "gcl-random") if a in arms]
+    present = [a for a in ("gcl-best", *(g for g in GCL_ARMS if g != "gcl-best")) if a in arms]
     if not present:
         return None, "no gcl arm was run"
     return present[0], f"**{present[0]}**: " + ("the only gcl arm run" if len(present) == 1 else
@@ -223,6 +223,14 @@ def capture(value: float, ceiling: dict, metric: str) -> float:
     return (value - ceiling["random"][metric]) / head if head else math.nan
 
 
+def train_batch(runs: list[dict]) -> str | None:
+    """The ``batch.batch_size=`` its training command set (the last one wins, as in ``gcl train``);
+    ``None``: the base config's batch (no such override, or no command recorded)."""
+    commands = (runs[0].get("commands") or [""]) if runs else [""]
+    sizes = [t.split("=", 1)[1] for t in commands[0].split() if t.startswith("batch.batch_size=")]
+    return sizes[-1] if sizes else None
+
+
 def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     """Issue 12's targets as met / missed, with the figures."""
     lines = ["## Targets (issue 12)", ""]
@@ -254,9 +262,13 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     if best and peers:
         losses = [f"{p} {s} {m}" for p in peers for s in SPLITS for m in PAIRED
                   if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
+        unlike = [p for p in peers if train_batch(arms[p]) != train_batch(arms[best])]
+        outcome = verdict(not losses) if not unlike else (
+            f"**not like for like** ({best} trained at batch {train_batch(arms[best]) or 'of the base config'}, "
+            f"{', '.join(unlike)} at {train_batch(arms[unlike[0]]) or 'the base config’s'}: a win does not count)")
         lines.append(f"- {best} ≥ every sentence-transformers peer ({', '.join(peers)}) on every split (nDCG@10 and "
                      f"ERR means): " + (f"behind on {len(losses)}: {'; '.join(losses)}" if losses else "ahead everywhere")
-                     + f" → {verdict(not losses)}; the best gcl configuration: {best_why}")
+                     + f" → {outcome}; the best gcl configuration: {best_why}")
     elif best:
         lines.append("- best gcl ≥ every sentence-transformers peer: no peer was run → not checked")
     ceil = ceilings.get("in_domain")

@@ -399,3 +399,22 @@ def test_batch4x_arms_train_four_times_the_batch_over_the_same_pairs(tmp_path):
     assert rt.scaled_batch(base, 4)[-1] == "eval.every=55"
     never = load_config(TrainConfig, str(ROOT / plan.base_config), ["eval.every=-1"])
     assert "eval.every=-1" in rt.scaled_batch(never, 4)
+
+
+def test_a_peer_trained_at_another_batch_does_not_count_for_the_peer_target(tmp_path):
+    """The best gcl arm trained at batch 256 and the peer at the base batch: 'ahead everywhere'
+    is reported but the target is 'not like for like', not met."""
+    rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.50) for s in range(2)]
+    rows += [_record("gcl-batch4x", s, 0.45, 0.35, 0.51) for s in range(2)]
+    for r in rows:
+        if r["arm"] == "gcl-batch4x":
+            r["commands"] = ["gcl train configs/x.yaml optim.steps=1311 seed=0 batch.batch_size=256 optim.steps=328"]
+    rows += [_record("st-mnrl-thresholded", 0, 0.42, 0.32)]
+    line = next(x for x in _report(rows, tmp_path / "a").splitlines() if "every sentence-transformers peer" in x)
+    assert "ahead everywhere → **not like for like** (gcl-batch4x trained at batch 256" in line
+    assert "**met**" not in line
+    # the same batch on both sides (no override recorded for either): the ordinary verdict
+    for r in rows:
+        r.pop("commands", None)
+    line = next(x for x in _report(rows, tmp_path / "b").splitlines() if "every sentence-transformers peer" in x)
+    assert "ahead everywhere → **met**" in line
