@@ -87,6 +87,8 @@ ARMS: dict[str, Arm] = {
     "st-mnrl-thresholded": Arm("st", st_arm="mnrl-thresholded", note="MNRL on the thresholded pairs"),
     "st-cached-mnrl": Arm("st", st_arm="cached-mnrl", note="CachedMNRL at the same batch"),
     "st-cosent": Arm("st", st_arm="cosent", note="CoSENT on the scores"),
+    "st-mnrl-thresholded-batch4x": Arm("st", st_arm="mnrl-thresholded", batch_scale=4,
+                                       note="MNRL on the thresholded pairs, 4x the batch (the peer of the batch4x arms)"),
 }
 
 
@@ -118,6 +120,7 @@ EST_MIN_PER_RUN: dict[str, float] = {
     "bm25": 8.0, "zero-shot": 5.0, "binary": 14.0, "binary-thresholded": 14.0, "gcl": 14.0, "gcl-best": 14.0,
     "binary-thresholded-random": 14.0, "gcl-random": 14.0, "gcl-batch4x": 10.0, "binary-thresholded-random-batch4x": 10.0,
     "st-mnrl-all": 28.0, "st-mnrl-thresholded": 26.0, "st-cached-mnrl": 32.0, "st-cosent": 28.0,
+    "st-mnrl-thresholded-batch4x": 28.0,
 }
 EST_EVAL_MIN = 4.0  # evaluation of one trained model: 4 splits + judged re-rank (one corpus encoding, cached)
 EST_SMOKE_MIN = 0.2  # any smoke run
@@ -203,8 +206,9 @@ def load_base(plan: Plan):
 def train_command(plan: Plan, arm: str, seed: int, run_dir: Path, resume: bool) -> list[str]:
     a = ARMS[arm]
     if a.kind == "st":
+        scaled = scaled_batch(load_base(plan), a.batch_scale) if a.batch_scale != 1 else []
         return [sys.executable, repo_path(ST_PEERS), "--arm", a.st_arm, "--config", repo_path(plan.base_config),
-                "--seed", str(seed), "--out", str(run_dir), *plan.train_overrides()]
+                "--seed", str(seed), "--out", str(run_dir), *plan.train_overrides(), *scaled]
     common = [*plan.train_overrides(), f"seed={seed}"]
     config = repo_path(plan.best_config if a.config == BEST_CONFIG else (a.config or plan.base_config))
     loss = loss_overrides(a.loss_from) if a.loss_from else []

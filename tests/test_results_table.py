@@ -418,3 +418,26 @@ def test_a_peer_trained_at_another_batch_does_not_count_for_the_peer_target(tmp_
         r.pop("commands", None)
     line = next(x for x in _report(rows, tmp_path / "b").splitlines() if "every sentence-transformers peer" in x)
     assert "ahead everywhere → **met**" in line
+
+
+def test_a_peer_at_the_same_batch_is_judged_and_the_others_are_named():
+    """gcl-batch4x against an MNRL peer at the same 4x batch: the verdict is on that peer only;
+    the base-batch peer is listed as not judged. The 4x peer's command carries the scaled batch."""
+    import tempfile
+
+    rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.50) for s in range(2)]
+    rows += [_record("gcl-batch4x", s, 0.45, 0.35, 0.51) for s in range(2)]
+    rows += [_record("st-mnrl-thresholded", 0, 0.42, 0.32), _record("st-mnrl-thresholded-batch4x", 0, 0.46, 0.36)]
+    for r in rows:
+        if r["arm"].endswith("batch4x"):
+            r["commands"] = ["x train batch.batch_size=256"]
+    with tempfile.TemporaryDirectory() as d:
+        line = next(x for x in _report(rows, Path(d) / "a").splitlines() if "every sentence-transformers peer" in x)
+    assert line.startswith("- gcl-batch4x ≥ every sentence-transformers peer (st-mnrl-thresholded-batch4x)")
+    assert "behind on 8" in line and "→ **missed** (peers at another batch than gcl-batch4x's, not judged: " \
+        "st-mnrl-thresholded)" in line
+    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "quick", "--out", "o", "--work", "w",
+                                                      "optim.steps=1311"]))
+    cmd = rt.train_command(plan, "st-mnrl-thresholded-batch4x", 0, Path("r"), False)
+    plain = rt.train_command(plan, "st-mnrl-thresholded", 0, Path("r"), False)
+    assert cmd[:len(plain)] == plain and cmd[len(plain):] == rt.scaled_batch(rt.load_base(plan), 4)
