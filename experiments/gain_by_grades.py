@@ -23,13 +23,16 @@ the data source of ``--config`` (for the judged grades); it trains and encodes n
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_report.py sits beside this script
+from results_report import SPLITS  # noqa: E402
+
 GROUPS = ("1 grade", "2 grades", "3+ grades")
 
 
@@ -60,9 +63,14 @@ def per_query(work: Path, arm: str, seeds: list[int], split: str, metric: str) -
     for seed in seeds:
         path = work / f"{arm}-s{seed}" / "eval" / f"{split}_per_query.csv"
         if path.exists():
-            frame = pd.read_csv(path, dtype={"query_id": str}, keep_default_na=False)
-            cols[seed] = frame.set_index("query_id")[metric]
+            cols[seed] = _read_per_query(path)[metric]
     return pd.DataFrame(cols)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_per_query(path: Path) -> pd.DataFrame:
+    """One per-query file (read once whatever the number of metrics and pairs), query ids as text."""
+    return pd.read_csv(path, dtype={"query_id": str}, keep_default_na=False).set_index("query_id")
 
 
 def main(argv: list[str] | None = None) -> int:

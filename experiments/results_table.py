@@ -205,14 +205,13 @@ def load_base(plan: Plan):
 
 def train_command(plan: Plan, arm: str, seed: int, run_dir: Path, resume: bool) -> list[str]:
     a = ARMS[arm]
+    scaled = scaled_batch(load_base(plan), a.batch_scale) if a.batch_scale != 1 else []
     if a.kind == "st":
-        scaled = scaled_batch(load_base(plan), a.batch_scale) if a.batch_scale != 1 else []
         return [sys.executable, repo_path(ST_PEERS), "--arm", a.st_arm, "--config", repo_path(plan.base_config),
                 "--seed", str(seed), "--out", str(run_dir), *plan.train_overrides(), *scaled]
     common = [*plan.train_overrides(), f"seed={seed}"]
     config = repo_path(plan.best_config if a.config == BEST_CONFIG else (a.config or plan.base_config))
     loss = loss_overrides(a.loss_from) if a.loss_from else []
-    scaled = scaled_batch(load_base(plan), a.batch_scale) if a.batch_scale != 1 else []
     return gcl_command("train", config, *loss, *a.overrides, *common, *scaled, f"out_dir={run_dir}", "progress=false",
                        *(["--resume"] if resume else []))
 
