@@ -23,7 +23,8 @@ METRICS = ("ndcg@10", "err", "rbp@0.9", "map@1000", "mrr@1000")
 PAIRED = ("ndcg@10", "err")
 BINARY_ARMS = ("binary", "binary-thresholded", "binary-thresholded-random", "binary-thresholded-random-batch4x")
 FIXED = ("bm25", "zero-shot")
-ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent", "st-mnrl-thresholded-batch4x")
+ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent", "st-mnrl-thresholded-batch4x",
+            "st-mnrl-all-batch4x", "st-cached-mnrl-batch4x")
 GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-batch4x")
 ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
 

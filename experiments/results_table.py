@@ -89,6 +89,8 @@ ARMS: dict[str, Arm] = {
     "st-cosent": Arm("st", st_arm="cosent", note="CoSENT on the scores"),
     "st-mnrl-thresholded-batch4x": Arm("st", st_arm="mnrl-thresholded", batch_scale=4,
                                        note="MNRL on the thresholded pairs, 4x the batch (the peer of the batch4x arms)"),
+    "st-mnrl-all-batch4x": Arm("st", st_arm="mnrl-all", batch_scale=4, note="MNRL on every judged pair, 4x the batch"),
+    "st-cached-mnrl-batch4x": Arm("st", st_arm="cached-mnrl", batch_scale=4, note="CachedMNRL at the batch4x arms' batch"),
 }
 
 
@@ -120,7 +122,7 @@ EST_MIN_PER_RUN: dict[str, float] = {
     "bm25": 8.0, "zero-shot": 5.0, "binary": 14.0, "binary-thresholded": 14.0, "gcl": 14.0, "gcl-best": 14.0,
     "binary-thresholded-random": 14.0, "gcl-random": 14.0, "gcl-batch4x": 10.0, "binary-thresholded-random-batch4x": 10.0,
     "st-mnrl-all": 28.0, "st-mnrl-thresholded": 26.0, "st-cached-mnrl": 32.0, "st-cosent": 28.0,
-    "st-mnrl-thresholded-batch4x": 28.0,
+    "st-mnrl-thresholded-batch4x": 28.0, "st-mnrl-all-batch4x": 34.0, "st-cached-mnrl-batch4x": 36.0,
 }
 EST_EVAL_MIN = 4.0  # evaluation of one trained model: 4 splits + judged re-rank (one corpus encoding, cached)
 EST_SMOKE_MIN = 0.2  # any smoke run

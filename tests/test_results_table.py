@@ -441,3 +441,14 @@ def test_a_peer_at_the_same_batch_is_judged_and_the_others_are_named():
     cmd = rt.train_command(plan, "st-mnrl-thresholded-batch4x", 0, Path("r"), False)
     plain = rt.train_command(plan, "st-mnrl-thresholded", 0, Path("r"), False)
     assert cmd[:len(plain)] == plain and cmd[len(plain):] == rt.scaled_batch(rt.load_base(plan), 4)
+
+
+def test_every_arm_has_a_time_estimate_and_a_place_in_the_report():
+    """A new arm must be priced in the printed total and shown by the report (else it silently vanishes)."""
+    assert set(rt.EST_MIN_PER_RUN) == set(rt.ARMS)
+    assert set(rr.ORDER) == set(rt.ARMS)
+    assert len(rr.ORDER) == len(set(rr.ORDER))
+    for arm in rr.ST_PEERS:
+        assert rt.ARMS[arm].kind == "st", arm
+    for arm in (*rr.BINARY_ARMS, *rr.GCL_ARMS):
+        assert rt.ARMS[arm].kind == "gcl", arm
