@@ -121,7 +121,7 @@ class GCLBatchSampler(DefaultBatchSampler):
     """Query-grouped batches for ``SentenceTransformerTrainingArguments(batch_sampler=GCLBatchSampler)``.
 
     Each batch is drawn by gcl's :class:`~gcl.training.batching.QueryGroupedSampler` (the sampler of
-    ``gcl train`` with ``batch.sampler: query_grouped``): ``batch_size / docs_per_query`` queries
+    ``gcl train`` with ``batch.sampler: query_grouped``): ``group_fraction * batch_size / docs_per_query`` queries
     with >= 2 judged documents, up to ``docs_per_query`` graded documents each, free slots filled
     with other queries' pairs. Then duplicates that could be false negatives are replaced: a row
     whose document text is already in the batch, or whose query text already stands for another
@@ -130,7 +130,8 @@ class GCLBatchSampler(DefaultBatchSampler):
 
     Deterministic: epoch ``e`` draws from ``numpy.random.default_rng(seed + e)`` (``seed`` is the
     trainer's ``args.seed``; ``generator`` is not used). ``docs_per_query`` (default
-    ``BatchConfig.docs_per_query``): ``functools.partial(GCLBatchSampler, docs_per_query=8)``.
+    ``BatchConfig.docs_per_query``) and ``group_fraction`` (the share of the batch drawn as query groups, the
+    rest random pairs; default 1): ``functools.partial(GCLBatchSampler, docs_per_query=8)``.
     """
 
     def __init__(
@@ -143,6 +144,7 @@ class GCLBatchSampler(DefaultBatchSampler):
         seed: int = 0,
         *,
         docs_per_query: int = BatchConfig.docs_per_query,
+        group_fraction: float = BatchConfig.group_fraction,
     ) -> None:
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
@@ -159,15 +161,19 @@ class GCLBatchSampler(DefaultBatchSampler):
         )
         self._query_text = np.asarray(q_text, dtype=np.int64)
         self.docs_per_query = int(docs_per_query)
-        QueryGroupedSampler(self.pairs, batch_size, seed, self.docs_per_query)  # checks sizes now
+        self.group_fraction = float(group_fraction)
+        self._sampler(seed)  # checks sizes now
 
     def __len__(self) -> int:
         return len(self.pairs) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        sampler = QueryGroupedSampler(self.pairs, self.batch_size, self.seed + self.epoch, self.docs_per_query)
+        sampler = self._sampler(self.seed + self.epoch)
         for _ in range(len(self)):
             yield self._without_duplicates(sampler.next_batch(), sampler.rng).tolist()
+
+    def _sampler(self, seed: int) -> QueryGroupedSampler:
+        return QueryGroupedSampler(self.pairs, self.batch_size, seed, self.docs_per_query, self.group_fraction)
 
     def _without_duplicates(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         doc, key, text = self.pairs.doc_code, self.pairs.query_code, self._query_text

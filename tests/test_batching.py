@@ -15,6 +15,7 @@ from gcl.training.checkpoint import _to_safe, sampler_state_from_checkpoint
 SAMPLERS = {
     "random": lambda pairs, seed: RandomPairSampler(pairs, 16, seed),
     "query_grouped": lambda pairs, seed: QueryGroupedSampler(pairs, 16, seed, docs_per_query=4),
+    "query_grouped_half": lambda pairs, seed: QueryGroupedSampler(pairs, 16, seed, docs_per_query=4, group_fraction=0.5),
 }
 
 
@@ -79,6 +80,60 @@ def test_query_grouped_fills_batch_when_queries_have_few_docs():
     s = QueryGroupedSampler(p, 8, 0, docs_per_query=4)
     for batch in _draw(s, 10):
         assert len(batch) == 8 and len(np.unique(batch)) == 8
+
+
+def _equal_groups(n_queries: int = 40, per_query: int = 4) -> TrainPairs:
+    """Every query has exactly ``per_query`` judged documents, rows ordered by query."""
+    n = n_queries * per_query
+    return TrainPairs(query_code=np.repeat(np.arange(n_queries, dtype=np.int64), per_query),
+                      doc_code=np.arange(n, dtype=np.int64), score=np.tile(np.arange(per_query, 0, -1.0), n_queries),
+                      weight=np.ones(n), query_texts=[f"q{i}" for i in range(n_queries)],
+                      doc_texts=[f"d{i}" for i in range(n)])
+
+
+@pytest.mark.parametrize("fraction, groups", [(1.0, 4), (0.5, 2), (0.25, 1), (0.1, 1), (0.99, 3)])
+def test_group_fraction_sets_the_number_of_query_groups(fraction, groups):
+    """floor(fraction * 16 / 4) whole groups lead the batch; the rest are pairs of *other* queries."""
+    p = _equal_groups()
+    s = QueryGroupedSampler(p, 16, 0, docs_per_query=4, group_fraction=fraction)
+    for batch in _draw(s, 25):
+        assert len(batch) == 16 and len(np.unique(batch)) == 16
+        head, tail = batch[: 4 * groups], batch[4 * groups:]
+        head_q = p.query_code[head]
+        assert [len(np.unique(head_q[i:i + 4])) for i in range(0, len(head), 4)] == [1] * groups  # whole groups
+        assert len(np.unique(head_q)) == groups
+        assert not set(p.query_code[tail]) & set(head_q)  # the fill never repeats a grouped query
+
+
+def test_group_fraction_one_is_the_default_sampler(pairs):
+    a = _draw(QueryGroupedSampler(pairs, 16, 4, docs_per_query=4), 40)
+    b = _draw(QueryGroupedSampler(pairs, 16, 4, docs_per_query=4, group_fraction=1.0), 40)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_group_fraction_fill_is_uniform_over_the_other_pairs():
+    """The random part is drawn uniformly: over many batches every pair is about equally frequent."""
+    p = _equal_groups(n_queries=50)
+    s = QueryGroupedSampler(p, 20, 0, docs_per_query=4, group_fraction=0.2)  # 1 group of 4 + 16 random rows
+    counts = np.zeros(len(p))
+    for batch in _draw(s, 2000):
+        counts[batch[4:]] += 1
+    expected = 2000 * 16 / len(p)  # about 160 per pair
+    assert abs(counts.mean() - expected) < 1e-9
+    assert counts.min() > 0.7 * expected and counts.max() < 1.3 * expected
+    # two random rows of one query meet only by chance: the hypergeometric expectation, 16 rows drawn from the
+    # 196 pairs of the 49 other queries, is 49 * P(>= 2 of a query's 4 rows drawn)
+    from math import comb
+
+    p_two = 1 - sum(comb(4, k) * comb(192, 16 - k) for k in (0, 1)) / comb(196, 16)
+    met = np.mean([(np.unique(p.query_code[b[4:]], return_counts=True)[1] >= 2).sum() for b in _draw(s, 2000)])
+    assert abs(met - 49 * p_two) < 0.1, (met, 49 * p_two)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])
+def test_group_fraction_out_of_range_is_refused(pairs, bad):
+    with pytest.raises(ValueError, match="group_fraction must be in"):
+        QueryGroupedSampler(pairs, 16, 0, docs_per_query=4, group_fraction=bad)
 
 
 @pytest.mark.parametrize("kind", list(SAMPLERS))

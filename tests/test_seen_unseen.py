@@ -15,8 +15,10 @@ from gcl.evaluation.seen import query_groups, seen_queries
 from gcl.training.trainer import Trainer
 
 
-def test_replayed_sampler_draws_what_the_trainer_draws(tmp_path):
-    cfg = make_config(tmp_path, batch__sampler="query_grouped", batch__docs_per_query=2, loss__positive_threshold=1.5)
+@pytest.mark.parametrize("group_fraction", [1.0, 0.5])
+def test_replayed_sampler_draws_what_the_trainer_draws(tmp_path, group_fraction):
+    cfg = make_config(tmp_path, batch__sampler="query_grouped", batch__docs_per_query=2, loss__positive_threshold=1.5,
+                      batch__group_fraction=group_fraction)
     trainer = Trainer(cfg, splits=synthetic_splits())
     steps, drawn = 7, set()
     for _ in range(steps):

@@ -237,6 +237,9 @@ def test_sampler_is_gcl_query_grouped_sampler_and_deterministic():
     assert batches == [ref.next_batch().tolist() for _ in batches]
     s.set_epoch(1)
     assert list(s) != batches and list(s) == list(s)
+    half = make(seed=3, group_fraction=0.5)  # the share of query groups reaches gcl's sampler
+    ref = QueryGroupedSampler(s.pairs, 10, 3, 4, group_fraction=0.5)
+    assert list(half) == [ref.next_batch().tolist() for _ in range(len(half))] != batches
 
 
 def test_sampler_drops_duplicate_texts():

@@ -65,7 +65,7 @@ def seen_queries(train, cfg, steps: int, *, min_docs: int = 1) -> set:
     ``train`` is the benchmark's training split; ``cfg`` the run's TrainConfig (threshold, sampler,
     batch size, documents per query, seed).
     """
-    from gcl.training.batching import QueryGroupedSampler, RandomPairSampler, TrainPairs, keep_positives
+    from gcl.training.batching import TrainPairs, keep_positives, make_sampler
 
     train = keep_positives(train, cfg.loss.positive_threshold)
     j = train.judgments
@@ -73,11 +73,7 @@ def seen_queries(train, cfg, steps: int, *, min_docs: int = 1) -> set:
     n = len(j)
     pairs = TrainPairs(query_code=q_codes.astype(np.int64), doc_code=np.arange(n, dtype=np.int64),
                        score=np.zeros(n), weight=np.ones(n), query_texts=[], doc_texts=[])
-    bc = cfg.batch
-    if bc.sampler == "query_grouped":
-        sampler = QueryGroupedSampler(pairs, bc.batch_size, cfg.seed, bc.docs_per_query)
-    else:
-        sampler = RandomPairSampler(pairs, bc.batch_size, cfg.seed)
+    sampler = make_sampler(pairs, cfg.batch, cfg.seed)
     codes: set[int] = set()
     for _ in range(steps):
         q, count = np.unique(pairs.query_code[sampler.next_batch()], return_counts=True)

@@ -106,18 +106,26 @@ class RandomPairSampler(_Sampler):
 
 
 class QueryGroupedSampler(_Sampler):
-    """``batch_size / docs_per_query`` queries per batch, up to ``docs_per_query`` documents each.
+    """``floor(group_fraction * batch_size / docs_per_query)`` queries per batch, up to
+    ``docs_per_query`` documents each; the rest of the batch is random pairs of other queries.
 
     Queries with at least two judged documents are drawn without replacement (epoch-wise); each
-    contributes a uniform sample of its documents. Slots left free by queries with few
-    documents are filled with random pairs of other queries.
+    contributes a uniform sample of its documents. Slots left free (by ``group_fraction < 1``, or
+    by queries with fewer than ``docs_per_query`` documents) are filled with pairs drawn uniformly
+    from the other queries' pairs. ``group_fraction`` trades the within-query order signal
+    (documents of one query in one batch) against the number of distinct queries, whose
+    documents are the in-batch negatives: 1 is all groups, values near 0 approach random batches.
     """
 
-    def __init__(self, pairs: TrainPairs, batch_size: int, seed: int, docs_per_query: int = 4) -> None:
+    def __init__(self, pairs: TrainPairs, batch_size: int, seed: int, docs_per_query: int = 4,
+                 group_fraction: float = 1.0) -> None:
         super().__init__(pairs, batch_size, seed)
         if docs_per_query < 1 or docs_per_query > batch_size:
             raise ValueError("docs_per_query must be in [1, batch_size]")
+        if not 0.0 < group_fraction <= 1.0:
+            raise ValueError(f"group_fraction must be in (0, 1], got {group_fraction}")
         self.docs_per_query = docs_per_query
+        self.n_groups = max(1, int(group_fraction * batch_size / docs_per_query + 1e-9))  # floor
         order = np.argsort(pairs.query_code, kind="stable")
         counts = np.bincount(pairs.query_code)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -137,10 +145,9 @@ class QueryGroupedSampler(_Sampler):
         return q
 
     def next_batch(self) -> np.ndarray:
-        n_queries = max(1, self.batch_size // self.docs_per_query)
         chosen: list[np.ndarray] = []
         used_queries: set[int] = set()
-        for _ in range(n_queries):
+        for _ in range(self.n_groups):
             q = self._next_query()
             if q in used_queries:
                 continue
@@ -164,6 +171,14 @@ class QueryGroupedSampler(_Sampler):
         super().load_state_dict(state)
         self._perm = np.asarray(state["perm"], dtype=np.int64)
         self._pos = int(state["pos"])
+
+
+def make_sampler(pairs: TrainPairs, bc, seed: int) -> RandomPairSampler | QueryGroupedSampler:
+    """The sampler a :class:`~gcl.training.config.BatchConfig` names (the trainer and the replay of
+    :mod:`gcl.evaluation.seen` both build it here, so they draw the same batches)."""
+    if bc.sampler == "query_grouped":
+        return QueryGroupedSampler(pairs, bc.batch_size, seed, bc.docs_per_query, bc.group_fraction)
+    return RandomPairSampler(pairs, bc.batch_size, seed)
 
 
 def hard_negative_rows(pairs: TrainPairs, batch: np.ndarray, per_query: int, rng: np.random.Generator) -> np.ndarray:

@@ -93,6 +93,7 @@ class BatchConfig:
     batch_size: int = 64  # pairs per optimiser step (global, across processes)
     sampler: Literal["random", "query_grouped"] = "random"
     docs_per_query: int = 4  # query_grouped: documents drawn per query
+    group_fraction: float = 1.0  # query_grouped: share of the batch drawn as query groups, the rest random pairs
     grad_cache_chunk: Optional[int] = None  # GradCache: encode in chunks of this many texts
     grad_accum: int = 1  # micro-batches per optimiser step (each with its own in-batch negatives)
     length_buckets: int = 4  # encode each side in this many length-sorted chunks (less padding)
@@ -158,6 +159,11 @@ class TrainConfig:
         if self.loss.field_pairs and self.model.multifield is None:
             raise ConfigError("loss.field_pairs needs a multi-field model (model.multifield)")
         check_targets(self.loss)
+        if not 0.0 < self.batch.group_fraction <= 1.0:
+            raise ConfigError(f"batch.group_fraction must be in (0, 1], got {self.batch.group_fraction}")
+        if self.batch.group_fraction != 1.0 and self.batch.sampler != "query_grouped":
+            raise ConfigError("batch.group_fraction applies to batch.sampler: query_grouped only; "
+                              f"with sampler: {self.batch.sampler} leave it 1")
         if self.eval.metric not in DEV_METRICS:
             raise ConfigError(f"eval.metric {self.eval.metric!r} is not computed by the dev evaluation; "
                               f"choose one of {list(DEV_METRICS)}")

@@ -32,7 +32,7 @@ from gcl.errors import ConfigError, DataError
 from gcl.encoders.model import BiEncoder
 from gcl.losses import GCLLoss, get_weight_fn
 from gcl.training import distributed as D
-from gcl.training.batching import QueryGroupedSampler, RandomPairSampler, TokenCache, hard_negative_rows, keep_positives
+from gcl.training.batching import TokenCache, hard_negative_rows, keep_positives, make_sampler
 from gcl.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -137,11 +137,7 @@ class Trainer:
         except ValueError as exc:  # NaN / infinite scores, bad user-function output
             raise DataError(f"cannot weight the training judgments: {exc}", source=getattr(train, "name", None)) from exc
         self.pairs = self.encoding.prepare(self.model, train, weights)
-        bc = cfg.batch
-        if bc.sampler == "query_grouped":
-            self.sampler = QueryGroupedSampler(self.pairs, bc.batch_size, cfg.seed, bc.docs_per_query)
-        else:
-            self.sampler = RandomPairSampler(self.pairs, bc.batch_size, cfg.seed)
+        self.sampler = make_sampler(self.pairs, cfg.batch, cfg.seed)
         self.hn_rng = np.random.default_rng(cfg.seed + 1)
         self.miner = None
         if cfg.loss.mined_negatives > 0:
