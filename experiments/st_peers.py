@@ -58,9 +58,11 @@ What comes from the config, as ``gcl train`` uses it:
   ``max_seq_length``, and ``freeze_layers = L``: the embeddings and the lower ``L`` transformer
   layers get ``requires_grad=False`` and stay in eval mode (no dropout), the split of gcl's
   :class:`~gcl.training.frozen_cache.FrozenBottom`, so the peer trains the same parameters as the
-  gcl arm. There is no cache (``cache_frozen``): sentence-transformers has none, so every step
-  runs the frozen layers again; the loss is the same function of the trained parameters, only
-  slower.
+  gcl arm. There is no cache in training (``cache_frozen``): sentence-transformers has none, so
+  every step runs the frozen layers again; the loss is the same function of the trained
+  parameters, only slower. Dev evaluation and the saved model (``gcl_frozen.json``, checked
+  against the loaded weights by ``gcl evaluate``) encode through the stored outputs of the
+  frozen layers, as a gcl arm's do (:mod:`gcl.training.frozen_reuse`).
 * ``seed``: ``seed`` and ``data_seed`` of the trainer (``--seed`` overrides the config's).
 * ``eval``: gcl's dev split and gcl's own :class:`~gcl.training.dev_eval.DevEvaluator` (same dev
   corpus, same metrics) wrapped as a sentence-transformers evaluator, every ``eval.every`` steps
@@ -164,21 +166,26 @@ def build_model(cfg):
     return TextEncoding(cfg).build_model(cfg.device)
 
 
-def freeze_lower_layers(bi, n_layers: int):
+def freeze_lower_layers(bi, n_layers: int, *, cache_dir=None):
     """Embeddings + the lower ``n_layers`` layers: ``requires_grad=False`` and pinned in eval mode.
 
     The split is gcl's :class:`FrozenBottom`. The trainer calls ``model.train()`` every step, so
     each frozen module's ``train`` is replaced by one that keeps it in eval mode (no dropout), as
-    gcl keeps them. Returns the :class:`FrozenBottom` (``None`` for ``n_layers == 0``).
+    gcl keeps them. ``bi.cached_bottom`` then encodes (dev evaluation, and the saved model's
+    ``gcl_frozen.json``) through the frozen layers' stored outputs under ``cache_dir`` (``None``:
+    in memory), as gcl's trainer does. Returns the :class:`FrozenBottom` (``None`` for
+    ``n_layers == 0``).
     """
     if not n_layers:
         return None
     from gcl.training.frozen_cache import FrozenBottom
+    from gcl.training.frozen_reuse import CachedBottomEncoder
 
     frozen = FrozenBottom(bi, n_layers)
     for module in frozen.bottom.modules():
         module.train = types.MethodType(_stay_in_eval, module)
     frozen.bottom.eval()
+    bi.cached_bottom = CachedBottomEncoder(bi, n_layers, cache_dir=cache_dir)
     return frozen
 
 
@@ -288,7 +295,10 @@ def peer_trainer(peer: Peer, cfg, splits, out: Path, *, dev_eval=None):
     seed_everything(cfg.seed)
     train = peer_dataset(peer, splits.train, cfg)
     bi = build_model(cfg)
-    freeze_lower_layers(bi, cfg.model.freeze_layers)
+    from gcl.embedding_cache import default_cache_dir
+
+    freeze_lower_layers(bi, cfg.model.freeze_layers,
+                        cache_dir=default_cache_dir() if cfg.model.persist_frozen else None)
     every = eval_plan(cfg, splits.dev is not None or dev_eval is not None)
     args = training_args(cfg, out, every)
     if peer.arm == "cosent":

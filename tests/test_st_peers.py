@@ -87,6 +87,30 @@ def test_gcl_evaluate_loads_a_peer(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
 
 
+def test_a_peer_encodes_through_its_stored_frozen_layers_like_a_gcl_model(tmp_path):
+    """The saved peer records its frozen bottom (gcl_frozen.json); loading it verifies the bottom's
+    weights and encodes through the stored outputs: the same embeddings as the full forward."""
+    from gcl.training.frozen_reuse import FROZEN_FILE, MIN_TEXTS
+
+    cfg = peer_config(tmp_path, **{"optim.steps": 2})
+    out = tmp_path / "peer"
+    st_peers.run_peer(peer("mnrl-thresholded", cfg), cfg, out, splits=synthetic_splits())
+    record = json.loads((out / FROZEN_FILE).read_text())
+    assert record["freeze_layers"] == 1
+    model = load_model(out)
+    assert model.cached_bottom is not None and model.cached_bottom.fingerprint == record["fingerprint"]
+    texts = [f"product number {i} with a longer title {i % 7}" for i in range(MIN_TEXTS + 3)]
+    through_store = model.encode_texts(texts)
+    model.cached_bottom = None
+    full = model.encode_texts(texts)
+    np.testing.assert_allclose(through_store, full, atol=2e-6)
+    assert abs(np.linalg.norm(full, axis=1) - 1).max() < 1e-5
+    # no frozen layers: nothing recorded, the full forward
+    cfg0 = peer_config(tmp_path, **{"optim.steps": 2, "model.freeze_layers": 0})
+    st_peers.run_peer(peer("mnrl-thresholded", cfg0), cfg0, tmp_path / "peer0", splits=synthetic_splits())
+    assert not (tmp_path / "peer0" / FROZEN_FILE).exists() and load_model(tmp_path / "peer0").cached_bottom is None
+
+
 # --------------------------------------------------------------------------- datasets
 def naive_rows(train, keep=lambda s: True):
     q, d = train.queries["query"], train.documents["title"]
