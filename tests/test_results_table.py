@@ -183,7 +183,10 @@ def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skip
     with pytest.raises(Stop):
         rt.run(plan, out=buf)
     lines = buf.getvalue().splitlines()
-    expected = sum(rt.EST_MIN_PER_RUN[a] + rt.EST_EVAL_MIN for a, _ in todo)
+    epochs = min(3496 * 64 / rt.HOMEDEPOT_EPOCH_PAIRS, rt.STOP_EPOCHS)  # the base config: 8 epochs, early stopping
+    assert epochs == rt.STOP_EPOCHS == rt.expected_epochs(plan)
+    per_run = {a: rt.EST_SETUP_MIN["gcl"] + rt.EST_MIN_PER_EPOCH[a] * epochs + rt.EST_EVAL_MIN for a, _ in todo}
+    expected = sum(per_run.values())
     assert lines[0].startswith(f"expected total time: {expected:.0f} min ({expected / 60:.1f} h) for 2 runs to do")
     assert any(x.startswith("[gcl-best] skipped: configs/does_not_exist.yaml does not exist") for x in lines)
 
@@ -194,7 +197,7 @@ def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skip
     buf = io.StringIO()
     with pytest.raises(Stop):
         rt.run(plan, out=buf)
-    expected = rt.EST_MIN_PER_RUN["binary"] + 2 * rt.EST_EVAL_MIN
+    expected = per_run["binary"] + rt.EST_EVAL_MIN
     assert buf.getvalue().startswith(f"expected total time: {expected:.0f} min ({expected / 60:.1f} h) for 2 runs to do")
 
 
@@ -377,7 +380,7 @@ def test_batch4x_arms_train_four_times_the_batch_over_the_same_pairs(tmp_path):
     from gcl.config import load_config
     from gcl.training.config import TrainConfig
 
-    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "quick", "--out", str(tmp_path / "o"),
+    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "full", "--out", str(tmp_path / "o"),
                                                       "--work", str(tmp_path / "w"), "optim.steps=1311"]))
     base = load_config(TrainConfig, str(ROOT / plan.base_config), ["optim.steps=1311"])
 
@@ -445,10 +448,37 @@ def test_a_peer_at_the_same_batch_is_judged_and_the_others_are_named():
 
 def test_every_arm_has_a_time_estimate_and_a_place_in_the_report():
     """A new arm must be priced in the printed total and shown by the report (else it silently vanishes)."""
-    assert set(rt.EST_MIN_PER_RUN) == set(rt.ARMS)
+    assert set(rt.EST_MIN_PER_EPOCH) | set(rt.EST_FIXED_MIN) == set(rt.ARMS)
+    assert set(rt.EST_FIXED_MIN) == {a for a in rt.ARMS if not rt.ARMS[a].seeded}
     assert set(rr.ORDER) == set(rt.ARMS)
     assert len(rr.ORDER) == len(set(rr.ORDER))
     for arm in rr.ST_PEERS:
         assert rt.ARMS[arm].kind == "st", arm
     for arm in (*rr.BINARY_ARMS, *rr.GCL_ARMS):
         assert rt.ARMS[arm].kind == "gcl", arm
+
+
+def test_the_expected_time_follows_the_epochs_of_the_plan(tmp_path):
+    """The estimate scales with optim.steps x batch (epochs of training pairs), capped by early stopping."""
+    def plan(*argv):
+        return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]))
+
+    quick = plan("--profile", "quick")
+    assert rt.expected_epochs(quick) == pytest.approx(437 * 64 / rt.HOMEDEPOT_EPOCH_PAIRS)
+    total = sum(rt.estimate_min(quick, a) for a in quick.arms)
+    assert total == pytest.approx(sum(rt.EST_SETUP_MIN[rt.ARMS[a].kind] + rt.EST_MIN_PER_EPOCH[a] * 437 * 64 / 27_965
+                                      + rt.EST_EVAL_MIN for a in quick.arms))
+    capped = plan("--profile", "full", "optim.steps=1311")  # 3 epochs: under STOP_EPOCHS, so not capped
+    assert rt.expected_epochs(capped) == pytest.approx(1311 * 64 / 27_965)
+    gcl3, gcl1 = rt.estimate_min(capped, "gcl"), rt.estimate_min(quick, "gcl")
+    assert gcl3 - gcl1 == pytest.approx(rt.EST_MIN_PER_EPOCH["gcl"] * (1311 - 437) * 64 / 27_965)
+    # a batch4x arm draws the same pairs in fewer steps: the same epochs
+    assert rt.estimate_min(capped, "gcl-batch4x") < gcl3
+    no_stop = plan("--profile", "full", "eval.patience=0")  # the whole 8-epoch budget
+    assert rt.expected_epochs(no_stop) == pytest.approx(3496 * 64 / 27_965)
+    assert rt.estimate_min(plan("--profile", "full"), "bm25") == rt.EST_FIXED_MIN["bm25"]
+    # the quick profile's one epoch reaches every trained arm, and the command line still overrides it
+    for p_, steps in ((quick, 437), (plan("--profile", "quick", "optim.steps=1311"), 1311)):
+        assert rt.load_base(p_).optim.steps == steps and rt.load_base(p_).eval.every == 0
+        cmd = rt.train_command(p_, "st-cosent", 0, tmp_path / "r", False)
+        assert cmd.index("optim.steps=437") < cmd.index(f"optim.steps={steps}") if steps != 437 else "optim.steps=437" in cmd
