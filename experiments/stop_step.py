@@ -1,0 +1,63 @@
+"""How much a test split's figure follows the step that dev early stopping picked.
+
+    python experiments/stop_step.py docs/results/table_quick/runs.jsonl \
+        --arms gcl-batch4x binary-thresholded-random-batch4x st-mnrl-thresholded-batch4x
+
+For the runs of the given arms (every seed), the Pearson correlation ``r`` between the best dev
+step recorded in ``runs.jsonl`` (``dev.step``) and each split's metric, and the least-squares
+slope of metric on step (per 100 steps). The dev split holds new queries; splits that hold
+training queries (in_domain, novel_corpus) keep improving after dev has peaked, so a large
+``r`` there means arm differences on that split mix the loss with where each run stopped.
+Trains nothing; reads only ``runs.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
+METRICS = ("ndcg@10", "err")
+
+
+def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float, float]]:
+    """``(split, metric, r, slope per 100 steps)`` over the runs of ``arms`` with a dev step."""
+    runs = [r for r in rows if r.get("arm") in arms and (r.get("dev") or {}).get("step") is not None]
+    if len(runs) < 3:
+        raise SystemExit(f"error: {len(runs)} runs of {arms} with a dev step; need at least 3")
+    step = np.array([float(r["dev"]["step"]) for r in runs])
+    if np.ptp(step) == 0:
+        raise SystemExit("error: every run stopped at the same step; nothing to correlate")
+    out = []
+    for split in SPLITS:
+        for metric in METRICS:
+            y = np.array([float(r["splits"][split][metric]) for r in runs])
+            r_ = float(np.corrcoef(step, y)[0, 1])
+            slope = float(np.polyfit(step, y, 1)[0]) * 100
+            out.append((split, metric, r_, slope))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=Path, help="a results_table runs.jsonl")
+    p.add_argument("--arms", nargs="+", required=True)
+    args = p.parse_args(argv)
+    if not args.runs.is_file():
+        print(f"error: {args.runs}: no such file", file=sys.stderr)
+        return 2
+    rows = [json.loads(line) for line in args.runs.read_text().splitlines() if line.strip()]
+    n = sum(1 for r in rows if r.get("arm") in args.arms)
+    print(f"{n} runs of {', '.join(args.arms)}")
+    print("| split | metric | r | slope per 100 steps |\n|---|---|---:|---:|")
+    for split, metric, r_, slope in step_table(rows, args.arms):
+        print(f"| {split} | {metric} | {r_:.2f} | {slope:+.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
