@@ -528,7 +528,7 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
         left = sum(expected[run] for run in todo[i + 1:])
         ratio = spent / estimated if estimated else 1.0
         nd = "  ".join(f"{s}={v.get('ndcg@10', float('nan')):.4f}" for s, v in rec["splits"].items())
-        print(f"[{arm} seed {seed}] {minutes:.1f} min (estimate {expected[(arm, seed)]:g}); nDCG@10 {nd}; "
+        print(f"[{arm} seed {seed}] {minutes:.1f} min (estimate {expected[(arm, seed)]:.1f}); nDCG@10 {nd}; "
               f"remaining ≈ {left:.0f} min by the table, {left * ratio:.0f} min at the measured pace "
               f"(×{ratio:.2f}), {len(todo) - i - 1} runs", file=out, flush=True)
     from results_report import report
