@@ -116,24 +116,30 @@ PROFILES: dict[str, Profile] = {
                                 "log_every=1")),
 }
 
-# Expected minutes on the 2-core development machine, from the table's own runs (runs.jsonl:
-# train_seconds and eval_seconds of the 3-epoch runs, 2 threads, no other job). A trained run costs
-#   setup + minutes per epoch x expected epochs + evaluation,
-# with the epochs of the plan's config: optim.steps x batch.batch_size / the Home Depot training
-# pairs, capped at STOP_EPOCHS when early stopping is on (the 8-epoch runs stop on dev at ~2-3
-# epochs + patience). An epoch of a batch4x arm is cheaper (fewer, larger steps). The ST peers
-# run the frozen layers at every step (sentence-transformers has no cache of them: ~2x per step).
+# Expected minutes on the 2-core development machine (2 threads, no other job). A trained run costs
+#   setup + minutes per epoch x expected epochs + dev evaluations x EST_DEV_EVAL_MIN + EST_EVAL_MIN,
+# with the epochs of the plan's config (optim.steps x batch.batch_size / the Home Depot training
+# pairs, capped at STOP_EPOCHS when early stopping is on: the 8-epoch runs stop on dev at ~2-3
+# epochs + patience) and its dev evaluations (one every eval.every steps, and one at the end).
+# Fitted to the runs.jsonl of two tables: the 3-epoch table (docs/results/table_quick: 7 dev
+# evaluations a run) and the 1-epoch quick profile (docs/results/quick: 1; 25.0 min wall for its
+# 4 runs from an empty cache). The first run of a table also fills the store of the frozen layers'
+# outputs (training texts, test corpora): EST_COLD_MIN, counted once (an upper bound when it is
+# filled already). An epoch of a batch4x arm is cheaper (fewer, larger steps); the ST peers run the
+# frozen layers at every step (sentence-transformers has no cache of them: ~2x per epoch).
 HOMEDEPOT_EPOCH_PAIRS = 27_965  # training pairs of the Home Depot split (seed 0): one epoch
 STOP_EPOCHS = 3.5
-EST_SETUP_MIN = {"gcl": 1.0, "st": 1.5}  # load data and model, open the frozen-layer store
+EST_SETUP_MIN = {"gcl": 0.5, "st": 1.0}  # load data and model, open the frozen-layer store
 EST_MIN_PER_EPOCH: dict[str, float] = {
-    "binary": 3.4, "binary-thresholded": 3.4, "gcl": 3.4, "gcl-best": 3.4, "binary-thresholded-random": 3.4,
-    "gcl-random": 3.4, "gcl-batch4x": 2.6, "binary-thresholded-random-batch4x": 2.6,
-    "st-mnrl-all": 7.8, "st-mnrl-thresholded": 7.8, "st-cached-mnrl": 10.0, "st-cosent": 7.8,
-    "st-mnrl-thresholded-batch4x": 5.8, "st-mnrl-all-batch4x": 5.8, "st-cached-mnrl-batch4x": 7.5,
+    "binary": 2.35, "binary-thresholded": 2.35, "gcl": 2.35, "gcl-best": 2.35, "binary-thresholded-random": 2.35,
+    "gcl-random": 2.35, "gcl-batch4x": 1.6, "binary-thresholded-random-batch4x": 1.6,
+    "st-mnrl-all": 4.2, "st-mnrl-thresholded": 4.2, "st-cached-mnrl": 5.5, "st-cosent": 4.2,
+    "st-mnrl-thresholded-batch4x": 3.0, "st-mnrl-all-batch4x": 3.0, "st-cached-mnrl-batch4x": 4.0,
 }
+EST_DEV_EVAL_MIN = 0.45  # one dev evaluation (10,000 documents through the stored frozen layers)
 EST_FIXED_MIN = {"bm25": 8.0, "zero-shot": 5.0}  # untrained arms: their evaluation (bm25 with the ceilings)
-EST_EVAL_MIN = 2.0  # evaluation of one trained model: 4 splits + judged re-rank (the frozen layers' outputs stored)
+EST_EVAL_MIN = 1.7  # evaluation of one trained model: 4 splits + judged re-rank (the frozen layers' outputs stored)
+EST_COLD_MIN = 2.8  # once per table: the frozen layers' outputs of the training texts and test corpora
 EST_SMOKE_MIN = 0.2  # any smoke run
 
 
@@ -437,6 +443,19 @@ def expected_epochs(plan: Plan) -> float:
     return min(epochs, STOP_EPOCHS) if cfg.eval.patience else epochs
 
 
+def expected_dev_evals(plan: Plan) -> int:
+    """Dev evaluations of a trained arm: one every ``eval.every`` steps of the expected epochs and
+    one at the last step (``every`` 0: only that one; -1: none). The same for a batch4x arm, whose
+    steps and interval are both divided by its scale."""
+    cfg = load_base(plan)
+    if cfg.eval.every < 0:
+        return 0
+    if cfg.eval.every == 0:
+        return 1
+    steps = expected_epochs(plan) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size
+    return int(steps // cfg.eval.every) + 1
+
+
 def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
     """Expected minutes of one run; with ``seed``, a run whose training already finished (a
     resumed table, or a model trained elsewhere and placed in its run directory) costs only its
@@ -448,7 +467,8 @@ def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
         return EST_FIXED_MIN[arm]
     if seed is not None and training_done(arm, run_directory(plan, arm, seed)):
         return EST_EVAL_MIN
-    return EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * expected_epochs(plan) + EST_EVAL_MIN
+    return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * expected_epochs(plan)
+            + EST_DEV_EVAL_MIN * expected_dev_evals(plan) + EST_EVAL_MIN)
 
 
 def available(plan: Plan, arm: str) -> str | None:
@@ -497,9 +517,11 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
         elif (arm, seed) not in done:
             todo.append((arm, seed))
     expected = {run: estimate_min(plan, *run) for run in todo}  # before any run: trainings done earlier
-    total = sum(expected.values())
+    cold = EST_COLD_MIN if plan.profile != "smoke" and any(ARMS[a].seeded for a, _ in todo) else 0.0
+    total = sum(expected.values()) + cold
     print(f"expected total time: {total:.0f} min ({total / 60:.1f} h) for {len(todo)} runs to do "
           f"({len(plan.runs()) - len(todo) - len(skipped)} already in {log}, {len(skipped)} skipped); "
+          f"{f'{cold:g} min to fill the frozen-layer store (once, if empty); ' if cold else ''}"
           f"per run (min, train + evaluate): "
           + ", ".join(f"{a} {estimate_min(plan, a):.1f}" for a in dict.fromkeys(a for a, _ in todo)), file=out, flush=True)
     for arm, why in dict(((a, w) for a, _, w in skipped)).items():
@@ -576,4 +598,8 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # output piped into head or less and closed early: not an error of the table
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -185,8 +185,11 @@ def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skip
     lines = buf.getvalue().splitlines()
     epochs = min(3496 * 64 / rt.HOMEDEPOT_EPOCH_PAIRS, rt.STOP_EPOCHS)  # the base config: 8 epochs, early stopping
     assert epochs == rt.STOP_EPOCHS == rt.expected_epochs(plan)
-    per_run = {a: rt.EST_SETUP_MIN["gcl"] + rt.EST_MIN_PER_EPOCH[a] * epochs + rt.EST_EVAL_MIN for a, _ in todo}
-    expected = sum(per_run.values())
+    dev_evals = int(epochs * rt.HOMEDEPOT_EPOCH_PAIRS / 64 // 218) + 1  # every half epoch, and at the end
+    assert dev_evals == rt.expected_dev_evals(plan) == 8  # 3.5 epochs = 1529 steps of 64
+    per_run = {a: rt.EST_SETUP_MIN["gcl"] + rt.EST_MIN_PER_EPOCH[a] * epochs + rt.EST_DEV_EVAL_MIN * dev_evals
+               + rt.EST_EVAL_MIN for a, _ in todo}
+    expected = sum(per_run.values()) + rt.EST_COLD_MIN
     assert lines[0].startswith(f"expected total time: {expected:.0f} min ({expected / 60:.1f} h) for 2 runs to do")
     assert any(x.startswith("[gcl-best] skipped: configs/does_not_exist.yaml does not exist") for x in lines)
 
@@ -197,7 +200,7 @@ def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skip
     buf = io.StringIO()
     with pytest.raises(Stop):
         rt.run(plan, out=buf)
-    expected = per_run["binary"] + rt.EST_EVAL_MIN
+    expected = per_run["binary"] + rt.EST_EVAL_MIN + rt.EST_COLD_MIN
     assert buf.getvalue().startswith(f"expected total time: {expected:.0f} min ({expected / 60:.1f} h) for 2 runs to do")
 
 
@@ -466,12 +469,16 @@ def test_the_expected_time_follows_the_epochs_of_the_plan(tmp_path):
     quick = plan("--profile", "quick")
     assert rt.expected_epochs(quick) == pytest.approx(437 * 64 / rt.HOMEDEPOT_EPOCH_PAIRS)
     total = sum(rt.estimate_min(quick, a) for a in quick.arms)
+    assert rt.expected_dev_evals(quick) == 1  # eval.every 0: at the end only
     assert total == pytest.approx(sum(rt.EST_SETUP_MIN[rt.ARMS[a].kind] + rt.EST_MIN_PER_EPOCH[a] * 437 * 64 / 27_965
-                                      + rt.EST_EVAL_MIN for a in quick.arms))
+                                      + rt.EST_DEV_EVAL_MIN + rt.EST_EVAL_MIN for a in quick.arms))
     capped = plan("--profile", "full", "optim.steps=1311")  # 3 epochs: under STOP_EPOCHS, so not capped
     assert rt.expected_epochs(capped) == pytest.approx(1311 * 64 / 27_965)
+    assert rt.expected_dev_evals(capped) == 1311 // 218 + 1
     gcl3, gcl1 = rt.estimate_min(capped, "gcl"), rt.estimate_min(quick, "gcl")
-    assert gcl3 - gcl1 == pytest.approx(rt.EST_MIN_PER_EPOCH["gcl"] * (1311 - 437) * 64 / 27_965)
+    assert gcl3 - gcl1 == pytest.approx(rt.EST_MIN_PER_EPOCH["gcl"] * (1311 - 437) * 64 / 27_965
+                                        + rt.EST_DEV_EVAL_MIN * (1311 // 218))
+    assert rt.expected_dev_evals(plan("--profile", "full", "eval.every=-1")) == 0
     # a batch4x arm draws the same pairs in fewer steps: the same epochs
     assert rt.estimate_min(capped, "gcl-batch4x") < gcl3
     no_stop = plan("--profile", "full", "eval.patience=0")  # the whole 8-epoch budget
