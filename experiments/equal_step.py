@@ -19,36 +19,29 @@ ahead, and the paired sign-flip p over queries of the seed-averaged per-query me
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_table.py, results_report.py sit beside this script
+from results_report import PAIRED, SPLITS, per_query_mean, significance  # noqa: E402
+from results_table import dev_metric  # noqa: E402
 
-from gcl.evaluation.compare import paired_compare, read_per_query
-from gcl.evaluation.settings import CompareSettings
-
-SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
-METRICS = ("ndcg@10", "err")
-
-
-def steps(run: Path, metric: str = "dev/ndcg@10") -> tuple[int, int | None]:
-    """``(last step, best dev step)`` from a ``gcl train`` run's ``metrics.jsonl``."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"error: {path}: no such file (not a gcl train run directory)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    last = max(int(r["step"]) for r in rows)
-    dev = [(r[metric], int(r["step"])) for r in rows if metric in r]
-    best = max(dev, key=lambda t: (t[0], -t[1]))[1] if dev else None  # the first step with the best value
-    return last, best
+from gcl.evaluation.seen import run_steps  # noqa: E402
+from gcl.evaluation.settings import CompareSettings  # noqa: E402
 
 
-def eval_dir(run: Path, name: str) -> Path:
+def steps(arm: str, run: Path) -> tuple[int, int | None]:
+    """``(last step, best dev step)`` of a ``gcl train`` run (``metrics.jsonl``)."""
+    if not (run / "metrics.jsonl").is_file():
+        raise SystemExit(f"error: {run / 'metrics.jsonl'}: no such file (not a gcl train run directory)")
+    return run_steps(run, None), (dev_metric(arm, run) or {}).get("step")
+
+
+def eval_dir(arm: str, run: Path, name: str) -> Path:
     d = run / name
     if d.is_dir():
         return d
-    last, best = steps(run)
+    last, best = steps(arm, run)
     if best == last:
         return run / "eval"
     raise SystemExit(f"error: {d}: no such directory, and {run.name}'s best dev step {best} is not its last "
@@ -56,24 +49,19 @@ def eval_dir(run: Path, name: str) -> Path:
 
 
 def compare(work: Path, a: str, b: str, seeds: list[int], name: str, settings: CompareSettings) -> list[dict]:
-    frames = {}
-    for arm in (a, b):
-        for s in seeds:
-            run = work / f"{arm}-s{s}"
-            frames[arm, s] = read_per_query(eval_dir(run, name))
+    """Per split and metric: seed means of ``a`` and ``b``, ``a - b`` with its paired p, seeds ``a`` is ahead."""
+    runs = {arm: [{"seed": s, "eval_dir": str(eval_dir(arm, work / f"{arm}-s{s}", name))} for s in seeds]
+            for arm in (a, b)}
     out = []
     for split in SPLITS:
-        for metric in METRICS:
-            pa = [frames[a, s][split][metric] for s in seeds]
-            pb = [frames[b, s][split][metric] for s in seeds]
-            index = pa[0].index
-            if any(set(f.index) != set(index) for f in pa + pb):
-                raise SystemExit(f"error: {split}: the runs were scored on different queries")
-            ma = sum(f.loc[index] for f in pa) / len(seeds)
-            mb = sum(f.loc[index] for f in pb) / len(seeds)
-            res = paired_compare(mb.to_numpy(), ma.to_numpy(), split=split, metric=metric, settings=settings)
-            per_seed = [float(x.mean() - y.mean()) for x, y in zip(pa, pb)]
-            out.append({"split": split, "metric": metric, "a": float(ma.mean()), "b": float(mb.mean()),
+        for metric in PAIRED:
+            res = significance(runs[a], runs[b], split, metric, settings)
+            if res is None:
+                raise SystemExit(f"error: {split}: a run has no per-query {metric}, or the runs were scored on "
+                                 "different queries")
+            per_seed = [per_query_mean([x], split, metric).mean() - per_query_mean([y], split, metric).mean()
+                        for x, y in zip(runs[a], runs[b])]
+            out.append({"split": split, "metric": metric, "a": res.mean_b, "b": res.mean_a,
                         "diff": res.difference, "ahead": sum(d > 0 for d in per_seed), "p": res.p_value})
     return out
 
@@ -92,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     a, b = args.pair.split(":")
     seeds = [int(s) for s in args.seeds.split(",")]
     for arm in (a, b):
-        print(f"{arm}: final steps " + ", ".join(f"s{s} {steps(args.work / f'{arm}-s{s}')[0]}" for s in seeds))
+        print(f"{arm}: final steps " + ", ".join(f"s{s} {steps(arm, args.work / f'{arm}-s{s}')[0]}" for s in seeds))
     rows = compare(args.work, a, b, seeds, args.eval, CompareSettings(n_permutations=args.rounds))
     print(f"\n| split | metric | {a} | {b} | A − B | seeds ahead | p |\n|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

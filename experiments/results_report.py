@@ -156,8 +156,9 @@ def per_query_mean(runs: list[dict], split: str, metric: str):
     return sum(frames) / len(frames)
 
 
-def significance(runs: list[dict], base: list[dict], split: str, metric: str):
-    """Paired test over queries of the seed-averaged metrics (arm - baseline), or None."""
+def significance(runs: list[dict], base: list[dict], split: str, metric: str, settings=None):
+    """Paired test over queries of the seed-averaged metrics (arm - baseline), or None
+    (``settings``: the draws of :func:`gcl.evaluation.compare.paired_compare`, its default if None)."""
     from gcl.evaluation.compare import paired_compare
 
     seeds = {r["seed"] for r in base}
@@ -165,7 +166,7 @@ def significance(runs: list[dict], base: list[dict], split: str, metric: str):
     b = per_query_mean([r for r in base if r["seed"] in {x["seed"] for x in runs}], split, metric)
     if a is None or b is None or set(a.index) != set(b.index):
         return None
-    return paired_compare(b.to_numpy(), a.loc[b.index].to_numpy(), split=split, metric=metric)
+    return paired_compare(b.to_numpy(), a.loc[b.index].to_numpy(), split=split, metric=metric, settings=settings)
 
 
 def paired_section(arms: dict, baseline: str) -> list[str]:

@@ -437,12 +437,15 @@ def append_record(log: Path, rec: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def _epochs(cfg) -> float:
+    epochs = cfg.optim.steps * cfg.batch.batch_size / HOMEDEPOT_EPOCH_PAIRS
+    return min(epochs, STOP_EPOCHS) if cfg.eval.patience else epochs
+
+
 def expected_epochs(plan: Plan) -> float:
     """Epochs of Home Depot training pairs a trained arm is expected to run under ``plan``'s config
     (the budget, or ``STOP_EPOCHS`` if early stopping is on and the budget is longer)."""
-    cfg = load_base(plan)
-    epochs = cfg.optim.steps * cfg.batch.batch_size / HOMEDEPOT_EPOCH_PAIRS
-    return min(epochs, STOP_EPOCHS) if cfg.eval.patience else epochs
+    return _epochs(load_base(plan))
 
 
 def expected_dev_evals(plan: Plan) -> int:
@@ -450,11 +453,9 @@ def expected_dev_evals(plan: Plan) -> int:
     one at the last step (``every`` 0: only that one; -1: none). The same for a batch4x arm, whose
     steps and interval are both divided by its scale."""
     cfg = load_base(plan)
-    if cfg.eval.every < 0:
-        return 0
-    if cfg.eval.every == 0:
-        return 1
-    steps = expected_epochs(plan) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size
+    if cfg.eval.every <= 0:
+        return 1 + cfg.eval.every  # 0: at the end only; -1: never
+    steps = _epochs(cfg) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size
     return int(steps // cfg.eval.every) + 1
 
 

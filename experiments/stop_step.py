@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
-METRICS = ("ndcg@10", "err")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_report.py sits beside this script
+from results_report import PAIRED as METRICS  # noqa: E402
+from results_report import SPLITS  # noqa: E402
 
 
 def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float, float]]:

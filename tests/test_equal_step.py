@@ -35,35 +35,35 @@ def _run(work: Path, name: str, dev: list[tuple[int, float]], evals: dict[str, i
 def test_final_step_comparison_equals_a_naive_computation(tmp_path, capsys):
     curve_last = [(5, 0.1), (10, 0.3)]  # best at the last step: eval is the final model's
     curve_early = [(5, 0.3), (10, 0.2)]  # best before the last: needs eval_final
-    _run(tmp_path, "a-s0", curve_last, {"eval": 1})
-    _run(tmp_path, "a-s1", curve_early, {"eval": 2, "eval_final": 3})
-    _run(tmp_path, "b-s0", curve_early, {"eval": 4, "eval_final": 5})
-    _run(tmp_path, "b-s1", curve_last, {"eval": 6, "eval_final": 7})  # eval_final wins when present
+    _run(tmp_path, "gcl-s0", curve_last, {"eval": 1})
+    _run(tmp_path, "gcl-s1", curve_early, {"eval": 2, "eval_final": 3})
+    _run(tmp_path, "binary-s0", curve_early, {"eval": 4, "eval_final": 5})
+    _run(tmp_path, "binary-s1", curve_last, {"eval": 6, "eval_final": 7})  # eval_final wins when present
 
     def vals(run, d, split, metric):
         return pd.read_csv(tmp_path / run / d / f"{split}_per_query.csv")[metric].to_numpy()
 
-    rows = equal_step.compare(tmp_path, "a", "b", [0, 1], "eval_final", equal_step.CompareSettings(n_permutations=2000))
+    rows = equal_step.compare(tmp_path, "gcl", "binary", [0, 1], "eval_final", equal_step.CompareSettings(n_permutations=2000))
     for r in rows:
         sp, m = r["split"], r["metric"]
-        a = [vals("a-s0", "eval", sp, m), vals("a-s1", "eval_final", sp, m)]
-        b = [vals("b-s0", "eval_final", sp, m), vals("b-s1", "eval_final", sp, m)]
+        a = [vals("gcl-s0", "eval", sp, m), vals("gcl-s1", "eval_final", sp, m)]
+        b = [vals("binary-s0", "eval_final", sp, m), vals("binary-s1", "eval_final", sp, m)]
         ma, mb = (a[0] + a[1]) / 2, (b[0] + b[1]) / 2
         assert r["a"] == pytest.approx(ma.mean()) and r["b"] == pytest.approx(mb.mean())
         assert r["diff"] == pytest.approx((ma - mb).mean())
         assert r["ahead"] == sum(x.mean() > y.mean() for x, y in zip(a, b))
         p_ref = randomisation_p(ma - mb, 2000, np.random.default_rng(0))
         assert r["p"] == pytest.approx(p_ref)
-    assert equal_step.main(["--work", str(tmp_path), "--pair", "a:b", "--seeds", "0,1", "--rounds", "200"]) == 0
+    assert equal_step.main(["--work", str(tmp_path), "--pair", "gcl:binary", "--seeds", "0,1", "--rounds", "200"]) == 0
     out = capsys.readouterr().out
-    assert "a: final steps s0 10, s1 10" in out and out.count("| in_domain |") == 2
+    assert "gcl: final steps s0 10, s1 10" in out and out.count("| in_domain |") == 2
 
 
 def test_a_run_without_its_final_evaluation_is_a_clear_error(tmp_path, capsys):
-    _run(tmp_path, "a-s0", [(5, 0.3), (10, 0.2)], {"eval": 1})
+    _run(tmp_path, "gcl-s0", [(5, 0.3), (10, 0.2)], {"eval": 1})
     with pytest.raises(SystemExit, match=r"best dev step 5 is not its last step 10; evaluate .*final"):
-        equal_step.eval_dir(tmp_path / "a-s0", "eval_final")
+        equal_step.eval_dir("gcl", tmp_path / "gcl-s0", "eval_final")
     with pytest.raises(SystemExit, match="metrics.jsonl: no such file"):
-        equal_step.steps(tmp_path / "missing")
+        equal_step.steps("gcl", tmp_path / "missing")
     assert equal_step.main(["--work", str(tmp_path), "--pair", "ab"]) == 2
     assert "give A:B" in capsys.readouterr().err
