@@ -2,6 +2,7 @@
 
     python experiments/results_table.py --profile full --out docs/results/table --work runs/table
     python experiments/results_table.py --profile quick --out docs/results/quick --work runs/quick   # 1 epoch
+    python experiments/results_table.py --profile epoch3 --out docs/results/table_quick --work runs/table_quick
     python experiments/results_table.py --out docs/results/table --work runs/table --report   # aggregate only
 
 Every arm (``ARMS``) reads one base config (``configs/homedepot_gcl_fast.yaml``): the same data,
@@ -108,6 +109,9 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(("binary-thresholded", "gcl", "st-cosent", "gcl-best"), (0,),
                      overrides=("optim.steps=437", "eval.every=0")),
     "full": Profile(tuple(ARMS), (0, 1, 2)),
+    # every arm, 3 seeds, a 3-epoch cap (early stopping on dev still on): docs/results/table_quick,
+    # the table docs/results.md quotes; the same runs as `--profile full optim.steps=1311`
+    "epoch3": Profile(tuple(ARMS), (0, 1, 2), overrides=("optim.steps=1311",)),
     # synthetic data and a tiny budget, for the tests (give --text-model, e.g. a tiny local model)
     "smoke": Profile(("bm25", "zero-shot", "binary", "binary-thresholded", "gcl"), (0,),
                      overrides=("data.source=synthetic", "model.freeze_layers=0", "model.cache_frozen=false",

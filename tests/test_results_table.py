@@ -489,3 +489,21 @@ def test_the_expected_time_follows_the_epochs_of_the_plan(tmp_path):
         assert rt.load_base(p_).optim.steps == steps and rt.load_base(p_).eval.every == 0
         cmd = rt.train_command(p_, "st-cosent", 0, tmp_path / "r", False)
         assert cmd.index("optim.steps=437") < cmd.index(f"optim.steps={steps}") if steps != 437 else "optim.steps=437" in cmd
+
+
+def test_the_epoch3_profile_is_the_full_profile_capped_at_three_epochs(tmp_path):
+    """`--profile epoch3` (docs/results/table_quick in one command) trains exactly what
+    `--profile full optim.steps=1311` trains: same arms, seeds and commands; 4x arms a quarter of the steps."""
+    def plan(*argv):
+        return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]))
+
+    e3, full = plan("--profile", "epoch3"), plan("--profile", "full", "optim.steps=1311")
+    assert e3.runs() == full.runs() and set(a for a, _ in e3.runs()) == set(rt.ARMS)
+    for arm, seed in e3.runs():
+        if rt.ARMS[arm].seeded:
+            run_dir = rt.run_directory(e3, arm, seed)
+            assert rt.train_command(e3, arm, seed, run_dir, False) == rt.train_command(full, arm, seed, run_dir, False)
+    cmd = rt.train_command(e3, "gcl-batch4x", 0, tmp_path / "r", False)
+    assert [c for c in cmd if c.startswith("optim.steps=")][-1] == "optim.steps=328"  # the last one wins
+    assert rt.expected_epochs(e3) == pytest.approx(1311 * 64 / 27_965)
+    assert rt.estimate_min(e3, "gcl") == rt.estimate_min(full, "gcl")
