@@ -58,10 +58,15 @@ What comes from the config, as ``gcl train`` uses it:
   ``max_seq_length``, and ``freeze_layers = L``: the embeddings and the lower ``L`` transformer
   layers get ``requires_grad=False`` and stay in eval mode (no dropout), the split of gcl's
   :class:`~gcl.training.frozen_cache.FrozenBottom`, so the peer trains the same parameters as the
-  gcl arm. There is no cache in training (``cache_frozen``): sentence-transformers has none, so
-  every step runs the frozen layers again; the loss is the same function of the trained
-  parameters, only slower. Dev evaluation and the saved model (``gcl_frozen.json``, checked
-  against the loaded weights by ``gcl evaluate``) encode through the stored outputs of the
+  gcl arm. With ``cache_frozen`` (the fast config's default) the encoder's forward takes the
+  frozen layers' outputs from a cache (:func:`gcl.sentence_transformers.freeze_lower_layers`:
+  each distinct text once, from the store ``gcl train`` fills when ``persist_frozen``), so a step
+  runs only the trained layers, as gcl's trainer does; the loss and gradient are the same as
+  without the cache up to float rounding (tests/test_st_frozen_cache.py), and peer.json counts
+  the texts computed and read (``frozen_cache``). ``model.cache_frozen=false`` runs the frozen
+  layers at every step (the peers before 1 Dec 2026). Dev evaluation and the saved model
+  (``gcl_frozen.json``, checked against the loaded weights by ``gcl evaluate``) encode through
+  the stored outputs of the
   frozen layers, as a gcl arm's do (:mod:`gcl.training.frozen_reuse`).
 * ``seed``: ``seed`` and ``data_seed`` of the trainer (``--seed`` overrides the config's).
 * ``eval``: gcl's dev split and gcl's own :class:`~gcl.training.dev_eval.DevEvaluator` (same dev
@@ -95,7 +100,6 @@ import platform
 import shutil
 import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -166,33 +170,23 @@ def build_model(cfg):
     return TextEncoding(cfg).build_model(cfg.device)
 
 
-def freeze_lower_layers(bi, n_layers: int, *, cache_dir=None):
-    """Embeddings + the lower ``n_layers`` layers: ``requires_grad=False`` and pinned in eval mode.
-
-    The split is gcl's :class:`FrozenBottom`. The trainer calls ``model.train()`` every step, so
-    each frozen module's ``train`` is replaced by one that keeps it in eval mode (no dropout), as
-    gcl keeps them. ``bi.cached_bottom`` then encodes (dev evaluation, and the saved model's
-    ``gcl_frozen.json``) through the frozen layers' stored outputs under ``cache_dir`` (``None``:
-    in memory), as gcl's trainer does. Returns the :class:`FrozenBottom` (``None`` for
-    ``n_layers == 0``).
+def freeze_lower_layers(bi, n_layers: int, *, cache: bool = False, cache_dir=None):
+    """Embeddings + the lower ``n_layers`` layers frozen and pinned in eval mode, as gcl freezes them
+    (:func:`gcl.sentence_transformers.freeze_lower_layers`); with ``cache`` (the config's
+    ``model.cache_frozen``) the training forward reads their outputs from a cache
+    (:class:`~gcl.training.frozen_reuse.CachedBottomForward`: under ``cache_dir``'s store when
+    given, as gcl's trainer does). ``bi.cached_bottom`` encodes dev evaluation and the saved
+    model's ``gcl_frozen.json`` through the same stored outputs. Returns ``(frozen, forward)``:
+    ``(None, None)`` for ``n_layers == 0``, ``forward`` ``None`` without ``cache``.
     """
     if not n_layers:
-        return None
-    from gcl.training.frozen_cache import FrozenBottom
-    from gcl.training.frozen_reuse import CachedBottomEncoder
+        return None, None
+    from gcl.sentence_transformers import freeze_lower_layers as freeze
+    from gcl.training.frozen_reuse import CachedBottomEncoder, MemoryStore
 
-    frozen = FrozenBottom(bi, n_layers)
-    for module in frozen.bottom.modules():
-        module.train = types.MethodType(_stay_in_eval, module)
-    frozen.bottom.eval()
     bi.cached_bottom = CachedBottomEncoder(bi, n_layers, cache_dir=cache_dir)
-    return frozen
-
-
-def _stay_in_eval(self, mode: bool = True):
-    import torch
-
-    return torch.nn.Module.train(self, False)
+    store = bi.cached_bottom.store() if cache and cache_dir is not None else None
+    return freeze(bi, n_layers, cache=cache, store=None if isinstance(store, MemoryStore) else store)
 
 
 def peer_loss(peer: Peer, model, cfg):
@@ -297,8 +291,9 @@ def peer_trainer(peer: Peer, cfg, splits, out: Path, *, dev_eval=None):
     bi = build_model(cfg)
     from gcl.embedding_cache import default_cache_dir
 
-    freeze_lower_layers(bi, cfg.model.freeze_layers,
-                        cache_dir=default_cache_dir() if cfg.model.persist_frozen else None)
+    _, forward = freeze_lower_layers(bi, cfg.model.freeze_layers, cache=cfg.model.cache_frozen,
+                                     cache_dir=default_cache_dir() if cfg.model.persist_frozen else None)
+    bi.frozen_forward = forward  # its counts go to peer.json
     every = eval_plan(cfg, splits.dev is not None or dev_eval is not None)
     args = training_args(cfg, out, every)
     if peer.arm == "cosent":
@@ -401,6 +396,7 @@ def run_peer(peer: Peer, cfg, out: Path, *, splits=None, dev_eval=None, config_p
         "train_pairs_per_s": result.metrics.get("train_samples_per_second"),  # the library's: evaluations included
         "step_seconds": clock.seconds,  # per optimiser step, batch loading included, evaluation not
         "step_pairs_per_s": cfg.batch.batch_size * len(clock.seconds) / max(sum(clock.seconds), 1e-9),
+        "frozen_cache": bi.frozen_forward.stats() if getattr(bi, "frozen_forward", None) is not None else None,
         "threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": versions(),

@@ -7,7 +7,9 @@
   ``CachedLossMixin``, as ``CachedMultipleNegativesRankingLoss`` uses it);
 * :class:`GCLBatchSampler` -- query-grouped batches (gcl's :class:`QueryGroupedSampler`) for
   ``SentenceTransformerTrainingArguments(batch_sampler=GCLBatchSampler)``;
-* :func:`to_st_dataset` / :func:`check_dataset` -- build / check the training ``datasets.Dataset``.
+* :func:`to_st_dataset` / :func:`check_dataset` -- build / check the training ``datasets.Dataset``;
+* :func:`freeze_lower_layers` -- train only the top layers of the model, the lower layers frozen
+  and (by default) their outputs computed once per distinct text (gcl's ``model.cache_frozen``).
 
 The sampler and the dataset functions live in :mod:`gcl.st_datasets` and are re-exported here.
 
@@ -60,7 +62,7 @@ from gcl.st_datasets import (  # noqa: F401 - re-exported: the public names of t
 )
 from gcl.training.config import LossConfig
 
-__all__ = ["GCLLoss", "CachedGCLLoss", "GCLBatchSampler", "check_dataset", "to_st_dataset"]
+__all__ = ["GCLLoss", "CachedGCLLoss", "GCLBatchSampler", "check_dataset", "to_st_dataset", "freeze_lower_layers"]
 
 
 CITATION = """
@@ -337,3 +339,57 @@ def _clip_to_range(scores: np.ndarray, lo: float, hi: float) -> np.ndarray:
             "table's lowest and highest score", field="score",
         )
     return np.clip(scores, lo, hi)
+
+
+# --------------------------------------------------------------------------- frozen lower layers
+class _TowerView:
+    """What :class:`gcl.training.frozen_cache.FrozenBottom` reads of a model, for a plain
+    ``SentenceTransformer`` (a gcl ``BiEncoder`` has it already)."""
+
+    def __init__(self, tower: nn.Module) -> None:
+        self.tower = tower
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.tower.parameters()).device
+
+    def parameters(self):
+        return self.tower.parameters()
+
+
+def freeze_lower_layers(model, n_layers: int, *, cache: bool = True, store=None):
+    """Freeze the embeddings and the lower ``n_layers`` transformer layers of ``model`` and train the rest.
+
+    ``model``: a ``SentenceTransformer`` whose first module wraps a BERT-like encoder (or a gcl
+    ``BiEncoder``). The frozen part ``B`` gets ``requires_grad=False`` and stays in eval mode (no
+    dropout) even when the trainer calls ``model.train()``, the split of ``gcl train``'s
+    ``model.freeze_layers``. With ``cache`` (gcl's ``model.cache_frozen``) the encoder's forward is
+    replaced by :class:`gcl.training.frozen_reuse.CachedBottomForward`: ``B(x)`` is computed once
+    per distinct text (kept in memory; ``store``, a :class:`gcl.hidden_store.HiddenStore` of ``B``'s
+    fingerprint, shares it across runs) and a step runs only the top layers, with the same loss and
+    gradient as without the cache (up to float rounding). Returns ``(frozen, forward)``: the
+    :class:`~gcl.training.frozen_cache.FrozenBottom` and the installed forward (``None`` without
+    ``cache``); ``forward.uninstall()`` restores the encoder's own.
+
+    Example::
+
+        model = SentenceTransformer("all-MiniLM-L6-v2")
+        freeze_lower_layers(model, 4)      # MiniLM: train layers 4-5, cache the outputs of 0-3
+        trainer = SentenceTransformerTrainer(model=model, ...)
+    """
+    import types
+
+    from gcl.training.frozen_cache import FrozenBottom
+    from gcl.training.frozen_reuse import CachedBottomForward
+
+    view = model if hasattr(model, "tower") else _TowerView(model)
+    frozen = FrozenBottom(view, n_layers)  # requires_grad False, eval mode; a ConfigError for a bad depth
+    for module in frozen.bottom.modules():
+        module.train = types.MethodType(_stay_in_eval, module)
+    frozen.bottom.eval()
+    forward = CachedBottomForward(frozen, store=store).install() if cache else None
+    return frozen, forward
+
+
+def _stay_in_eval(self, mode: bool = True):
+    return nn.Module.train(self, False)

@@ -111,6 +111,27 @@ def test_a_peer_encodes_through_its_stored_frozen_layers_like_a_gcl_model(tmp_pa
     assert not (tmp_path / "peer0" / FROZEN_FILE).exists() and load_model(tmp_path / "peer0").cached_bottom is None
 
 
+@pytest.mark.parametrize("arm", ["mnrl-thresholded", "cached-mnrl", "cosent"])
+def test_training_on_the_cached_frozen_outputs_ends_at_the_weights_of_the_library_s_forward(tmp_path, arm):
+    """model.cache_frozen (a step runs only the trained layers on B(x) read from the cache) against
+    cache_frozen=false (the library's forward runs every layer): the same weights after 4 steps of
+    SentenceTransformerTrainer with dropout on (float32 rounding only), and peer.json counts the texts."""
+    over = {"optim.steps": 4, "eval.every": -1}
+    runs = {}
+    for cache in (True, False):
+        cfg = peer_config(tmp_path / str(cache), **over, **{"model.cache_frozen": cache})
+        runs[cache] = st_peers.run_peer(peer(arm, cfg), cfg, tmp_path / str(cache) / "out", splits=synthetic_splits())
+    a, b = state(load_model(tmp_path / "True" / "out")), state(load_model(tmp_path / "False" / "out"))
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=n)
+    stats = runs[True]["frozen_cache"]
+    assert stats["calls"] > 0 and stats["fallbacks"] == 0 and stats["computed"] + stats["read_from_store"] > 0
+    assert runs[False]["frozen_cache"] is None
+    start = state(load_model(str(tiny_model())))
+    assert set(start) == set(a)
+    assert any(not torch.allclose(a[n], start[n], atol=1e-4) for n in a if ".encoder.layer.1." in n)  # trained
+
+
 # --------------------------------------------------------------------------- datasets
 def naive_rows(train, keep=lambda s: True):
     q, d = train.queries["query"], train.documents["title"]

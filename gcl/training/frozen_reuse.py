@@ -172,3 +172,121 @@ def use_cache_dir(model, cache_dir: str | Path | None) -> None:
     enc = getattr(model, "cached_bottom", None)
     if enc is not None:
         enc.cache_dir, enc._store = cache_dir, None
+
+
+# Keyword arguments of a Hugging Face encoder's forward that the cached forward cannot honour: a
+# call that sets any of them goes to the encoder's own forward.
+_UNCACHED_KWARGS = ("inputs_embeds", "position_ids", "head_mask", "output_attentions", "output_hidden_states",
+                    "encoder_hidden_states", "past_key_values")
+
+
+class CachedBottomForward:
+    """The training forward of an encoder whose lower ``L`` layers are frozen, ``B(x)`` cached.
+
+    Installed as the Hugging Face encoder's ``forward`` (:meth:`install`), it returns the same
+    ``last_hidden_state`` as the encoder's own forward,
+
+        last_hidden_state = T(B(x), m)          T = layers[L:]  (trained, with its dropout)
+
+    with ``B(x)`` (embeddings + ``layers[:L]``, frozen, eval mode) taken from memory (each distinct
+    token sequence once per process), else from the on-disk store of ``B``'s fingerprint
+    (:mod:`gcl.hidden_store`: shared with ``gcl train`` and ``gcl evaluate``), else computed by the
+    frozen layers (no graph) and stored. A step then runs only ``T``: the loss is the same function
+    of the trained parameters, with the same value and gradient up to float rounding of batch
+    shapes, for the reasons in :mod:`gcl.training.frozen_cache` (padded positions have attention
+    weight exactly 0; ``T`` draws its dropout from the RNG with the same shapes in the same order).
+    This is how a library trainer (sentence-transformers' ``SentenceTransformerTrainer``, which
+    has no cache of its own) gets gcl's ``model.cache_frozen`` speed.
+
+    Calls it cannot serve that way go to the encoder's own forward (counted in ``fallbacks``):
+    left padding, non-zero token types (text pairs), and any of ``_UNCACHED_KWARGS``.
+    """
+
+    def __init__(self, frozen, *, store=None) -> None:
+        self.frozen = frozen
+        self.store = store
+        self.memory: dict[str, torch.Tensor] = {}
+        self.original = None
+        self.computed = self.read = self.calls = self.fallbacks = 0
+
+    def install(self) -> "CachedBottomForward":
+        """Replace the encoder's ``forward`` by this one (its own is kept in ``original``)."""
+        auto = self.frozen.auto
+        if isinstance(auto.__dict__.get("forward"), CachedBottomForward):
+            raise ValueError("a cached forward is installed on this encoder already")
+        self.original = auto.forward
+        auto.forward = self
+        return self
+
+    def uninstall(self) -> None:
+        self.frozen.auto.__dict__.pop("forward", None)
+
+    def stats(self) -> dict:
+        """Counts since install: calls, fallbacks, texts whose ``B(x)`` was computed / read from disk."""
+        return {"calls": self.calls, "fallbacks": self.fallbacks, "computed": self.computed,
+                "read_from_store": self.read, "in_memory": len(self.memory)}
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict=None, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutput
+
+        from gcl.training.frozen_cache import _hidden_of
+
+        plain = (input_ids is not None and attention_mask is not None
+                 and not any(kwargs.get(k) is not None and kwargs.get(k) is not False for k in _UNCACHED_KWARGS)
+                 and (token_type_ids is None or not bool(token_type_ids.ne(0).any())))
+        lengths = attention_mask.sum(1) if plain else None
+        if plain:
+            width = input_ids.shape[1]
+            plain = bool(torch.equal(attention_mask.bool(), torch.arange(width, device=attention_mask.device)[None, :]
+                                     < lengths[:, None]))  # right padding only
+        if not plain:
+            self.fallbacks += 1
+            return self.original(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                 return_dict=return_dict, **kwargs)
+        self.calls += 1
+        hidden = self._states(input_ids, lengths.cpu().numpy().astype(np.int64))
+        mask = attention_mask
+        ext = self.frozen._mask(mask, hidden)
+        h = hidden
+        for layer in self.frozen.top:
+            h = _hidden_of(layer(h, ext))
+        return BaseModelOutput(last_hidden_state=h) if return_dict is not False else (h,)
+
+    def _states(self, input_ids: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
+        """(n, width, hidden) ``B(x)`` of the rows (zeros at padding), on the encoder's device."""
+        from gcl.hidden_store import safe_put, token_key
+
+        ids = input_ids.cpu()
+        rows = [ids[i, :n].tolist() for i, n in enumerate(lengths.tolist())]
+        keys = [token_key(r) for r in rows]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.memory))
+        if todo:
+            first = {k: keys.index(k) for k in todo}
+            todo_len = np.array([lengths[first[k]] for k in todo], dtype=np.int64)
+            if self.store is not None:
+                found, states = self.store.lookup(todo, todo_len)
+                dtype = next(self.frozen.bottom.parameters()).dtype
+                if found.any() and np.dtype(states[0].dtype) != torch.empty(0, dtype=dtype).numpy().dtype:
+                    found[:] = False  # stored in another dtype: computed again (as hidden_states does)
+                for k, s in zip([k for k, f in zip(todo, found) if f], states):
+                    self.memory[k] = torch.from_numpy(np.array(s))
+                self.read += int(found.sum())
+                keep = ~found
+                todo, todo_len = [k for k, m in zip(todo, keep) if m], todo_len[keep]
+            if todo:
+                codes = np.array([first[k] for k in todo], dtype=np.int64)
+                w = int(lengths[codes].max())
+                feats = {"input_ids": ids[torch.as_tensor(codes), :w],
+                         "attention_mask": (torch.arange(w)[None, :] < torch.as_tensor(lengths[codes])[:, None]).long()}
+                h = self.frozen.hidden(feats).to("cpu")
+                flat = h[feats["attention_mask"].bool()]
+                offsets = np.concatenate([[0], np.cumsum(todo_len)])
+                for k, a, b in zip(todo, offsets[:-1].tolist(), offsets[1:].tolist()):
+                    self.memory[k] = flat[a:b].clone()
+                self.computed += len(todo)
+                safe_put(self.store, todo, flat.numpy(), todo_len)
+        dtype = next(self.frozen.bottom.parameters()).dtype
+        out = torch.zeros((len(keys), input_ids.shape[1], self.frozen.auto.config.hidden_size), dtype=dtype)
+        for i, (k, n) in enumerate(zip(keys, lengths.tolist())):
+            out[i, :n] = self.memory[k].to(dtype)
+        return out.to(input_ids.device)
