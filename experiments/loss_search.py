@@ -52,6 +52,12 @@ ARMS: dict[str, list[str]] = {
     "soft-exponential": ["loss.targets=soft", "loss.same_query=mask", "loss.weight_fn=exponential"],
     "lambda": ["loss.lambda_weight=1.0"],
     "soft-lambda": ["loss.targets=soft", "loss.same_query=mask", "loss.lambda_weight=1.0"],
+    # mined negatives (loss.mined_negatives, docs/training.md): 2 per batch query, the pool mined
+    # every 50 steps from each query's top 3 + 30 unjudged documents; with the binary baseline too,
+    # so that a gain of mining alone is not read as a gain of the grades
+    "gcl-mined2": ["loss.mined_negatives=2", "loss.mine_every=50"],
+    "binary-thresholded-mined2": ["loss.weight_fn=constant", "loss.positive_threshold=2.0", "loss.same_query=mask",
+                                  "loss.mined_negatives=2", "loss.mine_every=50"],
     "zero-shot": ["optim.lr=0"],
 }
 
