@@ -64,7 +64,7 @@ What comes from the config, as ``gcl train`` uses it:
   runs only the trained layers, as gcl's trainer does; the loss and gradient are the same as
   without the cache up to float rounding (tests/test_st_frozen_cache.py), and peer.json counts
   the texts computed and read (``frozen_cache``). ``model.cache_frozen=false`` runs the frozen
-  layers at every step (the peers before 1 Dec 2026). Dev evaluation and the saved model
+  layers at every step (the peers trained before the fourth session of 30 Nov 2026). Dev evaluation and the saved model
   (``gcl_frozen.json``, checked against the loaded weights by ``gcl evaluate``) encode through
   the stored outputs of the
   frozen layers, as a gcl arm's do (:mod:`gcl.training.frozen_reuse`).
