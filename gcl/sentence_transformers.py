@@ -357,7 +357,8 @@ class _TowerView:
         return self.tower.parameters()
 
 
-def freeze_lower_layers(model, n_layers: int, *, cache: bool = True, store=None):
+def freeze_lower_layers(model, n_layers: int, *, cache: bool = True, store=None,
+                        max_memory_bytes: int | None = None):
     """Freeze the embeddings and the lower ``n_layers`` transformer layers of ``model`` and train the rest.
 
     ``model``: a ``SentenceTransformer`` whose first module wraps a BERT-like encoder (or a gcl
@@ -366,7 +367,8 @@ def freeze_lower_layers(model, n_layers: int, *, cache: bool = True, store=None)
     ``model.freeze_layers``. With ``cache`` (gcl's ``model.cache_frozen``) the encoder's forward is
     replaced by :class:`gcl.training.frozen_reuse.CachedBottomForward`: ``B(x)`` is computed once
     per distinct text (kept in memory; ``store``, a :class:`gcl.hidden_store.HiddenStore` of ``B``'s
-    fingerprint, shares it across runs) and a step runs only the top layers, with the same loss and
+    fingerprint, shares it across runs; ``max_memory_bytes`` caps the memory, default
+    :data:`gcl.training.frozen_reuse.MAX_MEMORY_BYTES`) and a step runs only the top layers, with the same loss and
     gradient as without the cache (up to float rounding). Returns ``(frozen, forward)``: the
     :class:`~gcl.training.frozen_cache.FrozenBottom` and the installed forward (``None`` without
     ``cache``); ``forward.uninstall()`` restores the encoder's own.
@@ -380,14 +382,15 @@ def freeze_lower_layers(model, n_layers: int, *, cache: bool = True, store=None)
     import types
 
     from gcl.training.frozen_cache import FrozenBottom
-    from gcl.training.frozen_reuse import CachedBottomForward
+    from gcl.training.frozen_reuse import MAX_MEMORY_BYTES, CachedBottomForward
 
     view = model if hasattr(model, "tower") else _TowerView(model)
     frozen = FrozenBottom(view, n_layers)  # requires_grad False, eval mode; a ConfigError for a bad depth
     for module in frozen.bottom.modules():
         module.train = types.MethodType(_stay_in_eval, module)
     frozen.bottom.eval()
-    forward = CachedBottomForward(frozen, store=store).install() if cache else None
+    limit = MAX_MEMORY_BYTES if max_memory_bytes is None else max_memory_bytes
+    forward = CachedBottomForward(frozen, store=store, max_memory_bytes=limit).install() if cache else None
     return frozen, forward
 
 

@@ -141,3 +141,22 @@ def test_the_store_shares_b_of_x_between_runs(tmp_path):
 def test_a_bad_depth_is_a_config_error():
     with pytest.raises(ConfigError, match="freeze_layers must be between 1 and 1"):
         freeze_lower_layers(st_model(), 2)
+
+
+def test_a_memory_limit_keeps_what_fits_and_serves_the_rest_unchanged():
+    """Past max_memory_bytes, texts are computed again (no store) at every call, never dropped."""
+    ref, model = st_model(0.0), st_model(0.0)
+    model.load_state_dict(ref.state_dict())
+    _, unlimited = freeze_lower_layers(ref, 1)
+    one_text = 2 * 32 * 8  # "x": [CLS] x [SEP] = 3 tokens x 32 wide x 8 bytes (float64); allows 2 tokens' worth
+    _, limited = freeze_lower_layers(model, 1, max_memory_bytes=3 * 32 * 8 + one_text)
+    ref.eval(), model.eval()
+    with torch.no_grad():
+        for _ in range(2):
+            a = model.encode(QUERIES + DOCS, convert_to_tensor=True, batch_size=16)
+            b = ref.encode(QUERIES + DOCS, convert_to_tensor=True, batch_size=16)
+            assert torch.allclose(a, b, atol=1e-12, rtol=0)
+    s = limited.stats()
+    assert s["memory_bytes"] <= 3 * 32 * 8 + one_text and 1 <= s["in_memory"] < 6
+    assert s["computed"] == 6 + (6 - s["in_memory"])  # the second call recomputed only what did not fit
+    assert unlimited.stats()["computed"] == 6 and unlimited.stats()["memory_bytes"] > s["memory_bytes"]

@@ -176,6 +176,7 @@ def use_cache_dir(model, cache_dir: str | Path | None) -> None:
 
 # Keyword arguments of a Hugging Face encoder's forward that the cached forward cannot honour: a
 # call that sets any of them goes to the encoder's own forward.
+MAX_MEMORY_BYTES = 4 << 30  # CachedBottomForward's in-memory states (beyond: the store, or computed again)
 _UNCACHED_KWARGS = ("inputs_embeds", "position_ids", "head_mask", "output_attentions", "output_hidden_states",
                     "encoder_hidden_states", "past_key_values")
 
@@ -200,12 +201,18 @@ class CachedBottomForward:
 
     Calls it cannot serve that way go to the encoder's own forward (counted in ``fallbacks``):
     left padding, non-zero token types (text pairs), and any of ``_UNCACHED_KWARGS``.
+
+    Memory holds ``Σ len(x) × hidden`` numbers per distinct text (Home Depot's ~30k training
+    texts: ~0.55 GB in float32) up to ``max_memory_bytes``; texts beyond it are read from the
+    store (or computed again) at every step they appear in, never dropped.
     """
 
-    def __init__(self, frozen, *, store=None) -> None:
+    def __init__(self, frozen, *, store=None, max_memory_bytes: int | None = MAX_MEMORY_BYTES) -> None:
         self.frozen = frozen
         self.store = store
         self.memory: dict[str, torch.Tensor] = {}
+        self.max_memory_bytes = max_memory_bytes  # None: no limit
+        self.memory_bytes = 0
         self.original = None
         self.computed = self.read = self.calls = self.fallbacks = 0
 
@@ -224,7 +231,7 @@ class CachedBottomForward:
     def stats(self) -> dict:
         """Counts since install: calls, fallbacks, texts whose ``B(x)`` was computed / read from disk."""
         return {"calls": self.calls, "fallbacks": self.fallbacks, "computed": self.computed,
-                "read_from_store": self.read, "in_memory": len(self.memory)}
+                "read_from_store": self.read, "in_memory": len(self.memory), "memory_bytes": self.memory_bytes}
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict=None, **kwargs):
         from transformers.modeling_outputs import BaseModelOutput
@@ -260,6 +267,7 @@ class CachedBottomForward:
         rows = [ids[i, :n].tolist() for i, n in enumerate(lengths.tolist())]
         keys = [token_key(r) for r in rows]
         todo = list(dict.fromkeys(k for k in keys if k not in self.memory))
+        local: dict[str, torch.Tensor] = {}  # this call's states of texts not in memory
         if todo:
             first = {k: keys.index(k) for k in todo}
             todo_len = np.array([lengths[first[k]] for k in todo], dtype=np.int64)
@@ -268,25 +276,28 @@ class CachedBottomForward:
                 dtype = next(self.frozen.bottom.parameters()).dtype
                 if found.any() and np.dtype(states[0].dtype) != torch.empty(0, dtype=dtype).numpy().dtype:
                     found[:] = False  # stored in another dtype: computed again (as hidden_states does)
-                for k, s in zip([k for k, f in zip(todo, found) if f], states):
-                    self.memory[k] = torch.from_numpy(np.array(s))
+                for k, st in zip([k for k, f in zip(todo, found) if f], states):
+                    local[k] = torch.from_numpy(np.array(st))
                 self.read += int(found.sum())
-                keep = ~found
-                todo, todo_len = [k for k, m in zip(todo, keep) if m], todo_len[keep]
+                todo, todo_len = [k for k, f in zip(todo, found) if not f], todo_len[~found]
             if todo:
                 codes = np.array([first[k] for k in todo], dtype=np.int64)
                 w = int(lengths[codes].max())
                 feats = {"input_ids": ids[torch.as_tensor(codes), :w],
                          "attention_mask": (torch.arange(w)[None, :] < torch.as_tensor(lengths[codes])[:, None]).long()}
-                h = self.frozen.hidden(feats).to("cpu")
-                flat = h[feats["attention_mask"].bool()]
+                flat = self.frozen.hidden(feats).to("cpu")[feats["attention_mask"].bool()]
                 offsets = np.concatenate([[0], np.cumsum(todo_len)])
                 for k, a, b in zip(todo, offsets[:-1].tolist(), offsets[1:].tolist()):
-                    self.memory[k] = flat[a:b].clone()
+                    local[k] = flat[a:b].clone()
                 self.computed += len(todo)
                 safe_put(self.store, todo, flat.numpy(), todo_len)
+            for k, t in local.items():
+                size = t.numel() * t.element_size()
+                if self.max_memory_bytes is None or self.memory_bytes + size <= self.max_memory_bytes:
+                    self.memory[k] = t
+                    self.memory_bytes += size
         dtype = next(self.frozen.bottom.parameters()).dtype
         out = torch.zeros((len(keys), input_ids.shape[1], self.frozen.auto.config.hidden_size), dtype=dtype)
         for i, (k, n) in enumerate(zip(keys, lengths.tolist())):
-            out[i, :n] = self.memory[k].to(dtype)
+            out[i, :n] = (self.memory[k] if k in self.memory else local[k]).to(dtype)
         return out.to(input_ids.device)
