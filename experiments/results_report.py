@@ -233,6 +233,62 @@ def train_batch(runs: list[dict]) -> str | None:
     return sizes[-1] if sizes else None
 
 
+def train_setting(rec: dict, key: str) -> int | None:
+    """An integer setting of a run's training: the last ``key=`` of its command (as ``gcl train``
+    reads overrides), else the value in the command's config file (``gcl train CONFIG`` /
+    ``--config CONFIG``), else ``None``."""
+    tokens = ((rec.get("commands") or [""])[0] or "").split()
+    given = [t.split("=", 1)[1] for t in tokens if t.startswith(f"{key}=")]
+    if given:
+        return int(float(given[-1]))
+    config = next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in ("train", "--config")), None)
+    if config is None:
+        return None
+    path = Path(config) if Path(config).is_absolute() else Path(__file__).resolve().parent.parent / config
+    try:
+        import yaml
+
+        node = yaml.safe_load(path.read_text())
+        for part in key.split("."):
+            node = node[part]
+        return int(node)
+    except (OSError, KeyError, TypeError, ValueError, ImportError):
+        return None
+
+
+def evals_after(picked: int, steps: int, every: int) -> int:
+    """Dev evaluations after step ``picked`` in a budget of ``steps`` evaluated every ``every``
+    steps and at the last step (as ``gcl train`` and the ST peers evaluate)."""
+    at = set(range(every, steps + 1, every)) | {steps}
+    return sum(t > picked for t in at)
+
+
+def convergence(arms: dict) -> list[str]:
+    """Per trained arm: the dev-picked step of each seed against the budget. Early stopping (the
+    issue's rule for "converged") ends a run after ``eval.patience`` evaluations without
+    improvement; a run whose pick is followed by fewer evaluations than that within the budget
+    was still in the running when the budget ended: not converged."""
+    lines = ["## Convergence: the dev-picked step against the budget", "",
+             "Early stopping on dev decides \"converged\": a run is converged when at least `eval.patience` dev "
+             "evaluations followed its best one within the budget. Fewer: dev had not stopped improving for "
+             "long enough when the budget ended, and a longer budget might pick a later step.", "",
+             "| arm | runs | budget (steps) | dev-picked step per seed | converged |", "|---|---|---|---|---|"]
+    for a, runs in arms.items():
+        if a in FIXED:
+            continue
+        ok, picks, budgets = 0, [], set()
+        for r in runs:
+            p = (r.get("dev") or {}).get("step")
+            n, e = train_setting(r, "optim.steps"), train_setting(r, "eval.every")
+            patience = train_setting(r, "eval.patience")
+            budgets.add(str(n))
+            picks.append(f"s{r['seed']}: {p if p is not None else '?'}")
+            if None not in (p, n, e, patience) and e > 0 and evals_after(p, n, e) >= max(patience, 1):
+                ok += 1
+        lines.append(f"| {a} | {len(runs)} | {'/'.join(sorted(budgets))} | {', '.join(picks)} | {ok}/{len(runs)} |")
+    return lines + [""]
+
+
 def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     """Issue 12's targets as met / missed, with the figures."""
     lines = ["## Targets (issue 12)", ""]
@@ -348,6 +404,7 @@ def report(out_dir: Path, out=None) -> Path:
             lines += [f"## In-domain queries seen / unseen in training / dev, {title} (`--seen-unseen`)", "",
                       "seen: at least one of the query's pairs was in a training batch of the run (replayed sampler); "
                       "dev: withheld for early stopping. Mean ± std over seeds.", ""] + table
+    lines += convergence(arms)
     lines += targets(arms, baseline, ceilings)
     lines += ["## Time", "", "Minutes per run, mean over the runs (`seconds`, `train_seconds`, `eval_seconds` of "
               "runs.jsonl; a resumed training counts its last part only).", "",

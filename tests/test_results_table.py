@@ -507,3 +507,28 @@ def test_the_epoch3_profile_is_the_full_profile_capped_at_three_epochs(tmp_path)
     assert [c for c in cmd if c.startswith("optim.steps=")][-1] == "optim.steps=328"  # the last one wins
     assert rt.expected_epochs(e3) == pytest.approx(1311 * 64 / 27_965)
     assert rt.estimate_min(e3, "gcl") == rt.estimate_min(full, "gcl")
+
+
+def test_convergence_counts_the_dev_evaluations_after_the_pick():
+    """Hand-counted: budget 1311, every 218 -> evaluations at 218..1308 and 1311; patience 3 (the config's)."""
+    assert rr.evals_after(872, 1311, 218) == 3 and rr.evals_after(1090, 1311, 218) == 2
+    assert rr.evals_after(1308, 1311, 218) == 1 and rr.evals_after(1311, 1311, 218) == 0
+    assert rr.evals_after(110, 328, 55) == 4  # 165, 220, 275, 328
+    assert rr.evals_after(0, 330, 55) == 6  # the last step is an evaluation already: not counted twice
+
+    def rec(seed, step, cmd):
+        return {"arm": "gcl", "seed": seed, "dev": {"metric": "ndcg@10", "value": 0.5, "step": step}, "commands": [cmd]}
+
+    capped = "gcl train configs/homedepot_gcl_fast.yaml optim.steps=1311 seed=0 out_dir=x"
+    full = "gcl train configs/homedepot_gcl_fast.yaml seed=0 out_dir=x"  # the config's 3496 steps, every 218
+    assert rr.train_setting(rec(0, 1, capped), "optim.steps") == 1311
+    assert rr.train_setting(rec(0, 1, full), "optim.steps") == 3496
+    assert rr.train_setting(rec(0, 1, full), "eval.patience") == 3
+    assert rr.train_setting(rec(0, 1, "gcl train optim.steps=5 optim.steps=7"), "optim.steps") == 7  # last wins
+    assert rr.train_setting({"arm": "gcl", "seed": 0}, "optim.steps") is None
+    st = "python experiments/st_peers.py --arm cosent --config configs/homedepot_gcl_fast.yaml --seed 0 --out x"
+    assert rr.train_setting(rec(0, 1, st), "eval.every") == 218
+    arms = {"gcl": [rec(0, 872, capped), rec(1, 1090, capped), rec(2, 1308, full)]}
+    row = rr.convergence(arms)[-2]
+    # s0: 3 evaluations after 872 -> converged; s1: 2 -> not; s2 in the 3496-step budget: 1526.. -> converged
+    assert row == "| gcl | 3 | 1311/3496 | s0: 872, s1: 1090, s2: 1308 | 2/3 |"
