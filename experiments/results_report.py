@@ -11,6 +11,7 @@ ahead), and a paired test over queries: each query's metric is first averaged ov
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -225,34 +226,51 @@ def capture(value: float, ceiling: dict, metric: str) -> float:
     return (value - ceiling["random"][metric]) / head if head else math.nan
 
 
+def _train_tokens(rec: dict) -> list[str]:
+    """The words of a run's training command (the first of its ``commands``)."""
+    return ((rec.get("commands") or [""])[0] or "").split()
+
+
+def _override(tokens: list[str], key: str) -> str | None:
+    """The last ``key=value`` of a command (the one ``gcl train`` applies), or ``None``."""
+    given = [t.split("=", 1)[1] for t in tokens if t.startswith(f"{key}=")]
+    return given[-1] if given else None
+
+
 def train_batch(runs: list[dict]) -> str | None:
     """The ``batch.batch_size=`` its training command set (the last one wins, as in ``gcl train``);
     ``None``: the base config's batch (no such override, or no command recorded)."""
-    commands = (runs[0].get("commands") or [""]) if runs else [""]
-    sizes = [t.split("=", 1)[1] for t in commands[0].split() if t.startswith("batch.batch_size=")]
-    return sizes[-1] if sizes else None
+    return _override(_train_tokens(runs[0]), "batch.batch_size") if runs else None
+
+
+@functools.lru_cache(maxsize=None)
+def _config_file(path: str) -> dict | None:
+    try:
+        import yaml
+
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, ImportError, ValueError):
+        return None
 
 
 def train_setting(rec: dict, key: str) -> int | None:
     """An integer setting of a run's training: the last ``key=`` of its command (as ``gcl train``
     reads overrides), else the value in the command's config file (``gcl train CONFIG`` /
-    ``--config CONFIG``), else ``None``."""
-    tokens = ((rec.get("commands") or [""])[0] or "").split()
-    given = [t.split("=", 1)[1] for t in tokens if t.startswith(f"{key}=")]
-    if given:
-        return int(float(given[-1]))
+    ``--config CONFIG``; each file read once), else ``None``."""
+    tokens = _train_tokens(rec)
+    given = _override(tokens, key)
+    if given is not None:
+        return int(float(given))
     config = next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in ("train", "--config")), None)
     if config is None:
         return None
     path = Path(config) if Path(config).is_absolute() else Path(__file__).resolve().parent.parent / config
+    node = _config_file(str(path))
     try:
-        import yaml
-
-        node = yaml.safe_load(path.read_text())
         for part in key.split("."):
             node = node[part]
         return int(node)
-    except (OSError, KeyError, TypeError, ValueError, ImportError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 

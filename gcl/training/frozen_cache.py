@@ -102,14 +102,18 @@ class FrozenBottom:
             h = _hidden_of(layer(h, ext))
         return h
 
-    def embed_hidden(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``normalize(P(T(H, m), m))``: (n, d) embeddings from cached states, with a graph."""
-        mask = mask.to(hidden.device)
+    def run_top(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``T(H, m)``: the trained layers on states ``H`` after the frozen ones, with a graph."""
         ext = self._mask(mask, hidden)
         h = hidden
         for layer in self.top:
             h = _hidden_of(layer(h, ext))
-        features = {"token_embeddings": h, "attention_mask": mask}
+        return h
+
+    def embed_hidden(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``normalize(P(T(H, m), m))``: (n, d) embeddings from cached states, with a graph."""
+        mask = mask.to(hidden.device)
+        features = {"token_embeddings": self.run_top(hidden, mask), "attention_mask": mask}
         for module in list(self.model.tower)[1:]:
             features = module(features)
         return torch.nn.functional.normalize(features["sentence_embedding"], dim=-1)
@@ -167,11 +171,12 @@ class HiddenCache:
 
 
 def hidden_states(frozen: FrozenBottom, ids: list, lengths: np.ndarray, collate, *, store=None,
-                  batch_texts: int = 256) -> torch.Tensor:
+                  batch_texts: int = 256, counts: dict | None = None) -> torch.Tensor:
     """``B(x)`` of every text, real tokens only: a (Σ lengths, hidden) CPU tensor in the model's
     dtype, text after text. ``ids[i]`` are text ``i``'s token ids (the store's key), ``collate(codes)``
     its padded model inputs. Texts found in ``store`` are read from it; the others (each distinct
-    one once) are computed with :meth:`FrozenBottom.hidden` and written to it."""
+    one once) are computed with :meth:`FrozenBottom.hidden` and written to it. ``counts``, if
+    given, gets ``read`` (texts read from the store) and ``computed`` (distinct texts computed) added."""
     from gcl.hidden_store import safe_put, token_key
 
     n = len(lengths)
@@ -208,6 +213,9 @@ def hidden_states(frozen: FrozenBottom, ids: list, lengths: np.ndarray, collate,
     if len(todo):
         safe_put(store, [keys[i] for i in todo.tolist()],
                  flat[torch.as_tensor(_token_index(offsets, lengths, todo))].numpy(), lengths[todo])
+    if counts is not None:
+        counts["read"] = counts.get("read", 0) + int(found.sum())
+        counts["computed"] = counts.get("computed", 0) + len(todo)
     return flat
 
 

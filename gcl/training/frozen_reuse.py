@@ -174,9 +174,9 @@ def use_cache_dir(model, cache_dir: str | Path | None) -> None:
         enc.cache_dir, enc._store = cache_dir, None
 
 
+MAX_MEMORY_BYTES = 4 << 30  # CachedBottomForward's in-memory states (beyond: the store, or computed again)
 # Keyword arguments of a Hugging Face encoder's forward that the cached forward cannot honour: a
 # call that sets any of them goes to the encoder's own forward.
-MAX_MEMORY_BYTES = 4 << 30  # CachedBottomForward's in-memory states (beyond: the store, or computed again)
 _UNCACHED_KWARGS = ("inputs_embeds", "position_ids", "head_mask", "output_attentions", "output_hidden_states",
                     "encoder_hidden_states", "past_key_values")
 
@@ -214,7 +214,8 @@ class CachedBottomForward:
         self.max_memory_bytes = max_memory_bytes  # None: no limit
         self.memory_bytes = 0
         self.original = None
-        self.computed = self.read = self.calls = self.fallbacks = 0
+        self.calls = self.fallbacks = 0
+        self.counts = {"read": 0, "computed": 0}  # filled by frozen_cache.hidden_states
 
     def install(self) -> "CachedBottomForward":
         """Replace the encoder's ``forward`` by this one (its own is kept in ``original``)."""
@@ -230,13 +231,11 @@ class CachedBottomForward:
 
     def stats(self) -> dict:
         """Counts since install: calls, fallbacks, texts whose ``B(x)`` was computed / read from disk."""
-        return {"calls": self.calls, "fallbacks": self.fallbacks, "computed": self.computed,
-                "read_from_store": self.read, "in_memory": len(self.memory), "memory_bytes": self.memory_bytes}
+        return {"calls": self.calls, "fallbacks": self.fallbacks, "computed": self.counts["computed"],
+                "read_from_store": self.counts["read"], "in_memory": len(self.memory), "memory_bytes": self.memory_bytes}
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict=None, **kwargs):
         from transformers.modeling_outputs import BaseModelOutput
-
-        from gcl.training.frozen_cache import _hidden_of
 
         plain = (input_ids is not None and attention_mask is not None
                  and not any(kwargs.get(k) is not None and kwargs.get(k) is not False for k in _UNCACHED_KWARGS)
@@ -251,53 +250,43 @@ class CachedBottomForward:
             return self.original(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                  return_dict=return_dict, **kwargs)
         self.calls += 1
-        hidden = self._states(input_ids, lengths.cpu().numpy().astype(np.int64))
-        mask = attention_mask
-        ext = self.frozen._mask(mask, hidden)
-        h = hidden
-        for layer in self.frozen.top:
-            h = _hidden_of(layer(h, ext))
+        h = self.frozen.run_top(self._states(input_ids, lengths.cpu().numpy().astype(np.int64)), attention_mask)
         return BaseModelOutput(last_hidden_state=h) if return_dict is not False else (h,)
 
     def _states(self, input_ids: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
-        """(n, width, hidden) ``B(x)`` of the rows (zeros at padding), on the encoder's device."""
-        from gcl.hidden_store import safe_put, token_key
+        """(n, width, hidden) ``B(x)`` of the rows (zeros at padding), on the encoder's device:
+        from memory, else through :func:`~gcl.training.frozen_cache.hidden_states` (the store,
+        else computed and stored), kept in memory while it fits."""
+        from gcl.hidden_store import token_key
+        from gcl.training.frozen_cache import hidden_states
 
         ids = input_ids.cpu()
-        rows = [ids[i, :n].tolist() for i, n in enumerate(lengths.tolist())]
-        keys = [token_key(r) for r in rows]
-        todo = list(dict.fromkeys(k for k in keys if k not in self.memory))
+        keys = [token_key(ids[i, :n].tolist()) for i, n in enumerate(lengths.tolist())]
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k not in self.memory:
+                first.setdefault(k, i)
         local: dict[str, torch.Tensor] = {}  # this call's states of texts not in memory
-        if todo:
-            first = {k: keys.index(k) for k in todo}
-            todo_len = np.array([lengths[first[k]] for k in todo], dtype=np.int64)
-            if self.store is not None:
-                found, states = self.store.lookup(todo, todo_len)
-                dtype = next(self.frozen.bottom.parameters()).dtype
-                if found.any() and np.dtype(states[0].dtype) != torch.empty(0, dtype=dtype).numpy().dtype:
-                    found[:] = False  # stored in another dtype: computed again (as hidden_states does)
-                for k, st in zip([k for k, f in zip(todo, found) if f], states):
-                    local[k] = torch.from_numpy(np.array(st))
-                self.read += int(found.sum())
-                todo, todo_len = [k for k, f in zip(todo, found) if not f], todo_len[~found]
-            if todo:
-                codes = np.array([first[k] for k in todo], dtype=np.int64)
-                w = int(lengths[codes].max())
-                feats = {"input_ids": ids[torch.as_tensor(codes), :w],
-                         "attention_mask": (torch.arange(w)[None, :] < torch.as_tensor(lengths[codes])[:, None]).long()}
-                flat = self.frozen.hidden(feats).to("cpu")[feats["attention_mask"].bool()]
-                offsets = np.concatenate([[0], np.cumsum(todo_len)])
-                for k, a, b in zip(todo, offsets[:-1].tolist(), offsets[1:].tolist()):
-                    local[k] = flat[a:b].clone()
-                self.computed += len(todo)
-                safe_put(self.store, todo, flat.numpy(), todo_len)
-            for k, t in local.items():
-                size = t.numel() * t.element_size()
+        if first:
+            rows = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+
+            def collate(codes):
+                c = rows[codes]
+                w = int(lengths[c].max())
+                return {"input_ids": ids[torch.as_tensor(c), :w],
+                        "attention_mask": (torch.arange(w)[None, :] < torch.as_tensor(lengths[c])[:, None]).long()}
+
+            flat = hidden_states(self.frozen, [ids[i, :lengths[i]].tolist() for i in rows], lengths[rows], collate,
+                                 store=self.store, batch_texts=len(rows), counts=self.counts)
+            offsets = np.concatenate([[0], np.cumsum(lengths[rows])]).tolist()
+            for j, k in enumerate(first):
+                local[k] = flat[offsets[j]: offsets[j + 1]].clone()
+                size = local[k].numel() * local[k].element_size()
                 if self.max_memory_bytes is None or self.memory_bytes + size <= self.max_memory_bytes:
-                    self.memory[k] = t
+                    self.memory[k] = local[k]
                     self.memory_bytes += size
         dtype = next(self.frozen.bottom.parameters()).dtype
         out = torch.zeros((len(keys), input_ids.shape[1], self.frozen.auto.config.hidden_size), dtype=dtype)
         for i, (k, n) in enumerate(zip(keys, lengths.tolist())):
-            out[i, :n] = (self.memory[k] if k in self.memory else local[k]).to(dtype)
+            out[i, :n] = self.memory[k] if k in self.memory else local[k]
         return out.to(input_ids.device)
