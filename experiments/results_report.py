@@ -307,6 +307,62 @@ def convergence(arms: dict) -> list[str]:
     return lines + [""]
 
 
+def dev_curve(rec: dict) -> dict[int, dict]:
+    """A run's dev evaluations by step (``dev.curve`` of its record; empty for older records)."""
+    return {int(p["step"]): p for p in ((rec.get("dev") or {}).get("curve") or []) if "step" in p}
+
+
+def equal_steps(arms: dict) -> list[str]:
+    """Each trained arm minus the stronger binary baseline *of its batch size* (chosen by dev as
+    ``choose_binary`` does) *on dev at the same training step* (same seed), at every step where both
+    evaluated dev: whether an arm's lead depends on the step each run's early stopping picked.
+    Cell: mean over seeds of the difference (seeds ahead / seeds with that step)."""
+    lines: list[str] = []
+    batches: dict[str | None, dict] = {}
+    for a, runs in arms.items():
+        if a not in FIXED:
+            batches.setdefault(train_batch(runs), {})[a] = runs
+    for batch, group in batches.items():
+        baseline, _ = choose_binary(group)
+        if baseline is None or not any(dev_curve(r) for r in group[baseline]):
+            continue
+        base = {r["seed"]: dev_curve(r) for r in group[baseline]}
+        rows: dict[str, dict[int, list[dict]]] = {}
+        for a, runs in group.items():
+            if a == baseline:
+                continue
+            points: dict[int, list[dict]] = {}
+            for r in runs:
+                mine, theirs = dev_curve(r), base.get(r["seed"], {})
+                for step in sorted(set(mine) & set(theirs)):
+                    points.setdefault(step, []).append(
+                        {m: mine[step][m] - theirs[step][m] for m in PAIRED if m in mine[step] and m in theirs[step]})
+            if points:
+                rows[a] = points
+        if not rows:
+            continue
+        steps = sorted({s for points in rows.values() for s in points})
+        lines += [f"## Dev at equal steps, batch {batch or 'of the base config'}: each arm minus {baseline} (same seed)", "",
+                  f"{baseline} is the binary arm of this batch size with the better mean best-dev metric. The dev split "
+                  "(training-pool queries withheld from training) at every step where both runs evaluated it, so a "
+                  "lead does not depend on the step early stopping picked. Cell: mean over seeds of the difference "
+                  "(seeds ahead / seeds with both runs evaluated at that step); the last column counts every "
+                  "(seed, step) point.", ""]
+        for metric in PAIRED:
+            lines += [f"### dev {metric}", "",
+                      "| arm | " + " | ".join(f"step {s}" for s in steps) + " | ahead, all points |",
+                      "|---|" + "---|" * (len(steps) + 1)]
+            for a, points in rows.items():
+                cells, ahead, total = [], 0, 0
+                for s in steps:
+                    v = [d[metric] for d in points.get(s, []) if metric in d]
+                    cells.append(f"{np.mean(v):+.4f} ({sum(x > 0 for x in v)}/{len(v)})" if v else "")
+                    ahead, total = ahead + sum(x > 0 for x in v), total + len(v)
+                lines.append(f"| {a} | " + " | ".join(cells) + f" | {ahead}/{total} |")
+            lines.append("")
+    return lines
+
+
 def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     """Issue 12's targets as met / missed, with the figures."""
     lines = ["## Targets (issue 12)", ""]
@@ -423,6 +479,7 @@ def report(out_dir: Path, out=None) -> Path:
                       "seen: at least one of the query's pairs was in a training batch of the run (replayed sampler); "
                       "dev: withheld for early stopping. Mean ± std over seeds.", ""] + table
     lines += convergence(arms)
+    lines += equal_steps(arms)
     lines += targets(arms, baseline, ceilings)
     lines += ["## Time", "", "Minutes per run, mean over the runs (`seconds`, `train_seconds`, `eval_seconds` of "
               "runs.jsonl; a resumed training counts its last part only).", "",

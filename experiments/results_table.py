@@ -325,24 +325,32 @@ def results_meta(out_dir: Path) -> dict:
     return json.loads((out_dir / "results.json").read_text()).get("meta", {})
 
 
+CURVE_METRICS = ("ndcg@10", "err")
+
+
 def dev_metric(arm: str, run_dir: Path) -> dict | None:
-    """The best dev metric recorded during training (gcl: metrics.jsonl; st: peer.json)."""
+    """The best dev metric recorded during training (gcl: metrics.jsonl; st: peer.json), with the
+    whole dev curve (``curve``: step, nDCG@10 and ERR of every dev evaluation, in step order), which
+    the report compares between arms at equal steps."""
     if ARMS[arm].kind == "gcl":
         path = run_dir / "metrics.jsonl"
         if not path.exists():
             return None
         metric = load_metric_name(run_dir)
-        vals = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        vals = [(r[f"dev/{metric}"], r["step"]) for r in vals if f"dev/{metric}" in r]
-        if not vals:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if f"dev/{metric}" in r]
+        if not rows:
             return None
-        value, step = max(vals, key=lambda t: t[0])
-        return {"metric": metric, "value": value, "step": step}
+        best = max(rows, key=lambda r: r[f"dev/{metric}"])
+        curve = [{"step": r["step"], **{m: r[f"dev/{m}"] for m in CURVE_METRICS if f"dev/{m}" in r}} for r in rows]
+        return {"metric": metric, "value": best[f"dev/{metric}"], "step": best["step"], "curve": curve}
     if ARMS[arm].kind == "st" and (run_dir / "peer.json").exists():
         peer = json.loads((run_dir / "peer.json").read_text())
         if isinstance(peer.get("best_metric"), (int, float)):
+            curve = [{"step": r["step"], **{m: r[f"eval_dev_{m}"] for m in CURVE_METRICS if f"eval_dev_{m}" in r}}
+                     for r in peer.get("dev_history") or [] if "step" in r]
             return {"metric": peer.get("metric", "ndcg@10"), "value": float(peer["best_metric"]),
-                    "step": peer.get("best_step")}
+                    "step": peer.get("best_step"), "curve": curve}
     return None
 
 

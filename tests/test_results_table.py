@@ -78,6 +78,10 @@ def test_smoke_end_to_end_rerun_skips_and_a_missing_line_runs_again(tmp_path, ti
     assert set(recs[0]["ceilings"]) == set(SPLITS) and set(recs[2]["splits"]) == set(SPLITS)
     assert set(recs[2]["rerank"]) == set(SPLITS) and recs[2]["seen_unseen"]["groups"]["seen"]["queries"] > 0
     assert recs[2]["thresholded"]["in_domain"]["ndcg@10"] >= 0 and recs[2]["dev"]["metric"] == "ndcg@10"
+    logged = [json.loads(x) for x in (tmp_path / "work" / "gcl-s0" / "metrics.jsonl").read_text().splitlines()]
+    logged = [(r["step"], r["dev/ndcg@10"], r["dev/err"]) for r in logged if "dev/ndcg@10" in r]
+    assert [(c["step"], c["ndcg@10"], c["err"]) for c in recs[2]["dev"]["curve"]] == logged and len(logged) >= 2
+    assert recs[2]["dev"]["value"] == max(v for _, v, _ in logged)
     results = json.loads((tmp_path / "work" / "gcl-s0" / "eval" / "results.json").read_text())
     assert recs[2]["splits"] == {s: v["summary"] for s, v in results["splits"].items()}
     md = (tmp_path / "out" / "results.md").read_text()
@@ -135,7 +139,9 @@ def test_a_sentence_transformers_peer_is_trained_by_st_peers_and_evaluated(tmp_p
     assert calls[0][2:8] == ["--arm", "cosent", "--config", rt.repo_path(rt.BASE_CONFIG), "--seed", "0"]
     (rec,) = records(tmp_path)
     peer = json.loads((tmp_path / "work" / "st-cosent-s0" / "peer.json").read_text())
-    assert rec["dev"] == {"metric": "ndcg@10", "value": peer["best_metric"], "step": peer["best_step"]}
+    curve = [{"step": h["step"], "ndcg@10": h["eval_dev_ndcg@10"], "err": h["eval_dev_err"]} for h in peer["dev_history"]]
+    assert rec["dev"] == {"metric": "ndcg@10", "value": peer["best_metric"], "step": peer["best_step"], "curve": curve}
+    assert curve and max(c["ndcg@10"] for c in curve) == peer["best_metric"]
     assert set(rec["rerank"]) == set(SPLITS) and rec["seen_unseen"] is None  # no gcl train run to replay
 
 
@@ -532,3 +538,38 @@ def test_convergence_counts_the_dev_evaluations_after_the_pick():
     row = rr.convergence(arms)[-2]
     # s0: 3 evaluations after 872 -> converged; s1: 2 -> not; s2 in the 3496-step budget: 1526.. -> converged
     assert row == "| gcl | 3 | 1311/3496 | s0: 872, s1: 1090, s2: 1308 | 2/3 |"
+
+
+def test_dev_at_equal_steps_differences_hand_computed():
+    """Two seeds, curves by hand: gcl - binary-thresholded at each common step; a 4x arm is compared
+    with the 4x binary arm only; a step one run lacks is left out."""
+    def rec(arm, seed, curve, batch=None):
+        cmd = "gcl train configs/homedepot_gcl_fast.yaml" + (f" batch.batch_size={batch}" if batch else "")
+        best = max(curve, key=lambda c: c[1])
+        return {"arm": arm, "seed": seed, "commands": [cmd],
+                "dev": {"metric": "ndcg@10", "value": best[1], "step": best[0],
+                        "curve": [{"step": t, "ndcg@10": n, "err": e} for t, n, e in curve]}}
+
+    arms = {
+        "binary-thresholded": [rec("binary-thresholded", 0, [(10, 0.50, 0.40), (20, 0.52, 0.41)]),
+                               rec("binary-thresholded", 1, [(10, 0.51, 0.40), (20, 0.50, 0.42)])],
+        "gcl": [rec("gcl", 0, [(10, 0.49, 0.43), (20, 0.55, 0.44), (30, 0.9, 0.9)]),
+                rec("gcl", 1, [(10, 0.53, 0.39)])],  # seed 1 stopped at step 10
+        "gcl-batch4x": [rec("gcl-batch4x", 0, [(10, 0.7, 0.7)], batch=256)],
+        "binary-thresholded-random-batch4x": [rec("binary-thresholded-random-batch4x", 0, [(10, 0.6, 0.8)], batch=256)],
+    }
+    lines = rr.equal_steps(arms)
+    text = "\n".join(lines)
+    assert text.count("## Dev at equal steps") == 2
+    rows = [x for x in lines if x.startswith("| gcl |")]
+    # ndcg: step 10: (-0.01, +0.02) -> +0.005, 1 of 2 ahead; step 20: +0.03 (1/1); step 30: binary never there
+    assert rows[0] == "| gcl | +0.0050 (1/2) | +0.0300 (1/1) | 2/3 |"
+    # err: step 10: (+0.03, -0.01) -> +0.01 (1/2); step 20: +0.03 (1/1)
+    assert rows[1] == "| gcl | +0.0100 (1/2) | +0.0300 (1/1) | 2/3 |"
+    four = [x for x in lines if x.startswith("| gcl-batch4x |")]
+    assert four == ["| gcl-batch4x | +0.1000 (1/1) | 1/1 |", "| gcl-batch4x | -0.1000 (0/1) | 0/1 |"]
+    assert rr.equal_steps({"gcl": arms["gcl"]}) == []  # no binary arm: nothing to compare with
+    for runs in arms.values():
+        for r in runs:
+            del r["dev"]["curve"]
+    assert rr.equal_steps(arms) == []  # records written before the curve was kept
