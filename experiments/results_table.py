@@ -123,8 +123,9 @@ PROFILES: dict[str, Profile] = {
 # Expected minutes on the 2-core development machine (2 threads, no other job). A trained run costs
 #   setup + minutes per epoch x expected epochs + dev evaluations x EST_DEV_EVAL_MIN + EST_EVAL_MIN,
 # with the epochs of the plan's config (optim.steps x batch.batch_size / the Home Depot training
-# pairs, capped at STOP_EPOCHS when early stopping is on: the 8-epoch runs stop on dev at ~2-3
-# epochs + patience) and its dev evaluations (one every eval.every steps, and one at the end).
+# pairs, capped at STOP_EPOCHS when early stopping is on: the mean length of the six converged runs
+# of the full profile (binary-thresholded and gcl, seeds 0-2: 1,308-3,052 steps, mean 1,853 = 4.24
+# epochs; pick + patience 3 evaluations) and its dev evaluations (one every eval.every steps, and one at the end).
 # Fitted to the runs.jsonl of two tables: the 3-epoch table (docs/results/table_quick: 7 dev
 # evaluations a run) and the 1-epoch quick profile (docs/results/quick: 1; 25.0 min wall for its
 # 4 runs from an empty cache). The first run of a table also fills the store of the frozen layers'
@@ -137,7 +138,7 @@ PROFILES: dict[str, Profile] = {
 # factor. At 4x the batch the peers are slower per pair, not faster (uncached: 3.2-3.4 s per step
 # of 256 pairs: the library pads each batch to its longest text, and longer batches hold longer texts).
 HOMEDEPOT_EPOCH_PAIRS = 27_965  # training pairs of the Home Depot split (seed 0): one epoch
-STOP_EPOCHS = 3.5
+STOP_EPOCHS = 4.25
 EST_SETUP_MIN = {"gcl": 0.5, "st": 1.0}  # load data and model, open the frozen-layer store
 EST_MIN_PER_EPOCH: dict[str, float] = {
     "binary": 2.35, "binary-thresholded": 2.35, "gcl": 2.35, "gcl-best": 2.35, "binary-thresholded-random": 2.35,

@@ -192,7 +192,7 @@ def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skip
     epochs = min(3496 * 64 / rt.HOMEDEPOT_EPOCH_PAIRS, rt.STOP_EPOCHS)  # the base config: 8 epochs, early stopping
     assert epochs == rt.STOP_EPOCHS == rt.expected_epochs(plan)
     dev_evals = int(epochs * rt.HOMEDEPOT_EPOCH_PAIRS / 64 // 218) + 1  # every half epoch, and at the end
-    assert dev_evals == rt.expected_dev_evals(plan) == 8  # 3.5 epochs = 1529 steps of 64
+    assert dev_evals == rt.expected_dev_evals(plan) == 9  # 4.25 epochs = 1857 steps of 64
     per_run = {a: rt.EST_SETUP_MIN["gcl"] + rt.EST_MIN_PER_EPOCH[a] * epochs + rt.EST_DEV_EVAL_MIN * dev_evals
                + rt.EST_EVAL_MIN for a, _ in todo}
     expected = sum(per_run.values()) + rt.EST_COLD_MIN
