@@ -58,6 +58,15 @@ ARMS: dict[str, list[str]] = {
     "gcl-mined2": ["loss.mined_negatives=2", "loss.mine_every=50"],
     "binary-thresholded-mined2": ["loss.weight_fn=constant", "loss.positive_threshold=2.0", "loss.same_query=mask",
                                   "loss.mined_negatives=2", "loss.mine_every=50"],
+    # batch composition (30 Nov, fifth session): the 3-epoch table's dev curves put the random-batch
+    # binary arm ahead of the query-grouped one, so the graded losses with more distinct queries
+    # per batch: random pairs, half the batch as groups of 4, groups of 2 (32 queries)
+    "binary-thresholded-random": ["loss.weight_fn=constant", "loss.positive_threshold=2.0", "loss.same_query=mask",
+                                  "batch.sampler=random"],
+    "gcl-random": ["batch.sampler=random"],
+    "gcl-gf0.5": ["batch.group_fraction=0.5"],
+    "gcl-group2": ["batch.docs_per_query=2"],
+    "soft-gf0.5": ["loss.targets=soft", "loss.same_query=mask", "batch.group_fraction=0.5"],
     "zero-shot": ["optim.lr=0"],
 }
 
