@@ -312,6 +312,18 @@ def dev_curve(rec: dict) -> dict[int, dict]:
     return {int(p["step"]): p for p in ((rec.get("dev") or {}).get("curve") or []) if "step" in p}
 
 
+def step_differences(runs: list[dict], base: dict[int, dict[int, dict]]) -> dict[int, list[dict]]:
+    """``{step: [arm - baseline per metric, one dict per seed]}`` at the steps where a run and the
+    baseline's run of its seed (``base``: seed -> :func:`dev_curve`) both evaluated dev."""
+    points: dict[int, list[dict]] = {}
+    for r in runs:
+        mine, theirs = dev_curve(r), base.get(r["seed"], {})
+        for step in sorted(set(mine) & set(theirs)):
+            points.setdefault(step, []).append(
+                {m: mine[step][m] - theirs[step][m] for m in PAIRED if m in mine[step] and m in theirs[step]})
+    return points
+
+
 def equal_steps(arms: dict) -> list[str]:
     """Each trained arm minus the stronger binary baseline *of its batch size* (chosen by dev as
     ``choose_binary`` does) *on dev at the same training step* (same seed), at every step where both
@@ -327,18 +339,8 @@ def equal_steps(arms: dict) -> list[str]:
         if baseline is None or not any(dev_curve(r) for r in group[baseline]):
             continue
         base = {r["seed"]: dev_curve(r) for r in group[baseline]}
-        rows: dict[str, dict[int, list[dict]]] = {}
-        for a, runs in group.items():
-            if a == baseline:
-                continue
-            points: dict[int, list[dict]] = {}
-            for r in runs:
-                mine, theirs = dev_curve(r), base.get(r["seed"], {})
-                for step in sorted(set(mine) & set(theirs)):
-                    points.setdefault(step, []).append(
-                        {m: mine[step][m] - theirs[step][m] for m in PAIRED if m in mine[step] and m in theirs[step]})
-            if points:
-                rows[a] = points
+        rows = {a: step_differences(runs, base) for a, runs in group.items() if a != baseline}
+        rows = {a: points for a, points in rows.items() if points}
         if not rows:
             continue
         steps = sorted({s for points in rows.values() for s in points})

@@ -329,6 +329,12 @@ def results_meta(out_dir: Path) -> dict:
 CURVE_METRICS = ("ndcg@10", "err")
 
 
+def _curve(evaluations: list[dict], prefix: str) -> list[dict]:
+    """Step, nDCG@10 and ERR of each dev evaluation, its metrics named ``prefix + metric``."""
+    return [{"step": r["step"], **{m: r[prefix + m] for m in CURVE_METRICS if prefix + m in r}}
+            for r in evaluations if "step" in r]
+
+
 def dev_metric(arm: str, run_dir: Path) -> dict | None:
     """The best dev metric recorded during training (gcl: metrics.jsonl; st: peer.json), with the
     whole dev curve (``curve``: step, nDCG@10 and ERR of every dev evaluation, in step order), which
@@ -343,15 +349,12 @@ def dev_metric(arm: str, run_dir: Path) -> dict | None:
         if not rows:
             return None
         best = max(rows, key=lambda r: r[f"dev/{metric}"])
-        curve = [{"step": r["step"], **{m: r[f"dev/{m}"] for m in CURVE_METRICS if f"dev/{m}" in r}} for r in rows]
-        return {"metric": metric, "value": best[f"dev/{metric}"], "step": best["step"], "curve": curve}
+        return {"metric": metric, "value": best[f"dev/{metric}"], "step": best["step"], "curve": _curve(rows, "dev/")}
     if ARMS[arm].kind == "st" and (run_dir / "peer.json").exists():
         peer = json.loads((run_dir / "peer.json").read_text())
         if isinstance(peer.get("best_metric"), (int, float)):
-            curve = [{"step": r["step"], **{m: r[f"eval_dev_{m}"] for m in CURVE_METRICS if f"eval_dev_{m}" in r}}
-                     for r in peer.get("dev_history") or [] if "step" in r]
             return {"metric": peer.get("metric", "ndcg@10"), "value": float(peer["best_metric"]),
-                    "step": peer.get("best_step"), "curve": curve}
+                    "step": peer.get("best_step"), "curve": _curve(peer.get("dev_history") or [], "eval_dev_")}
     return None
 
 
