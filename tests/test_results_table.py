@@ -573,3 +573,23 @@ def test_dev_at_equal_steps_differences_hand_computed():
         for r in runs:
             del r["dev"]["curve"]
     assert rr.equal_steps(arms) == []  # records written before the curve was kept
+
+
+def test_gcl_best_config_is_the_loss_search_arm_it_names():
+    """configs/homedepot_gcl_best.yaml trains exactly what the loss search's chosen arm
+    (``gcl-random``, docs/results.md §1c) trained on top of the base config: every key equal but
+    ``out_dir``, so the table's gcl-best rows are the configuration the dev rule picked."""
+    from dataclasses import replace
+
+    import loss_search as ls
+
+    from gcl.config import load_config
+    from gcl.training.config import TrainConfig
+
+    best = load_config(TrainConfig, str(ROOT / rt.BEST_CONFIG))
+    chosen = load_config(TrainConfig, str(ROOT / ls.BASE), ls.ARMS["gcl-random"])
+    assert best.batch.sampler == "random" and chosen.batch.sampler == "random"
+    assert replace(best, out_dir="x") == replace(chosen, out_dir="x")
+    # and it is not the base config (the paper's GCL with query groups) under another name
+    base = load_config(TrainConfig, str(ROOT / ls.BASE))
+    assert replace(base, out_dir="x") != replace(best, out_dir="x")
