@@ -67,6 +67,15 @@ ARMS: dict[str, list[str]] = {
     "gcl-gf0.5": ["batch.group_fraction=0.5"],
     "gcl-group2": ["batch.docs_per_query=2"],
     "soft-gf0.5": ["loss.targets=soft", "loss.same_query=mask", "batch.group_fraction=0.5"],
+    # equal query diversity (1 Dec, seventh session): at batch 128, 64 queries x 2 documents
+    # against 128 random pairs, binary and GCL each, so that the within-query term (GCL `lower`)
+    # is compared with the binary loss at the same batch composition
+    "binary-thresholded-random-b128": ["loss.weight_fn=constant", "loss.positive_threshold=2.0",
+                                       "loss.same_query=mask", "batch.sampler=random", "batch.batch_size=128"],
+    "gcl-random-b128": ["batch.sampler=random", "batch.batch_size=128"],
+    "binary-thresholded-group2-b128": ["loss.weight_fn=constant", "loss.positive_threshold=2.0", "loss.same_query=mask",
+                                       "batch.docs_per_query=2", "batch.batch_size=128"],
+    "gcl-group2-b128": ["batch.docs_per_query=2", "batch.batch_size=128"],
     "zero-shot": ["optim.lr=0"],
 }
 
@@ -103,6 +112,13 @@ def keep_queries(splits, n: int, seed: int = 0):
     return replace(splits, train=replace(train, judgments=j, queries=train.queries.loc[train.queries.index.isin(keep)]))
 
 
+def arm_steps(args, n_pairs: int, base_batch: int, overrides: list[str]) -> tuple[int, int]:
+    """``(steps, eval_every)`` for ``args.epochs`` epochs of ``n_pairs`` at the arm's batch size."""
+    batch = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("batch.batch_size=")), base_batch)
+    steps = max(1, round(args.epochs * n_pairs / batch))
+    return steps, max(1, steps // args.evals)
+
+
 def done(path: Path) -> set[tuple[str, int]]:
     if not path.exists():
         return set()
@@ -126,8 +142,7 @@ def run(args) -> None:
     base = load_config(TrainConfig, BASE, list(args.extra))
     splits = keep_queries(load_benchmark(base.data), args.queries)
     n_pairs = len(splits.train.judgments)
-    steps = max(1, round(args.epochs * n_pairs / base.batch.batch_size))
-    every = max(1, steps // args.evals)
+    steps, every = arm_steps(args, n_pairs, base.batch.batch_size, [])
     dev = DevEvaluator(splits, replace(base.eval, dev_corpus_size=args.dev_corpus), seed=0)
     print(f"{splits.train.judgments['query_id'].nunique()} training queries, {n_pairs} pairs; {steps} steps of "
           f"{base.batch.batch_size} ({args.epochs} epochs), dev every {every} steps; "
@@ -138,6 +153,8 @@ def run(args) -> None:
             if (arm, seed) in finished:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
+                # the same epochs for every arm: an arm with another batch size gets its own steps
+                steps, every = arm_steps(args, n_pairs, base.batch.batch_size, ARMS[arm])
                 overrides = [f"optim.steps={steps}", f"optim.warmup_steps={max(1, steps // 10)}",
                              f"eval.every={every}", "eval.patience=0", "eval.keep_best=false",
                              f"seed={seed}", f"out_dir={tmp}/run", "progress=false",
@@ -186,7 +203,7 @@ def report(args) -> str:
         lines.append(f"| {arm} | {','.join(str(r['seed']) for r in rs)} | " + " | ".join(vals)
                      + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {np.mean([r['seconds'] for r in rs]):.0f} |")
     r0 = recs[0]
-    lines += ["", f"Budget: {r0['queries'] or 'all'} training queries, {r0['epochs']} epochs = {r0['steps']} steps of 64, "
+    lines += ["", f"Budget: {r0['queries'] or 'all'} training queries, {r0['epochs']} epochs = {r0['steps']} steps of 64 (an arm at batch 128: half as many), "
               f"dev corpus {r0['dev_corpus']}, base {BASE}; threads {r0['threads']}; load {min(r['load_start'] for r in recs):.1f}–"
               f"{max(r['load_end'] for r in recs):.1f}.",
               f"Regenerate: `python experiments/loss_search.py --out {args.out} --arms ... --seeds ...`, "
