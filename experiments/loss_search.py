@@ -112,11 +112,10 @@ def keep_queries(splits, n: int, seed: int = 0):
     return replace(splits, train=replace(train, judgments=j, queries=train.queries.loc[train.queries.index.isin(keep)]))
 
 
-def arm_steps(args, n_pairs: int, base_batch: int, overrides: list[str]) -> tuple[int, int]:
-    """``(steps, eval_every)`` for ``args.epochs`` epochs of ``n_pairs`` at the arm's batch size."""
-    batch = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("batch.batch_size=")), base_batch)
-    steps = max(1, round(args.epochs * n_pairs / batch))
-    return steps, max(1, steps // args.evals)
+def arm_steps(epochs: float, evals: int, n_pairs: int, batch_size: int) -> tuple[int, int]:
+    """``(steps, eval_every)`` for ``epochs`` epochs of ``n_pairs`` at ``batch_size``, ``evals`` dev evaluations."""
+    steps = max(1, round(epochs * n_pairs / batch_size))
+    return steps, max(1, steps // evals)
 
 
 def done(path: Path) -> set[tuple[str, int]]:
@@ -142,7 +141,7 @@ def run(args) -> None:
     base = load_config(TrainConfig, BASE, list(args.extra))
     splits = keep_queries(load_benchmark(base.data), args.queries)
     n_pairs = len(splits.train.judgments)
-    steps, every = arm_steps(args, n_pairs, base.batch.batch_size, [])
+    steps, every = arm_steps(args.epochs, args.evals, n_pairs, base.batch.batch_size)
     dev = DevEvaluator(splits, replace(base.eval, dev_corpus_size=args.dev_corpus), seed=0)
     print(f"{splits.train.judgments['query_id'].nunique()} training queries, {n_pairs} pairs; {steps} steps of "
           f"{base.batch.batch_size} ({args.epochs} epochs), dev every {every} steps; "
@@ -153,14 +152,15 @@ def run(args) -> None:
             if (arm, seed) in finished:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                # the same epochs for every arm: an arm with another batch size gets its own steps
-                steps, every = arm_steps(args, n_pairs, base.batch.batch_size, ARMS[arm])
-                overrides = [f"optim.steps={steps}", f"optim.warmup_steps={max(1, steps // 10)}",
-                             f"eval.every={every}", "eval.patience=0", "eval.keep_best=false",
-                             f"seed={seed}", f"out_dir={tmp}/run", "progress=false",
-                             "checkpoint_every=1000000", *args.extra, *ARMS[arm]]
                 try:
-                    cfg = load_config(TrainConfig, BASE, overrides)
+                    # the same epochs for every arm: an arm with another batch size gets its own steps
+                    batch_size = load_config(TrainConfig, BASE, [*args.extra, *ARMS[arm]]).batch.batch_size
+                    steps, every = arm_steps(args.epochs, args.evals, n_pairs, batch_size)
+                    cfg = load_config(TrainConfig, BASE, [
+                        f"optim.steps={steps}", f"optim.warmup_steps={max(1, steps // 10)}",
+                        f"eval.every={every}", "eval.patience=0", "eval.keep_best=false",
+                        f"seed={seed}", f"out_dir={tmp}/run", "progress=false",
+                        "checkpoint_every=1000000", *args.extra, *ARMS[arm]])
                 except Exception as e:  # an arm needing a loss option this checkout lacks
                     print(f"skip {arm}: {e}", flush=True)
                     continue

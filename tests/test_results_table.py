@@ -599,8 +599,6 @@ def test_loss_search_arms_load_and_train_equal_epochs():
     """Every loss-search arm is a valid config on top of the base one, and an arm at another batch
     size gets the steps (and dev evaluations) of the same number of epochs, not of the same number
     of steps: 2 epochs of 5,252 pairs are 164 steps of 64 but 82 of 128."""
-    import argparse
-
     import loss_search as ls
 
     from gcl.config import load_config
@@ -608,12 +606,12 @@ def test_loss_search_arms_load_and_train_equal_epochs():
 
     for arm, overrides in ls.ARMS.items():
         cfg = load_config(TrainConfig, str(ROOT / ls.BASE), overrides)
-        steps, every = ls.arm_steps(argparse.Namespace(epochs=2, evals=4), 5252, 64, overrides)
+        steps, every = ls.arm_steps(2, 4, 5252, cfg.batch.batch_size)
         assert steps * cfg.batch.batch_size == pytest.approx(2 * 5252, abs=cfg.batch.batch_size), arm
         assert every == steps // 4, arm
-    assert ls.arm_steps(argparse.Namespace(epochs=2, evals=4), 5252, 64, ls.ARMS["gcl"]) == (164, 41)
-    assert ls.arm_steps(argparse.Namespace(epochs=2, evals=4), 5252, 64, ls.ARMS["gcl-group2-b128"]) == (82, 20)
     g2 = load_config(TrainConfig, str(ROOT / ls.BASE), ls.ARMS["gcl-group2-b128"])
+    assert ls.arm_steps(2, 4, 5252, 64) == (164, 41)
+    assert ls.arm_steps(2, 4, 5252, g2.batch.batch_size) == (82, 20)
     b2 = load_config(TrainConfig, str(ROOT / ls.BASE), ls.ARMS["binary-thresholded-group2-b128"])
     assert (g2.batch.batch_size, g2.batch.docs_per_query, g2.batch.sampler) == (128, 2, b2.batch.sampler)
     assert (g2.loss.same_query, b2.loss.same_query) == ("lower", "mask")
