@@ -54,3 +54,39 @@ def test_too_few_runs_or_one_step_are_clear_errors(tmp_path, capsys):
         stop_step.step_table([_record("a", 100, b) for b in (0.4, 0.41, 0.42)], ["a"])
     assert stop_step.main([str(tmp_path / "missing.jsonl"), "--arms", "a"]) == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_common_step_figures_recover_arm_intercepts_of_exact_linear_data(tmp_path, capsys):
+    # y = a_arm + 0.02 per 1000 steps, exactly: the fit must return a_arm + b * at and R² = 1
+    truth = {"a": 0.40, "b": 0.43, "c": 0.45}
+    layout = {"a": [800, 1400, 2400], "b": [1000, 1600], "c": [2600, 2600]}  # c stopped at one step
+    rows = []
+    for arm, steps in layout.items():
+        for s in steps:
+            rec = _record(arm, s, 0.0)
+            for split in rec["splits"]:
+                rec["splits"][split] = {"ndcg@10": truth[arm] + 2e-5 * s, "err": truth[arm] / 2 + 1e-5 * s}
+            rows.append(rec)
+    rows.append(_record("other", 999, 0.9))  # not asked for: ignored
+    table = stop_step.adjusted_table(rows, ["a", "b", "c"], at=2000)
+    assert len(table) == len(stop_step.SPLITS) * len(stop_step.METRICS)
+    for split, metric, slope, r2, figures in table:
+        b = 2e-5 if metric == "ndcg@10" else 1e-5
+        scale = 1.0 if metric == "ndcg@10" else 0.5
+        assert slope == pytest.approx(b * 100)
+        assert r2 == pytest.approx(1.0)
+        assert figures == pytest.approx({a: truth[a] * scale + b * 2000 for a in truth})
+    log = tmp_path / "runs.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert stop_step.main([str(log), "--arms", "a", "b", "c", "--at", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "at step 2000" in out and "| in_domain | ndcg@10 | +0.0020 | 1.00 | 0.4400 | 0.4700 | 0.4900 |" in out
+
+
+def test_common_step_fit_refuses_an_unidentified_slope():
+    # every arm stopped at one step each: the slope cannot be told from the arm intercepts
+    rows = [_record(a, s, 0.4) for a, s in (("a", 100), ("a", 100), ("b", 200), ("b", 200))]
+    with pytest.raises(SystemExit, match="not identified"):
+        stop_step.adjusted_table(rows, ["a", "b"], at=150)
+    with pytest.raises(SystemExit, match="needs at least 4"):
+        stop_step.adjusted_table(rows[:3], ["a", "b"], at=150)
