@@ -123,9 +123,14 @@ PROFILES: dict[str, Profile] = {
 # Expected minutes on the 2-core development machine (2 threads, no other job). A trained run costs
 #   setup + minutes per epoch x expected epochs + dev evaluations x EST_DEV_EVAL_MIN + EST_EVAL_MIN,
 # with the epochs of the plan's config (optim.steps x batch.batch_size / the Home Depot training
-# pairs, capped at STOP_EPOCHS when early stopping is on: the mean length of the six converged runs
-# of the full profile (binary-thresholded and gcl, seeds 0-2: 1,308-3,052 steps, mean 1,853 = 4.24
-# epochs; pick + patience 3 evaluations) and its dev evaluations (one every eval.every steps, and one at the end).
+# pairs, capped when early stopping is on at the arm's measured mean length in the full profile
+# (pick + patience 3 evaluations, or the budget): STOP_EPOCHS_BY_ARM for the sentence-transformers
+# peers, which stop at very different lengths (MNRL on thresholded pairs picked step 2,616 and ran
+# to 3,270 = 7.5 epochs in seeds 0 and 1, 29-33 min; CoSENT ran 1,308-1,526 steps = 3.2 epochs,
+# 14 min), and STOP_EPOCHS for the gcl-trained arms (the 12 converged runs of binary-thresholded,
+# gcl, gcl-best and binary-thresholded-random, seeds 0-2: 1,308-3,496 steps, mean 2,144 = 4.9
+# epochs) and its dev evaluations (one every eval.every steps, and one at the end). An arm not yet
+# run at the full profile takes the figure of its nearest measured relative (MNRL for CachedMNRL).
 # Fitted to the runs.jsonl of two tables: the 3-epoch table (docs/results/table_quick: 7 dev
 # evaluations a run) and the 1-epoch quick profile (docs/results/quick: 1; 25.0 min wall for its
 # 4 runs from an empty cache). The first run of a table also fills the store of the frozen layers'
@@ -138,7 +143,9 @@ PROFILES: dict[str, Profile] = {
 # factor. At 4x the batch the peers are slower per pair, not faster (uncached: 3.2-3.4 s per step
 # of 256 pairs: the library pads each batch to its longest text, and longer batches hold longer texts).
 HOMEDEPOT_EPOCH_PAIRS = 27_965  # training pairs of the Home Depot split (seed 0): one epoch
-STOP_EPOCHS = 4.25
+STOP_EPOCHS = 4.9
+STOP_EPOCHS_BY_ARM: dict[str, float] = {"st-mnrl-thresholded": 7.5, "st-mnrl-all": 7.5, "st-cached-mnrl": 7.5,
+                                        "st-cosent": 3.25}
 EST_SETUP_MIN = {"gcl": 0.5, "st": 1.0}  # load data and model, open the frozen-layer store
 EST_MIN_PER_EPOCH: dict[str, float] = {
     "binary": 2.35, "binary-thresholded": 2.35, "gcl": 2.35, "gcl-best": 2.35, "binary-thresholded-random": 2.35,
@@ -456,25 +463,26 @@ def append_record(log: Path, rec: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _epochs(cfg) -> float:
+def _epochs(cfg, arm: str | None = None) -> float:
     epochs = cfg.optim.steps * cfg.batch.batch_size / HOMEDEPOT_EPOCH_PAIRS
-    return min(epochs, STOP_EPOCHS) if cfg.eval.patience else epochs
+    return min(epochs, STOP_EPOCHS_BY_ARM.get(arm, STOP_EPOCHS)) if cfg.eval.patience else epochs
 
 
-def expected_epochs(plan: Plan) -> float:
+def expected_epochs(plan: Plan, arm: str | None = None) -> float:
     """Epochs of Home Depot training pairs a trained arm is expected to run under ``plan``'s config
-    (the budget, or ``STOP_EPOCHS`` if early stopping is on and the budget is longer)."""
-    return _epochs(load_base(plan))
+    (the budget, or, if early stopping is on and the budget is longer, the arm's measured mean
+    length: ``STOP_EPOCHS_BY_ARM``, else ``STOP_EPOCHS``)."""
+    return _epochs(load_base(plan), arm)
 
 
-def expected_dev_evals(plan: Plan) -> int:
+def expected_dev_evals(plan: Plan, arm: str | None = None) -> int:
     """Dev evaluations of a trained arm: one every ``eval.every`` steps of the expected epochs and
     one at the last step (``every`` 0: only that one; -1: none). The same for a batch4x arm, whose
     steps and interval are both divided by its scale."""
     cfg = load_base(plan)
     if cfg.eval.every <= 0:
         return 1 + cfg.eval.every  # 0: at the end only; -1: never
-    steps = _epochs(cfg) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size
+    steps = _epochs(cfg, arm) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size
     return int(steps // cfg.eval.every) + 1
 
 
@@ -489,8 +497,8 @@ def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
         return EST_FIXED_MIN[arm]
     if seed is not None and training_done(arm, run_directory(plan, arm, seed)):
         return EST_EVAL_MIN
-    return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * expected_epochs(plan)
-            + EST_DEV_EVAL_MIN * expected_dev_evals(plan) + EST_EVAL_MIN)
+    return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * expected_epochs(plan, arm)
+            + EST_DEV_EVAL_MIN * expected_dev_evals(plan, arm) + EST_EVAL_MIN)
 
 
 def available(plan: Plan, arm: str) -> str | None:

@@ -192,7 +192,7 @@ def test_expected_time_is_printed_first_from_the_table_and_missing_arms_are_skip
     epochs = min(3496 * 64 / rt.HOMEDEPOT_EPOCH_PAIRS, rt.STOP_EPOCHS)  # the base config: 8 epochs, early stopping
     assert epochs == rt.STOP_EPOCHS == rt.expected_epochs(plan)
     dev_evals = int(epochs * rt.HOMEDEPOT_EPOCH_PAIRS / 64 // 218) + 1  # every half epoch, and at the end
-    assert dev_evals == rt.expected_dev_evals(plan) == 9  # 4.25 epochs = 1857 steps of 64
+    assert dev_evals == rt.expected_dev_evals(plan) == 10  # 4.9 epochs = 2141 steps of 64
     per_run = {a: rt.EST_SETUP_MIN["gcl"] + rt.EST_MIN_PER_EPOCH[a] * epochs + rt.EST_DEV_EVAL_MIN * dev_evals
                + rt.EST_EVAL_MIN for a, _ in todo}
     expected = sum(per_run.values()) + rt.EST_COLD_MIN
@@ -490,6 +490,17 @@ def test_the_expected_time_follows_the_epochs_of_the_plan(tmp_path):
     no_stop = plan("--profile", "full", "eval.patience=0")  # the whole 8-epoch budget
     assert rt.expected_epochs(no_stop) == pytest.approx(3496 * 64 / 27_965)
     assert rt.estimate_min(plan("--profile", "full"), "bm25") == rt.EST_FIXED_MIN["bm25"]
+    # a peer that stops at its own measured length: MNRL runs 7.5 epochs (3,277 steps of 64), CoSENT 3.25
+    full = plan("--profile", "full")
+    for arm, epochs, evals in (("st-mnrl-thresholded", 7.5, 3277 // 218 + 1), ("st-cosent", 3.25, 1420 // 218 + 1),
+                               ("gcl", rt.STOP_EPOCHS, 2141 // 218 + 1)):
+        assert rt.expected_epochs(full, arm) == pytest.approx(epochs)
+        assert rt.expected_dev_evals(full, arm) == evals
+        assert rt.estimate_min(full, arm) == pytest.approx(
+            rt.EST_SETUP_MIN[rt.ARMS[arm].kind] + rt.EST_MIN_PER_EPOCH[arm] * epochs + rt.EST_DEV_EVAL_MIN * evals
+            + rt.EST_EVAL_MIN)
+    assert rt.expected_epochs(no_stop, "st-mnrl-thresholded") == pytest.approx(3496 * 64 / 27_965)  # no early stop: the budget
+    assert rt.expected_epochs(capped, "st-mnrl-thresholded") == pytest.approx(1311 * 64 / 27_965)  # under its length
     # the quick profile's one epoch reaches every trained arm, and the command line still overrides it
     for p_, steps in ((quick, 437), (plan("--profile", "quick", "optim.steps=1311"), 1311)):
         assert rt.load_base(p_).optim.steps == steps and rt.load_base(p_).eval.every == 0
