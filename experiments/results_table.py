@@ -125,9 +125,9 @@ PROFILES: dict[str, Profile] = {
 # with the epochs of the plan's config (optim.steps x batch.batch_size / the Home Depot training
 # pairs, capped when early stopping is on at the arm's measured mean length in the full profile
 # (pick + patience 3 evaluations, or the budget): STOP_EPOCHS_BY_ARM for the sentence-transformers
-# peers, which stop at very different lengths (MNRL on thresholded pairs picked step 2,616 and ran
-# to 3,270 = 7.5 epochs in seeds 0 and 1, 29-33 min; CoSENT ran 1,308-1,526 steps = 3.2 epochs,
-# 14 min), and STOP_EPOCHS for the gcl-trained arms (the 12 converged runs of binary-thresholded,
+# peers, which stop at their own lengths (MNRL on thresholded pairs picked step 2,616 and ran to
+# 3,270 in seeds 0 and 1, 29-33 min, but picked 654 and ran to 1,308 in seed 2, 13 min: mean 2,616
+# steps = 6.0 epochs; CoSENT ran 1,308-1,526 steps = 3.2 epochs, 14 min), and STOP_EPOCHS for the gcl-trained arms (the 12 converged runs of binary-thresholded,
 # gcl, gcl-best and binary-thresholded-random, seeds 0-2: 1,308-3,496 steps, mean 2,144 = 4.9
 # epochs) and its dev evaluations (one every eval.every steps, and one at the end). An arm not yet
 # run at the full profile takes the figure of its nearest measured relative (MNRL for CachedMNRL).
@@ -144,7 +144,7 @@ PROFILES: dict[str, Profile] = {
 # of 256 pairs: the library pads each batch to its longest text, and longer batches hold longer texts).
 HOMEDEPOT_EPOCH_PAIRS = 27_965  # training pairs of the Home Depot split (seed 0): one epoch
 STOP_EPOCHS = 4.9
-STOP_EPOCHS_BY_ARM: dict[str, float] = {"st-mnrl-thresholded": 7.5, "st-mnrl-all": 7.5, "st-cached-mnrl": 7.5,
+STOP_EPOCHS_BY_ARM: dict[str, float] = {"st-mnrl-thresholded": 6.0, "st-mnrl-all": 6.0, "st-cached-mnrl": 6.0,
                                         "st-cosent": 3.25}
 EST_SETUP_MIN = {"gcl": 0.5, "st": 1.0}  # load data and model, open the frozen-layer store
 EST_MIN_PER_EPOCH: dict[str, float] = {

@@ -490,9 +490,9 @@ def test_the_expected_time_follows_the_epochs_of_the_plan(tmp_path):
     no_stop = plan("--profile", "full", "eval.patience=0")  # the whole 8-epoch budget
     assert rt.expected_epochs(no_stop) == pytest.approx(3496 * 64 / 27_965)
     assert rt.estimate_min(plan("--profile", "full"), "bm25") == rt.EST_FIXED_MIN["bm25"]
-    # a peer that stops at its own measured length: MNRL runs 7.5 epochs (3,277 steps of 64), CoSENT 3.25
+    # a peer that stops at its own measured length: MNRL runs 6 epochs (2,621 steps of 64), CoSENT 3.25
     full = plan("--profile", "full")
-    for arm, epochs, evals in (("st-mnrl-thresholded", 7.5, 3277 // 218 + 1), ("st-cosent", 3.25, 1420 // 218 + 1),
+    for arm, epochs, evals in (("st-mnrl-thresholded", 6.0, 2621 // 218 + 1), ("st-cosent", 3.25, 1420 // 218 + 1),
                                ("gcl", rt.STOP_EPOCHS, 2141 // 218 + 1)):
         assert rt.expected_epochs(full, arm) == pytest.approx(epochs)
         assert rt.expected_dev_evals(full, arm) == evals
