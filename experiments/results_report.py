@@ -12,6 +12,7 @@ ahead), and a paired test over queries: each query's metric is first averaged ov
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import math
 import sys
@@ -142,16 +143,56 @@ def paired_relative(runs: list[dict], base: list[dict], split: str, metric: str)
     return 100 * (a.mean() / b.mean() - 1)
 
 
+def archive_per_query(eval_dir: Path, dest: Path) -> None:
+    """Keep the per-query figures the paired tests read (``PAIRED`` metrics of every split of the
+    ``gcl evaluate`` output ``eval_dir``) in one gzip CSV ``dest`` with columns ``split, query_id,
+    <metric>...``, beside ``runs.jsonl``: the work directory with the evaluation outputs is not
+    kept between sessions, and without these files the report has no test over queries. Values are
+    written at full precision (a round trip is exact); gzip without a timestamp, so equal inputs
+    give equal bytes."""
+    import pandas as pd
+
+    from gcl.evaluation.compare import QUERY_COLUMN, read_per_query
+
+    frames = []
+    for split, frame in read_per_query(eval_dir).items():
+        cols = [m for m in PAIRED if m in frame.columns]
+        frames.append(frame[cols].reset_index().assign(split=split)[["split", QUERY_COLUMN, *cols]])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    text = pd.concat(frames, ignore_index=True).to_csv(index=False)
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        gz.write(text.encode())  # no name, no timestamp in the header
+    tmp.replace(dest)
+
+
+@functools.lru_cache(maxsize=256)
+def _archived(path: str):
+    import pandas as pd
+
+    from gcl.evaluation.compare import QUERY_COLUMN
+
+    frame = pd.read_csv(path, dtype={"split": str, QUERY_COLUMN: str}, keep_default_na=False)
+    return {split: g.drop(columns="split").set_index(QUERY_COLUMN).astype(float) for split, g in frame.groupby("split")}
+
+
 def per_query_mean(runs: list[dict], split: str, metric: str):
-    """Each query's ``metric`` averaged over the runs' seeds (a pandas Series), or None if missing."""
+    """Each query's ``metric`` averaged over the runs' seeds (a pandas Series), or None if missing.
+    A run's figures come from its evaluation directory (``eval_dir``) or, when that is gone, from
+    its archive in the table's directory (``per_query``: :func:`archive_per_query`)."""
     from gcl.evaluation.compare import read_per_query
 
     frames = []
     for r in runs:
         d = Path(r.get("eval_dir", ""))
-        if not (d / f"{split}_per_query.csv").exists():
+        archive = r.get("per_query")
+        if (d / f"{split}_per_query.csv").exists():
+            frames.append(read_per_query(d)[split][metric])
+        elif archive and Path(archive).is_file() and split in _archived(archive) \
+                and metric in _archived(archive)[split].columns:
+            frames.append(_archived(archive)[split][metric])
+        else:
             return None
-        frames.append(read_per_query(d)[split][metric])
     if not frames:
         return None
     return sum(frames) / len(frames)

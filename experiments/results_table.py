@@ -424,6 +424,11 @@ def run_one(plan: Plan, arm: str, seed: int) -> dict:
             record.update(res)
             record["data"] = results_meta(run_dir / name).get("data")
             record["eval_dir"] = str(run_dir / name)
+            from results_report import archive_per_query
+
+            archive = plan.out / "per_query" / f"{run_dir.name}.csv.gz"
+            archive_per_query(run_dir / name, archive)
+            record["per_query"] = str(archive)
         else:
             record["rerank"] = res["splits"]
             record["rerank_seen_unseen"] = res["seen_unseen"]

@@ -84,6 +84,14 @@ def test_smoke_end_to_end_rerun_skips_and_a_missing_line_runs_again(tmp_path, ti
     assert recs[2]["dev"]["value"] == max(v for _, v, _ in logged)
     results = json.loads((tmp_path / "work" / "gcl-s0" / "eval" / "results.json").read_text())
     assert recs[2]["splits"] == {s: v["summary"] for s, v in results["splits"].items()}
+    for rec in recs:  # each run's per-query figures kept beside runs.jsonl, equal to its evaluation's
+        assert rec["per_query"] == str(tmp_path / "out" / "per_query" / f"{'bm25' if rec['arm'] == 'bm25' else rec['arm'] + '-s0'}.csv.gz")
+        kept = pd.read_csv(rec["per_query"], dtype={"query_id": str}, keep_default_na=False)
+        for split in SPLITS:
+            live = pd.read_csv(Path(rec["eval_dir"]) / f"{split}_per_query.csv", dtype={"query_id": str},
+                               keep_default_na=False).set_index("query_id")
+            got = kept[kept["split"] == split].set_index("query_id")
+            assert got["err"].to_dict() == live["err"].to_dict() and got["ndcg@10"].to_dict() == live["ndcg@10"].to_dict()
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## Targets (issue 12)" in md and (tmp_path / "out" / "results.png").stat().st_size > 0
 
@@ -626,3 +634,39 @@ def test_loss_search_arms_load_and_train_equal_epochs():
     b2 = load_config(TrainConfig, str(ROOT / ls.BASE), ls.ARMS["binary-thresholded-group2-b128"])
     assert (g2.batch.batch_size, g2.batch.docs_per_query, g2.batch.sampler) == (128, 2, b2.batch.sampler)
     assert (g2.loss.same_query, b2.loss.same_query) == ("lower", "mask")
+
+
+def test_per_query_archive_keeps_the_paired_test_when_the_evaluation_directory_is_gone(tmp_path):
+    """The archive beside runs.jsonl gives the report the same per-query figures, hence the same p,
+    as the gcl evaluate outputs it was written from; query ids that look like NaN stay strings."""
+    rng = np.random.default_rng(1)
+    queries = ["NA", "null", "q 1", "0012", *[f"q{i}" for i in range(26)]]
+    runs = {"a": [], "b": []}
+    for arm in runs:
+        for seed in range(2):
+            d = tmp_path / arm / str(seed)
+            d.mkdir(parents=True)
+            for s in SPLITS:
+                pd.DataFrame({"query_id": queries, "ndcg@10": rng.random(30), "map@1000": rng.random(30),
+                              "err": rng.random(30)}).to_csv(d / f"{s}_per_query.csv", index=False)
+            archive = tmp_path / "out" / "per_query" / f"{arm}-s{seed}.csv.gz"
+            rr.archive_per_query(d, archive)
+            runs[arm].append({"arm": arm, "seed": seed, "eval_dir": str(d), "per_query": str(archive)})
+    first = Path(runs["a"][0]["per_query"]).read_bytes()
+    rr.archive_per_query(tmp_path / "a" / "0", tmp_path / "again.csv.gz")
+    assert (tmp_path / "again.csv.gz").read_bytes() == first  # no timestamp: equal inputs, equal bytes
+    archived = pd.read_csv(runs["a"][0]["per_query"], dtype={"query_id": str}, keep_default_na=False)
+    assert list(archived.columns) == ["split", "query_id", "ndcg@10", "err"] and len(archived) == 30 * len(SPLITS)
+    for split in SPLITS:
+        for metric in rr.PAIRED:
+            live = rr.significance(runs["a"], runs["b"], split, metric)
+            mean_live = rr.per_query_mean(runs["a"], split, metric)
+            gone = {k: [{**r, "eval_dir": str(tmp_path / "deleted")} for r in v] for k, v in runs.items()}
+            kept = rr.significance(gone["a"], gone["b"], split, metric)
+            assert kept is not None and (kept.p_value, kept.ci_low, kept.ci_high) == (live.p_value, live.ci_low, live.ci_high)
+            mean_kept = rr.per_query_mean(gone["a"], split, metric)
+            assert set(mean_kept.index) == set(queries)
+            assert mean_kept.loc[mean_live.index].tolist() == mean_live.tolist()  # exact round trip
+    nothing = [{**r, "eval_dir": str(tmp_path / "deleted"), "per_query": str(tmp_path / "none.csv.gz")} for r in runs["a"]]
+    assert rr.per_query_mean(nothing, "in_domain", "err") is None
+    assert rr.per_query_mean(gone["a"], "in_domain", "map@1000") is None  # not archived: no test, not a crash
