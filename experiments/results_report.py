@@ -32,12 +32,17 @@ ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
 
 
 def read_runs(path: Path) -> list[dict]:
+    """The records of ``runs.jsonl``; a record's ``per_query`` archive (written relative to the
+    table's directory) is resolved against it, so the report can run from any directory."""
     rows = []
     for line in path.read_text().splitlines():
         try:
             rows.append(json.loads(line))
         except ValueError:
             continue  # a line cut by a kill
+    for r in rows:
+        if isinstance(r.get("per_query"), str) and not Path(r["per_query"]).is_absolute():
+            r["per_query"] = str(path.parent / r["per_query"])
     return rows
 
 
@@ -166,31 +171,48 @@ def archive_per_query(eval_dir: Path, dest: Path) -> None:
     tmp.replace(dest)
 
 
+def _archived(path: str) -> dict | None:
+    """``{split: frame indexed by query id}`` of an archive, or None (with a warning) if it cannot be
+    read; cached per file version (path, modification time, size)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return _read_archive(path, st.st_mtime_ns, st.st_size)
+
+
 @functools.lru_cache(maxsize=256)
-def _archived(path: str):
+def _read_archive(path: str, _mtime_ns: int, _size: int) -> dict | None:
     import pandas as pd
 
     from gcl.evaluation.compare import QUERY_COLUMN
 
-    frame = pd.read_csv(path, dtype={"split": str, QUERY_COLUMN: str}, keep_default_na=False)
-    return {split: g.drop(columns="split").set_index(QUERY_COLUMN).astype(float) for split, g in frame.groupby("split")}
+    try:
+        frame = pd.read_csv(path, dtype={"split": str, QUERY_COLUMN: str}, keep_default_na=False,
+                            na_values={m: [""] for m in PAIRED})
+        return {split: g.drop(columns="split").set_index(QUERY_COLUMN).astype(float)
+                for split, g in frame.groupby("split")}
+    except (OSError, EOFError, ValueError, KeyError) as exc:  # a cut or corrupt file: no test, not a crash
+        print(f"warning: {path}: unreadable per-query archive ({exc}); its run has no test over queries",
+              file=sys.stderr)
+        return None
 
 
 def per_query_mean(runs: list[dict], split: str, metric: str):
     """Each query's ``metric`` averaged over the runs' seeds (a pandas Series), or None if missing.
-    A run's figures come from its evaluation directory (``eval_dir``) or, when that is gone, from
-    its archive in the table's directory (``per_query``: :func:`archive_per_query`)."""
+    A run's figures come from its archive in the table's directory (``per_query``:
+    :func:`archive_per_query`, written with the record, so a later run in the same work directory
+    cannot change them) or, without one, from its evaluation directory (``eval_dir``)."""
     from gcl.evaluation.compare import read_per_query
 
     frames = []
     for r in runs:
         d = Path(r.get("eval_dir", ""))
-        archive = r.get("per_query")
-        if (d / f"{split}_per_query.csv").exists():
+        kept = _archived(r["per_query"]) if r.get("per_query") else None
+        if kept is not None and split in kept and metric in kept[split].columns:
+            frames.append(kept[split][metric])
+        elif (d / f"{split}_per_query.csv").exists():
             frames.append(read_per_query(d)[split][metric])
-        elif archive and Path(archive).is_file() and split in _archived(archive) \
-                and metric in _archived(archive)[split].columns:
-            frames.append(_archived(archive)[split][metric])
         else:
             return None
     if not frames:

@@ -35,6 +35,14 @@ from results_report import PAIRED as METRICS  # noqa: E402
 from results_report import SPLITS  # noqa: E402
 
 
+def _values(runs: list[dict], split: str, metric: str) -> "np.ndarray":
+    try:
+        return np.array([float(r["splits"][split][metric]) for r in runs])
+    except (KeyError, TypeError, ValueError):
+        bad = next(r for r in runs if not isinstance(((r.get("splits") or {}).get(split) or {}).get(metric), (int, float)))
+        raise SystemExit(f"error: run {bad.get('arm')} seed {bad.get('seed')}: no {metric} for {split} in runs.jsonl") from None
+
+
 def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float, float]]:
     """``(split, metric, r, slope per 100 steps)`` over the runs of ``arms`` with a dev step."""
     runs = [r for r in rows if r.get("arm") in arms and (r.get("dev") or {}).get("step") is not None]
@@ -46,7 +54,7 @@ def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float,
     out = []
     for split in SPLITS:
         for metric in METRICS:
-            y = np.array([float(r["splits"][split][metric]) for r in runs])
+            y = _values(runs, split, metric)
             r_ = float(np.corrcoef(step, y)[0, 1])
             slope = float(np.polyfit(step, y, 1)[0]) * 100
             out.append((split, metric, r_, slope))
@@ -58,6 +66,9 @@ def adjusted_table(rows: list[dict], arms: list[str], at: float) -> list[tuple[s
     fit ``y = a_arm + b * step`` over the runs of ``arms`` with a dev step (module docstring)."""
     runs = [r for r in rows if r.get("arm") in arms and (r.get("dev") or {}).get("step") is not None]
     present = [a for a in arms if any(r["arm"] == a for r in runs)]
+    if len(present) < len(arms):
+        missing = [a for a in arms if a not in present]
+        print(f"warning: no run with a dev step for {', '.join(missing)}: left out of the fit", file=sys.stderr)
     if len(runs) < len(present) + 2:
         raise SystemExit(f"error: {len(runs)} runs of {len(present)} arms with a dev step; the fit needs at least "
                          f"{len(present) + 2} (one intercept per arm, one slope, one degree of freedom)")
@@ -68,7 +79,7 @@ def adjusted_table(rows: list[dict], arms: list[str], at: float) -> list[tuple[s
     out = []
     for split in SPLITS:
         for metric in METRICS:
-            y = np.array([float(r["splits"][split][metric]) for r in runs])
+            y = _values(runs, split, metric)
             coef = np.linalg.lstsq(x, y, rcond=None)[0]
             resid = y - x @ coef
             total = float(((y - y.mean()) ** 2).sum())

@@ -85,8 +85,8 @@ def test_smoke_end_to_end_rerun_skips_and_a_missing_line_runs_again(tmp_path, ti
     results = json.loads((tmp_path / "work" / "gcl-s0" / "eval" / "results.json").read_text())
     assert recs[2]["splits"] == {s: v["summary"] for s, v in results["splits"].items()}
     for rec in recs:  # each run's per-query figures kept beside runs.jsonl, equal to its evaluation's
-        assert rec["per_query"] == str(tmp_path / "out" / "per_query" / f"{'bm25' if rec['arm'] == 'bm25' else rec['arm'] + '-s0'}.csv.gz")
-        kept = pd.read_csv(rec["per_query"], dtype={"query_id": str}, keep_default_na=False)
+        assert rec["per_query"] == f"per_query/{'bm25' if rec['arm'] == 'bm25' else rec['arm'] + '-s0'}.csv.gz"
+        kept = pd.read_csv(tmp_path / "out" / rec["per_query"], dtype={"query_id": str}, keep_default_na=False)
         for split in SPLITS:
             live = pd.read_csv(Path(rec["eval_dir"]) / f"{split}_per_query.csv", dtype={"query_id": str},
                                keep_default_na=False).set_index("query_id")
@@ -498,9 +498,11 @@ def test_the_expected_time_follows_the_epochs_of_the_plan(tmp_path):
     no_stop = plan("--profile", "full", "eval.patience=0")  # the whole 8-epoch budget
     assert rt.expected_epochs(no_stop) == pytest.approx(3496 * 64 / 27_965)
     assert rt.estimate_min(plan("--profile", "full"), "bm25") == rt.EST_FIXED_MIN["bm25"]
-    # a peer that stops at its own measured length: MNRL runs 6 epochs (2,621 steps of 64), CoSENT 3.25
+    # a peer that stops at its own measured length: MNRL runs 6 epochs (2,621 steps of 64), CoSENT 3.16;
+    # a batch4x arm its base arm's
     full = plan("--profile", "full")
-    for arm, epochs, evals in (("st-mnrl-thresholded", 6.0, 2621 // 218 + 1), ("st-cosent", 3.25, 1420 // 218 + 1),
+    for arm, epochs, evals in (("st-mnrl-thresholded", 6.0, 2621 // 218 + 1), ("st-cosent", 3.16, 1380 // 218 + 1),
+                               ("st-mnrl-all-batch4x", 6.0, 2621 // 218 + 1),  # 4x: steps and interval both / 4
                                ("gcl", rt.STOP_EPOCHS, 2141 // 218 + 1)):
         assert rt.expected_epochs(full, arm) == pytest.approx(epochs)
         assert rt.expected_dev_evals(full, arm) == evals
@@ -670,3 +672,41 @@ def test_per_query_archive_keeps_the_paired_test_when_the_evaluation_directory_i
     nothing = [{**r, "eval_dir": str(tmp_path / "deleted"), "per_query": str(tmp_path / "none.csv.gz")} for r in runs["a"]]
     assert rr.per_query_mean(nothing, "in_domain", "err") is None
     assert rr.per_query_mean(gone["a"], "in_domain", "map@1000") is None  # not archived: no test, not a crash
+
+
+def test_the_report_finds_archives_from_any_directory_prefers_them_and_survives_a_corrupt_one(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(2)
+    queries = [f"q{i}" for i in range(20)]
+    out = tmp_path / "table"
+    rows = []
+    for arm in ("binary-thresholded", "gcl"):
+        for seed in range(2):
+            d = tmp_path / "work" / f"{arm}-s{seed}" / "eval"
+            d.mkdir(parents=True)
+            for s in SPLITS:
+                pd.DataFrame({"query_id": queries, "ndcg@10": rng.random(20), "err": rng.random(20)}).to_csv(
+                    d / f"{s}_per_query.csv", index=False)
+            rr.archive_per_query(d, out / "per_query" / f"{arm}-s{seed}.csv.gz")
+            rows.append({**_record(arm, seed, 0.4, 0.3, 0.5 if arm == "gcl" else 0.6, d),
+                         "per_query": f"per_query/{arm}-s{seed}.csv.gz"})
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = rr.by_arm(rr.read_runs(out / "runs.jsonl"))
+    ref = rr.significance(runs["gcl"], runs["binary-thresholded"], "zero_shot", "err")
+    # the work directory is overwritten by a later table: the archive (the record's own figures) wins
+    for s in SPLITS:
+        pd.DataFrame({"query_id": queries, "ndcg@10": 0.0, "err": 0.0}).to_csv(
+            tmp_path / "work" / "gcl-s0" / "eval" / f"{s}_per_query.csv", index=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rr.report(out, out=io.StringIO())
+    md = (out / "results.md").read_text()
+    assert f"p = {ref.p_value:.3f} [{ref.ci_low:+.4f}, {ref.ci_high:+.4f}]" in md
+    # a cut archive: a warning naming it, the report still written, that arm's cells without p
+    (out / "per_query" / "gcl-s1.csv.gz").write_bytes((out / "per_query" / "gcl-s1.csv.gz").read_bytes()[:40])
+    shutil.rmtree(tmp_path / "work" / "gcl-s1")
+    rr.report(out, out=io.StringIO())
+    assert "gcl-s1.csv.gz: unreadable per-query archive" in capsys.readouterr().err
+    row = next(x for x in (out / "results.md").read_text().split("## Paired difference")[1].splitlines()
+               if x.startswith("| gcl |"))
+    assert "p = " not in row

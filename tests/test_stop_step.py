@@ -90,3 +90,15 @@ def test_common_step_fit_refuses_an_unidentified_slope():
         stop_step.adjusted_table(rows, ["a", "b"], at=150)
     with pytest.raises(SystemExit, match="needs at least 4"):
         stop_step.adjusted_table(rows[:3], ["a", "b"], at=150)
+
+
+def test_a_record_without_the_split_or_an_untrained_arm_is_named(capsys):
+    rows = [_record(a, st, 0.4 + st / 1e4) for a, st in (("a", 100), ("a", 300), ("b", 200), ("b", 400), ("c", 100))]
+    rows.append({"arm": "bm25", "seed": 0, "splits": rows[0]["splits"]})  # no dev step: not in the fit
+    stop_step.adjusted_table(rows, ["a", "b", "bm25"], at=200)
+    assert "no run with a dev step for bm25" in capsys.readouterr().err
+    del rows[2]["splits"]["zero_shot"]
+    with pytest.raises(SystemExit, match="run b seed 0: no ndcg@10 for zero_shot"):
+        stop_step.adjusted_table(rows, ["a", "b"], at=200)
+    with pytest.raises(SystemExit, match="run b seed 0: no ndcg@10 for zero_shot"):
+        stop_step.step_table(rows, ["a", "b"])
