@@ -145,8 +145,10 @@ PROFILES: dict[str, Profile] = {
 # of 256 pairs: the library pads each batch to its longest text, and longer batches hold longer texts).
 HOMEDEPOT_EPOCH_PAIRS = 27_965  # training pairs of the Home Depot split (seed 0): one epoch
 STOP_EPOCHS = 4.9
-STOP_EPOCHS_BY_ARM: dict[str, float] = {"st-mnrl-thresholded": 6.0, "st-mnrl-all": 6.0, "st-cached-mnrl": 6.0,
-                                        "st-cosent": 3.16}
+STOP_EPOCHS_BY_ARM: dict[str, float] = {
+    "st-mnrl-thresholded": 6.0, "st-mnrl-all": 6.0, "st-cached-mnrl": 6.0, "st-cosent": 3.16,
+    "st-mnrl-thresholded-batch4x": 6.0, "st-mnrl-all-batch4x": 6.0, "st-cached-mnrl-batch4x": 6.0,
+}
 EST_SETUP_MIN = {"gcl": 0.5, "st": 1.0}  # load data and model, open the frozen-layer store
 EST_MIN_PER_EPOCH: dict[str, float] = {
     "binary": 2.35, "binary-thresholded": 2.35, "gcl": 2.35, "gcl-best": 2.35, "binary-thresholded-random": 2.35,
@@ -476,8 +478,7 @@ def append_record(log: Path, rec: dict) -> None:
 
 def _epochs(cfg, arm: str | None = None) -> float:
     epochs = cfg.optim.steps * cfg.batch.batch_size / HOMEDEPOT_EPOCH_PAIRS
-    stop = STOP_EPOCHS_BY_ARM.get((arm or "").removesuffix("-batch4x"), STOP_EPOCHS)  # a 4x arm: its base arm's
-    return min(epochs, stop) if cfg.eval.patience else epochs
+    return min(epochs, STOP_EPOCHS_BY_ARM.get(arm, STOP_EPOCHS)) if cfg.eval.patience else epochs
 
 
 def expected_epochs(plan: Plan, arm: str | None = None) -> float:

@@ -43,9 +43,14 @@ def _values(runs: list[dict], split: str, metric: str) -> "np.ndarray":
         raise SystemExit(f"error: run {bad.get('arm')} seed {bad.get('seed')}: no {metric} for {split} in runs.jsonl") from None
 
 
+def _stepped(rows: list[dict], arms: list[str]) -> list[dict]:
+    """The runs of ``arms`` with a dev step."""
+    return [r for r in rows if r.get("arm") in arms and (r.get("dev") or {}).get("step") is not None]
+
+
 def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float, float]]:
     """``(split, metric, r, slope per 100 steps)`` over the runs of ``arms`` with a dev step."""
-    runs = [r for r in rows if r.get("arm") in arms and (r.get("dev") or {}).get("step") is not None]
+    runs = _stepped(rows, arms)
     if len(runs) < 3:
         raise SystemExit(f"error: {len(runs)} runs of {arms} with a dev step; need at least 3")
     step = np.array([float(r["dev"]["step"]) for r in runs])
@@ -64,7 +69,7 @@ def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float,
 def adjusted_table(rows: list[dict], arms: list[str], at: float) -> list[tuple[str, str, float, float, dict]]:
     """``(split, metric, shared slope per 100 steps, R², {arm: figure at step ``at``})`` from the
     fit ``y = a_arm + b * step`` over the runs of ``arms`` with a dev step (module docstring)."""
-    runs = [r for r in rows if r.get("arm") in arms and (r.get("dev") or {}).get("step") is not None]
+    runs = _stepped(rows, arms)
     present = [a for a in arms if any(r["arm"] == a for r in runs)]
     if len(present) < len(arms):
         missing = [a for a in arms if a not in present]
