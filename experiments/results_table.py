@@ -3,6 +3,7 @@
     python experiments/results_table.py --profile full --out docs/results/table --work runs/table
     python experiments/results_table.py --profile quick --out docs/results/quick --work runs/quick   # 1 epoch
     python experiments/results_table.py --profile epoch3 --out docs/results/table_quick --work runs/table_quick
+    python experiments/results_table.py --profile fullft --out docs/results/table_fullft --work runs/fullft
     python experiments/results_table.py --out docs/results/table --work runs/table --report   # aggregate only
 
 Every arm (``ARMS``) reads one base config (``configs/homedepot_gcl_fast.yaml``): the same data,
@@ -102,6 +103,11 @@ class Profile:
     seeds: tuple[int, ...]
     overrides: tuple[str, ...] = ()  # on every gcl train / st_peers call
     data: str | None = None  # the data source, if not the base config's
+    # the time estimate of a profile that changes what a step costs (full fine-tuning): minutes per
+    # epoch times ``train_cost``, and its own minutes per dev evaluation and per model evaluation
+    train_cost: float = 1.0
+    dev_eval_min: float | None = None
+    eval_min: float | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -112,6 +118,15 @@ PROFILES: dict[str, Profile] = {
     # every arm, 3 seeds, a 3-epoch cap (early stopping on dev still on): docs/results/table_quick,
     # the table docs/results.md quotes; the same runs as `--profile full optim.steps=1311`
     "epoch3": Profile(tuple(ARMS), (0, 1, 2), overrides=("optim.steps=1311",)),
+    # full fine-tuning (docs/results.md §4b): the base config with no frozen layers, the gcl-trained
+    # arms the targets compare (both binary baselines, the paper's GCL, gcl-best), 3 seeds;
+    # docs/results/table_fullft, work runs/fullft. Measured on the 2-core machine (seed 0, 1 Dec):
+    # 10.7 min an epoch of steps against 2.35 cached (x4.55); a dev evaluation 0.74-1.13 min (66.8
+    # and 45.3 min wall for 2,398 and 1,526 steps with 11 and 7 evaluations); 5.5 min to evaluate a
+    # model on the four test splits (every corpus through all 6 layers), plus the judged re-rank
+    "fullft": Profile(("binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"), (0, 1, 2),
+                      overrides=("model.freeze_layers=0", "model.cache_frozen=false"),
+                      train_cost=4.55, dev_eval_min=0.9, eval_min=7.0),
     # synthetic data and a tiny budget, for the tests (give --text-model, e.g. a tiny local model)
     "smoke": Profile(("bm25", "zero-shot", "binary", "binary-thresholded", "gcl"), (0,),
                      overrides=("data.source=synthetic", "model.freeze_layers=0", "model.cache_frozen=false",
@@ -508,10 +523,13 @@ def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
     a = ARMS[arm]
     if not a.seeded:
         return EST_FIXED_MIN[arm]
+    prof = PROFILES[plan.profile]
+    eval_min = EST_EVAL_MIN if prof.eval_min is None else prof.eval_min
+    dev_eval_min = EST_DEV_EVAL_MIN if prof.dev_eval_min is None else prof.dev_eval_min
     if seed is not None and training_done(arm, run_directory(plan, arm, seed)):
-        return EST_EVAL_MIN
-    return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * expected_epochs(plan, arm)
-            + EST_DEV_EVAL_MIN * expected_dev_evals(plan, arm) + EST_EVAL_MIN)
+        return eval_min
+    return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * prof.train_cost * expected_epochs(plan, arm)
+            + dev_eval_min * expected_dev_evals(plan, arm) + eval_min)
 
 
 def available(plan: Plan, arm: str) -> str | None:
@@ -560,7 +578,8 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
         elif (arm, seed) not in done:
             todo.append((arm, seed))
     expected = {run: estimate_min(plan, *run) for run in todo}  # before any run: trainings done earlier
-    cold = EST_COLD_MIN if plan.profile != "smoke" and any(ARMS[a].seeded for a, _ in todo) else 0.0
+    cold = (EST_COLD_MIN if plan.profile != "smoke" and load_base(plan).model.cache_frozen
+            and any(ARMS[a].seeded for a, _ in todo) else 0.0)
     total = sum(expected.values()) + cold
     print(f"expected total time: {total:.0f} min ({total / 60:.1f} h) for {len(todo)} runs to do "
           f"({len(plan.runs()) - len(todo) - len(skipped)} already in {log}, {len(skipped)} skipped); "

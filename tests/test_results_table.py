@@ -536,6 +536,54 @@ def test_the_epoch3_profile_is_the_full_profile_capped_at_three_epochs(tmp_path)
     assert rt.estimate_min(e3, "gcl") == rt.estimate_min(full, "gcl")
 
 
+def test_the_fullft_profile_is_the_full_profile_with_no_frozen_layers_and_its_own_time(tmp_path, monkeypatch):
+    """`--profile fullft` trains the full profile's commands for the gcl-trained arms with every layer
+    trained and nothing cached, and prices them at its measured rates: no frozen-layer store to fill."""
+    def plan(*argv):
+        return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]))
+
+    ft, full = plan("--profile", "fullft"), plan("--profile", "full")
+    assert {a for a, _ in ft.runs()} == {"binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"}
+    assert ft.seeds == (0, 1, 2)
+    cfg = rt.load_base(ft)
+    assert cfg.model.freeze_layers == 0 and cfg.model.cache_frozen is False
+    assert rt.load_base(full).model.freeze_layers == 4
+    for arm, seed in ft.runs():
+        run_dir = rt.run_directory(ft, arm, seed)
+        cmd, base = rt.train_command(ft, arm, seed, run_dir, False), rt.train_command(full, arm, seed, run_dir, False)
+        assert [c for c in cmd if c not in ("model.freeze_layers=0", "model.cache_frozen=false")] == base
+    # the command line still wins over the profile (a later override)
+    cmd = rt.train_command(plan("--profile", "fullft", "model.freeze_layers=2"), "gcl", 0, tmp_path / "r", False)
+    assert cmd.index("model.freeze_layers=0") < cmd.index("model.freeze_layers=2")
+    prof = rt.PROFILES["fullft"]
+    epochs, evals = rt.expected_epochs(ft, "gcl"), rt.expected_dev_evals(ft, "gcl")
+    assert epochs == rt.STOP_EPOCHS and evals == 10
+    by_hand = rt.EST_SETUP_MIN["gcl"] + 2.35 * 4.55 * epochs + 0.9 * evals + 7.0
+    assert rt.estimate_min(ft, "gcl") == pytest.approx(by_hand) == pytest.approx(68.9, abs=0.05)
+    assert rt.estimate_min(full, "gcl") < by_hand / 3  # the cached table is unchanged
+    (tmp_path / "o").mkdir()
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_):
+        raise Stop
+
+    monkeypatch.setattr(rt, "run_one", stop)
+    one = plan("--profile", "fullft", "--arms", "gcl", "--seeds", "1")
+    done_dir = rt.run_directory(one, "gcl", 1)
+    buf = io.StringIO()
+    with pytest.raises(Stop):
+        rt.run(one, out=buf)
+    assert buf.getvalue().startswith(f"expected total time: {by_hand:.0f} min")  # no EST_COLD_MIN
+    done_dir.mkdir(parents=True)
+    (done_dir / "train_done.json").write_text(json.dumps({"seconds": 1.0, "command": "gcl train ..."}))
+    buf = io.StringIO()
+    with pytest.raises(Stop):
+        rt.run(one, out=buf)
+    assert buf.getvalue().startswith(f"expected total time: {prof.eval_min:.0f} min")  # its evaluation only
+
+
 def test_convergence_counts_the_dev_evaluations_after_the_pick():
     """Hand-counted: budget 1311, every 218 -> evaluations at 218..1308 and 1311; patience 3 (the config's)."""
     assert rr.evals_after(872, 1311, 218) == 3 and rr.evals_after(1090, 1311, 218) == 2
