@@ -103,11 +103,6 @@ class Profile:
     seeds: tuple[int, ...]
     overrides: tuple[str, ...] = ()  # on every gcl train / st_peers call
     data: str | None = None  # the data source, if not the base config's
-    # the time estimate of a profile that changes what a step costs (full fine-tuning): minutes per
-    # epoch times ``train_cost``, and its own minutes per dev evaluation and per model evaluation
-    train_cost: float = 1.0
-    dev_eval_min: float | None = None
-    eval_min: float | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -120,13 +115,9 @@ PROFILES: dict[str, Profile] = {
     "epoch3": Profile(tuple(ARMS), (0, 1, 2), overrides=("optim.steps=1311",)),
     # full fine-tuning (docs/results.md §4b): the base config with no frozen layers, the gcl-trained
     # arms the targets compare (both binary baselines, the paper's GCL, gcl-best), 3 seeds;
-    # docs/results/table_fullft, work runs/fullft. Measured on the 2-core machine (seed 0, 1 Dec):
-    # 10.7 min an epoch of steps against 2.35 cached (x4.55); a dev evaluation 0.74-1.13 min (66.8
-    # and 45.3 min wall for 2,398 and 1,526 steps with 11 and 7 evaluations); 5.5 min to evaluate a
-    # model on the four test splits (every corpus through all 6 layers), plus the judged re-rank
+    # docs/results/table_fullft, work runs/fullft; priced by the EST_FULLFT_* rates
     "fullft": Profile(("binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"), (0, 1, 2),
-                      overrides=("model.freeze_layers=0", "model.cache_frozen=false"),
-                      train_cost=4.55, dev_eval_min=0.9, eval_min=7.0),
+                      overrides=("model.freeze_layers=0", "model.cache_frozen=false")),
     # synthetic data and a tiny budget, for the tests (give --text-model, e.g. a tiny local model)
     "smoke": Profile(("bm25", "zero-shot", "binary", "binary-thresholded", "gcl"), (0,),
                      overrides=("data.source=synthetic", "model.freeze_layers=0", "model.cache_frozen=false",
@@ -136,7 +127,8 @@ PROFILES: dict[str, Profile] = {
 }
 
 # Expected minutes on the 2-core development machine (2 threads, no other job). A trained run costs
-#   setup + minutes per epoch x expected epochs + dev evaluations x EST_DEV_EVAL_MIN + EST_EVAL_MIN,
+#   setup + minutes per epoch x expected epochs + dev evaluations x EST_DEV_EVAL_MIN + EST_EVAL_MIN
+# (every layer trained: the epochs x EST_FULLFT_COST, and the EST_FULLFT_* evaluation minutes),
 # with the epochs of the plan's config (optim.steps x batch.batch_size / the Home Depot training
 # pairs, capped when early stopping is on at the arm's measured mean length in the full profile
 # (pick + patience 3 evaluations, or the budget): STOP_EPOCHS_BY_ARM for the sentence-transformers
@@ -176,6 +168,15 @@ EST_FIXED_MIN = {"bm25": 8.0, "zero-shot": 5.0}  # untrained arms: their evaluat
 EST_EVAL_MIN = 1.7  # evaluation of one trained model: 4 splits + judged re-rank (the frozen layers' outputs stored)
 EST_COLD_MIN = 2.8  # once per table: the frozen layers' outputs of the training texts and test corpora
 EST_SMOKE_MIN = 0.2  # any smoke run
+# A plan whose config trains every layer (model.freeze_layers=0: the fullft profile, or any profile
+# with that override) costs more per step and per evaluation, measured on the 2-core machine (seed
+# 0, 1 Dec): 10.7 min an epoch of steps against 2.35 cached (x4.55); a dev evaluation 0.74-1.13 min
+# (66.8 and 45.3 min wall for 2,398 and 1,526 steps with 11 and 7 evaluations); 5.5 min to evaluate
+# a model on the four test splits (every corpus through all 6 layers), plus the judged re-rank.
+# Other partial freezings (freeze_layers 1-3, 5) are priced at the cached rates (not measured).
+EST_FULLFT_COST = 4.55
+EST_FULLFT_DEV_EVAL_MIN = 0.9
+EST_FULLFT_EVAL_MIN = 7.0
 
 
 @dataclass
@@ -523,12 +524,12 @@ def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
     a = ARMS[arm]
     if not a.seeded:
         return EST_FIXED_MIN[arm]
-    prof = PROFILES[plan.profile]
-    eval_min = EST_EVAL_MIN if prof.eval_min is None else prof.eval_min
-    dev_eval_min = EST_DEV_EVAL_MIN if prof.dev_eval_min is None else prof.dev_eval_min
+    full = load_base(plan).model.freeze_layers == 0  # every layer trained: the EST_FULLFT_* rates
+    cost, dev_eval_min, eval_min = ((EST_FULLFT_COST, EST_FULLFT_DEV_EVAL_MIN, EST_FULLFT_EVAL_MIN) if full
+                                    else (1.0, EST_DEV_EVAL_MIN, EST_EVAL_MIN))
     if seed is not None and training_done(arm, run_directory(plan, arm, seed)):
         return eval_min
-    return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * prof.train_cost * expected_epochs(plan, arm)
+    return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * cost * expected_epochs(plan, arm)
             + dev_eval_min * expected_dev_evals(plan, arm) + eval_min)
 
 
@@ -578,7 +579,8 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
         elif (arm, seed) not in done:
             todo.append((arm, seed))
     expected = {run: estimate_min(plan, *run) for run in todo}  # before any run: trainings done earlier
-    cold = (EST_COLD_MIN if plan.profile != "smoke" and load_base(plan).model.cache_frozen
+    cfg = load_base(plan)  # nothing cached when no layer is frozen
+    cold = (EST_COLD_MIN if plan.profile != "smoke" and cfg.model.cache_frozen and cfg.model.freeze_layers > 0
             and any(ARMS[a].seeded for a, _ in todo) else 0.0)
     total = sum(expected.values()) + cold
     print(f"expected total time: {total:.0f} min ({total / 60:.1f} h) for {len(todo)} runs to do "

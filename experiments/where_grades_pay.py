@@ -4,7 +4,9 @@ A test query whose judged documents all carry one grade has nothing to order: an
 is ideal, and a model can only gain there by *retrieving* them (recall into the top 10). A query
 with two or more grades also rewards putting the better documents first. This script splits each
 split's reference test queries (``gcl evaluate``'s: 2,000 weighted-sampled queries, ground truth
-with grades 1..100) by the number of distinct grades among their judged documents and compares
+with grades 1..100, top 1,000 judged documents a query) by the number of distinct grades among
+those judged documents (the grades the metrics score; ``experiments/gain_by_grades.py`` counts
+distinct raw scores over all judgments instead, so its group sizes can differ) and compares
 two models on each group, query by query:
 
 * ``one grade`` / ``2+ grades``: n queries, mean of A and of B, ``B - A``, the paired sign-flip
@@ -59,6 +61,10 @@ def read_side(paths: list[str]) -> dict[str, pd.DataFrame]:
     out = {}
     for s in splits:
         frames = [r[s] for r in runs]
+        for f, p in zip(frames, paths):
+            lacking = [m for m in METRICS if m not in f.columns]
+            if lacking:
+                raise DataError(f"split {s!r}: no per-query column {lacking[0]!r} (columns: {list(f.columns)})", source=p)
         for f, p in zip(frames[1:], paths[1:]):
             if set(f.index) != set(frames[0].index):
                 raise DataError(f"split {s!r}: not the test queries of {paths[0]}", source=p)
@@ -82,7 +88,7 @@ def compare_by_group(a: pd.DataFrame, b: pd.DataFrame, groups: pd.Series, split:
     missing = a.index.difference(groups.index)
     if len(missing):
         raise DataError(f"split {split!r}: {len(missing)} test queries (e.g. {missing[0]!r}) are not in the data's "
-                        "ground truth; give the data, --split-seed and protocol the runs were evaluated with")
+                        "ground truth; give the data, --split-seed, --protocol and --n-queries the runs were evaluated with")
     rows = []
     for group in GROUPS:
         q = a.index[(groups.reindex(a.index) == group).to_numpy()]
@@ -111,32 +117,37 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from gcl.cli.evaluate import add_data_args, data_config
     from gcl.data.sources import load_benchmark
-    from gcl.errors import DataError
+    from gcl.errors import DataError, GCLError
     from gcl.evaluation.evaluator import Protocol, prepare_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a", nargs="+", required=True, help="run(s) A: gcl evaluate --out directories or archives")
     p.add_argument("--b", nargs="+", required=True, help="run(s) B, compared as B - A")
     p.add_argument("--out", default=None, help="also write the table to this markdown file")
+    p.add_argument("--protocol", choices=("reference", "all"), default="reference",
+                   help="the test queries the runs were scored on, as gcl evaluate --protocol (default reference)")
+    p.add_argument("--n-queries", type=int, default=2000, help="as gcl evaluate --n-queries (default 2000)")
     add_data_args(p)
     args = p.parse_args(argv)
     try:
+        if args.out and not Path(args.out).resolve().parent.is_dir():
+            raise DataError("the folder of --out does not exist", source=args.out)
         a, b = read_side(args.a), read_side(args.b)
         bench = load_benchmark(data_config(args), train=False)
+        protocol = Protocol(name=args.protocol, n_queries=args.n_queries)
         rows = []
         for split in (s for s in a if s in b):
-            task = prepare_task(bench.eval_split(split), Protocol(), name=split)
+            task = prepare_task(bench.eval_split(split), protocol, name=split)
             rows += compare_by_group(a[split], b[split], grade_groups(task.qrels), split)
-    except (DataError, OSError) as exc:
+        if not rows:
+            raise DataError("the two sides share no split")
+        text = table(rows)
+        print(f"A: {' '.join(args.a)}\nB: {' '.join(args.b)}\n\n{text}")
+        if args.out:
+            Path(args.out).write_text(f"A: `{' '.join(args.a)}`\n\nB: `{' '.join(args.b)}`\n\n{text}\n")
+    except (GCLError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not rows:
-        print("error: the two sides share no split", file=sys.stderr)
-        return 2
-    text = table(rows)
-    print(f"A: {' '.join(args.a)}\nB: {' '.join(args.b)}\n\n{text}")
-    if args.out:
-        Path(args.out).write_text(f"A: `{' '.join(args.a)}`\n\nB: `{' '.join(args.b)}`\n\n{text}\n")
     return 0
 
 

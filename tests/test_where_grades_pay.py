@@ -50,11 +50,11 @@ def test_end_to_end_on_synthetic_equals_a_naive_loop(tmp_path, capsys):
             grades.setdefault(q, set()).add(g)
         for group, keep in (("one grade", lambda s: len(s) == 1), ("2+ grades", lambda s: len(s) > 1)):
             qs = [q for q in frames[0].index if keep(grades[q])]
+            assert qs, (split, group)  # both groups occur in the synthetic data
             for m in ("ndcg@10", "err"):
                 a = [(frames[0].loc[q, m] + frames[1].loc[q, m]) / 2 for q in qs]  # seeds averaged per query
                 b = [frames[2].loc[q, m] for q in qs]
                 naive[(split, group, m)] = (len(qs), sum(b) / len(b) - sum(a) / len(a))
-    assert {n for n, _ in naive.values()} != {0}  # both groups occur in the synthetic data
     rr.archive_per_query(a_dirs[1], tmp_path / "a1.csv.gz")  # an archive reads as its directory does
     out = tmp_path / "t.md"
     rc = wgp.main(["--a", str(a_dirs[0]), str(tmp_path / "a1.csv.gz"), "--b", str(b_dir), "--data", "synthetic",
@@ -78,3 +78,9 @@ def test_queries_of_another_evaluation_are_a_clear_error(tmp_path, capsys):
     assert err.startswith("error: ") and "not in the data's ground truth" in err and "Traceback" not in err
     assert wgp.main(["--a", str(tmp_path / "missing"), "--b", str(d), "--data", "synthetic"]) == 2
     assert "not a directory" in capsys.readouterr().err
+    assert wgp.main(["--a", str(d), "--b", str(d), "--data", "synthetic", "--out", str(tmp_path / "no" / "t.md")]) == 2
+    assert "the folder of --out does not exist" in capsys.readouterr().err
+    pd.DataFrame({"query_id": ["q"], "ndcg@10": [0.5]}).to_csv(d / "in_domain_per_query.csv", index=False)
+    assert wgp.main(["--a", str(d), "--b", str(d), "--data", "synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert "no per-query column 'err'" in err and "Traceback" not in err
