@@ -78,7 +78,7 @@ def grade_groups(qrels: pd.DataFrame) -> pd.Series:
     return distinct.map(lambda n: GROUPS[0] if n == 1 else GROUPS[1])
 
 
-def compare_by_group(a: pd.DataFrame, b: pd.DataFrame, groups: pd.Series, split: str, settings=None) -> list[dict]:
+def compare_by_group(a: pd.DataFrame, b: pd.DataFrame, groups: pd.Series, split: str) -> list[dict]:
     """Rows of the table for one split: every group and metric, ``B - A`` over that group's queries."""
     from gcl.errors import DataError
     from gcl.evaluation.compare import paired_compare
@@ -96,7 +96,7 @@ def compare_by_group(a: pd.DataFrame, b: pd.DataFrame, groups: pd.Series, split:
             if not len(q):
                 rows.append({"split": split, "group": group, "metric": metric, "n": 0})
                 continue
-            r = paired_compare(a.loc[q, metric].to_numpy(), b.loc[q, metric].to_numpy(), settings=settings)
+            r = paired_compare(a.loc[q, metric].to_numpy(), b.loc[q, metric].to_numpy())
             rows.append({"split": split, "group": group, "metric": metric, "n": len(q), "a": r.mean_a,
                          "b": r.mean_b, "diff": r.difference, "p": r.p_value, "lo": r.ci_low, "hi": r.ci_high})
     return rows

@@ -27,7 +27,7 @@ def _per_query(task, rng) -> pd.DataFrame:
     return pd.DataFrame({"query_id": ids, "ndcg@10": rng.random(len(ids)), "err": rng.random(len(ids))})
 
 
-def test_end_to_end_on_synthetic_equals_a_naive_loop(tmp_path, capsys):
+def test_end_to_end_on_synthetic_equals_a_naive_loop(tmp_path):
     from gcl.data.sources import load_benchmark
     from gcl.evaluation.evaluator import Protocol, prepare_task
     from gcl.training.config import DataConfig
