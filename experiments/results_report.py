@@ -357,16 +357,18 @@ def convergence(arms: dict) -> list[str]:
     for a, runs in arms.items():
         if a in FIXED:
             continue
-        ok, picks, budgets = 0, [], set()
+        ok, picks, budgets, stopping = 0, [], set(), False
         for r in runs:
             p = (r.get("dev") or {}).get("step")
             n, e = train_setting(r, "optim.steps"), train_setting(r, "eval.every")
             patience = train_setting(r, "eval.patience")
             budgets.add(str(n))
+            stopping = stopping or patience != 0
             picks.append(f"s{r['seed']}: {p if p is not None else '?'}")
             if None not in (p, n, e, patience) and e > 0 and evals_after(p, n, e) >= max(patience, 1):
                 ok += 1
-        lines.append(f"| {a} | {len(runs)} | {'/'.join(sorted(budgets))} | {', '.join(picks)} | {ok}/{len(runs)} |")
+        verdict = f"{ok}/{len(runs)}" if stopping else "— (no early stopping: the whole budget, final model)"
+        lines.append(f"| {a} | {len(runs)} | {'/'.join(sorted(budgets))} | {', '.join(picks)} | {verdict} |")
     return lines + [""]
 
 

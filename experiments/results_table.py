@@ -4,6 +4,7 @@
     python experiments/results_table.py --profile quick --out docs/results/quick --work runs/quick   # 1 epoch
     python experiments/results_table.py --profile epoch3 --out docs/results/table_quick --work runs/table_quick
     python experiments/results_table.py --profile fullft --out docs/results/table_fullft --work runs/fullft
+    python experiments/results_table.py --profile budget --out docs/results/table_budget --work runs/budget
     python experiments/results_table.py --out docs/results/table --work runs/table --report   # aggregate only
 
 Every arm (``ARMS``) reads one base config (``configs/homedepot_gcl_fast.yaml``): the same data,
@@ -118,6 +119,12 @@ PROFILES: dict[str, Profile] = {
     # docs/results/table_fullft, work runs/fullft; priced by the EST_FULLFT_* rates
     "fullft": Profile(("binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"), (0, 1, 2),
                       overrides=("model.freeze_layers=0", "model.cache_frozen=false")),
+    # the same budget for every arm: the full 8 epochs, no early stopping, the final model evaluated
+    # (dev still scored once an epoch, for the curve only); in-domain test queries are training
+    # queries, so in-domain figures grow with training length and an early-stopped table compares
+    # arms stopped at different steps (docs/results.md §1d); docs/results/table_budget, work runs/budget
+    "budget": Profile(("binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"), (0, 1, 2),
+                      overrides=("eval.patience=0", "eval.keep_best=false", "eval.every=437")),
     # synthetic data and a tiny budget, for the tests (give --text-model, e.g. a tiny local model)
     "smoke": Profile(("bm25", "zero-shot", "binary", "binary-thresholded", "gcl"), (0,),
                      overrides=("data.source=synthetic", "model.freeze_layers=0", "model.cache_frozen=false",
@@ -283,12 +290,15 @@ def scaled_batch(cfg, k: int) -> list[str]:
 
 
 def model_dir(arm: str, run_dir: Path, plan: Plan) -> str:
-    """What ``gcl evaluate --model`` reads: best dev model if kept, else the final one."""
+    """What ``gcl evaluate --model`` reads: the best dev model if kept, else the final one (always the
+    final one when the plan's config keeps no best: ``eval.keep_best=false``)."""
     kind = ARMS[arm].kind
     if kind == "zero-shot":
         return plan.text_model or load_base(plan).model.text_model
     if kind == "st":
         return str(run_dir)
+    if not load_base(plan).eval.keep_best:  # the budget profile: the final model, even beside a stale best/
+        return str(run_dir / "final")
     return str(run_dir / "best") if (run_dir / "best" / "gcl_model.json").exists() else str(run_dir / "final")
 
 

@@ -609,6 +609,9 @@ def test_convergence_counts_the_dev_evaluations_after_the_pick():
     row = rr.convergence(arms)[-2]
     # s0: 3 evaluations after 872 -> converged; s1: 2 -> not; s2 in the 3496-step budget: 1526.. -> converged
     assert row == "| gcl | 3 | 1311/3496 | s0: 872, s1: 1090, s2: 1308 | 2/3 |"
+    budget = "gcl train configs/homedepot_gcl_fast.yaml eval.patience=0 eval.keep_best=false seed=0 out_dir=x"
+    row = rr.convergence({"gcl": [rec(0, 3496, budget)]})[-2]  # no early stopping: no verdict, not "0/1"
+    assert row == "| gcl | 1 | 3496 | s0: 3496 | — (no early stopping: the whole budget, final model) |"
 
 
 def test_dev_at_equal_steps_differences_hand_computed():
@@ -760,3 +763,32 @@ def test_the_report_finds_archives_from_any_directory_prefers_them_and_survives_
     row = next(x for x in (out / "results.md").read_text().split("## Paired difference")[1].splitlines()
                if x.startswith("| gcl |"))
     assert "p = " not in row
+
+
+def test_the_budget_profile_trains_every_arm_for_the_whole_budget_and_evaluates_the_final_model(tmp_path):
+    """`--profile budget`: the full profile's commands with early stopping off, no best model kept and dev
+    scored once an epoch; the final model is evaluated even beside a stale best/; priced at the whole
+    8 epochs (hand-computed: 3,496 steps x 64 pairs / 27,965 = 8.0 epochs, 9 dev evaluations)."""
+    def plan(*argv):
+        return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]))
+
+    bud, full = plan("--profile", "budget"), plan("--profile", "full")
+    assert {a for a, _ in bud.runs()} == {"binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"}
+    extra = ("eval.patience=0", "eval.keep_best=false", "eval.every=437")
+    for arm, seed in bud.runs():
+        run_dir = rt.run_directory(bud, arm, seed)
+        cmd = rt.train_command(bud, arm, seed, run_dir, False)
+        assert [c for c in cmd if c not in extra] == rt.train_command(full, arm, seed, run_dir, False)
+        assert all(e in cmd for e in extra)
+    cfg = rt.load_base(bud)
+    assert cfg.eval.patience == 0 and cfg.eval.keep_best is False and cfg.eval.every == 437
+    epochs, evals = rt.expected_epochs(bud, "gcl"), rt.expected_dev_evals(bud, "gcl")
+    assert epochs == pytest.approx(3496 * 64 / 27_965) and evals == 9  # 437, 874, ..., 3496 (the last is one)
+    assert rt.estimate_min(bud, "gcl") == pytest.approx(0.5 + 2.35 * epochs + 0.45 * 9 + 1.7)
+    run_dir = tmp_path / "w" / "gcl-s0"
+    (run_dir / "best").mkdir(parents=True)
+    (run_dir / "best" / "gcl_model.json").write_text("{}")  # a stale best model from another profile
+    assert rt.model_dir("gcl", run_dir, bud) == str(run_dir / "final")
+    assert rt.model_dir("gcl", run_dir, full) == str(run_dir / "best")
+    for cmd in rt.eval_commands(bud, "gcl", run_dir).values():
+        assert cmd[cmd.index("--model") + 1] == str(run_dir / "final")
