@@ -17,8 +17,26 @@ intercept per arm and one slope shared by all (analysis of covariance)::
 and the fit's R². It is a model, not a measurement: it assumes the metric grows linearly with the
 stop step at the same rate for every arm, over the range of steps the runs stopped at; an arm
 whose runs all stopped at one step gets its figure at STEP by that shared slope alone. The
-measurement is ``experiments/equal_step.py`` (the final models of equal-budget runs).
+measurement is ``experiments/equal_step.py`` (the final models of equal-budget runs) or the
+``budget`` profile of ``results_table.py``.
+
+With ``--baseline ARM``, the same fit read as differences at equal steps, with their uncertainty::
+
+    a_A - a_base ± se,   se^2 = s^2 [(X'X)^-1]_AA-terms,   s^2 = RSS / (n - arms - 1)
+
+and a 95 % t interval, beside the raw difference of the arms' means; each arm's own slope (its
+runs alone, when they stopped at two steps or more); and ``p slopes``, the F test of one slope per
+such arm against the shared one (a small p: the arms' lines are not parallel, and a difference at
+equal steps depends on the step it is read at)::
+
+    F = ((RSS_shared - RSS_own) / k) / (RSS_own / (n - p_own))
+
+A run that kept no best model (``eval.keep_best=false``: the ``budget`` profile) was evaluated
+at its last step, so it enters the fits at its whole budget (``optim.steps``), not at its dev pick.
 Trains nothing; reads only ``runs.jsonl``.
+
+    python experiments/stop_step.py docs/results/table/runs.jsonl --baseline binary-thresholded-random \
+        --arms binary-thresholded-random binary-thresholded gcl gcl-best st-mnrl-thresholded
 """
 
 from __future__ import annotations
@@ -43,9 +61,24 @@ def _values(runs: list[dict], split: str, metric: str) -> "np.ndarray":
         raise SystemExit(f"error: run {bad.get('arm')} seed {bad.get('seed')}: no {metric} for {split} in runs.jsonl") from None
 
 
+def evaluated_step(rec: dict) -> int | None:
+    """The step of the model a record's test figures come from: the whole budget (``optim.steps``)
+    for a run that kept no best model (``eval.keep_best=false``), else the dev-picked step."""
+    from results_report import _train_tokens, train_setting
+
+    if "eval.keep_best=false" in _train_tokens(rec):
+        return train_setting(rec, "optim.steps")
+    step = (rec.get("dev") or {}).get("step")
+    return None if step is None else int(step)
+
+
 def _stepped(rows: list[dict], arms: list[str]) -> list[dict]:
-    """The runs of ``arms`` with a dev step."""
-    return [r for r in rows if r.get("arm") in arms and (r.get("dev") or {}).get("step") is not None]
+    """The runs of ``arms`` with an evaluated step (:func:`evaluated_step`), as ``dev.step``."""
+    out = []
+    for r in rows:
+        if r.get("arm") in arms and (step := evaluated_step(r)) is not None:
+            out.append({**r, "dev": {**(r.get("dev") or {}), "step": step}})
+    return out
 
 
 def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float, float]]:
@@ -94,17 +127,114 @@ def adjusted_table(rows: list[dict], arms: list[str], at: float) -> list[tuple[s
     return out
 
 
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least squares: coefficients, their covariance s^2 (X'X)^-1 and the residual sum of squares."""
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    resid = y - x @ coef
+    rss = float(resid @ resid)
+    return coef, rss / (len(y) - x.shape[1]) * np.linalg.inv(x.T @ x), rss
+
+
+def _own_slope(step: np.ndarray, y: np.ndarray) -> float | None:
+    return float(np.polyfit(step, y, 1)[0]) if len(set(step)) >= 2 else None
+
+
+def baseline_table(rows: list[dict], arms: list[str], baseline: str) -> list[dict]:
+    """Per split and metric, the shared-slope fit read against ``baseline`` (module docstring):
+    ``{split, metric, runs, slope, slope_se, r2, p_slopes, base_slope, effects: [{arm, runs, diff,
+    se, ci, raw, slope}]}``; slopes per 100 steps."""
+    from scipy import stats
+
+    runs = _stepped(rows, arms)
+    present = [a for a in arms if any(r["arm"] == a for r in runs)]
+    if baseline not in present:
+        raise SystemExit(f"error: the baseline {baseline} has no run with a dev step among {', '.join(arms)}")
+    others = [a for a in present if a != baseline]
+    if not others:
+        raise SystemExit(f"error: no arm besides the baseline {baseline} has a run with a dev step")
+    if len(runs) < len(present) + 2:
+        raise SystemExit(f"error: {len(runs)} runs of {len(present)} arms with a dev step; the fit needs at least "
+                         f"{len(present) + 2} (one intercept per arm, one slope, one degree of freedom)")
+    step = np.array([float(r["dev"]["step"]) for r in runs])
+    arm = np.array([r["arm"] for r in runs])
+    x = np.column_stack([np.ones(len(runs))] + [(arm == a).astype(float) for a in others] + [step])
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        raise SystemExit("error: no arm has runs at two different steps; the shared slope is not identified")
+    # one slope per arm run at two steps or more: the shared column (the baseline's slope then)
+    # plus a slope difference for each such other arm; an arm at one step has no slope of its own
+    own = [a for a in others if len(set(step[arm == a])) >= 2]
+    x_own = np.column_stack([x] + [step * (arm == a) for a in own])
+    t = float(stats.t.ppf(0.975, len(runs) - x.shape[1]))
+    out = []
+    for split in SPLITS:
+        for metric in METRICS:
+            y = _values(runs, split, metric)
+            coef, cov, rss = _ols(x, y)
+            total = float(((y - y.mean()) ** 2).sum())
+            p_slopes = None
+            dof_own = len(runs) - x_own.shape[1]
+            if own and dof_own > 0 and np.linalg.matrix_rank(x_own) == x_own.shape[1]:
+                rss_own = _ols(x_own, y)[2]
+                k = x_own.shape[1] - x.shape[1]
+                if rss_own > 0:
+                    p_slopes = float(stats.f.sf(((rss - rss_own) / k) / (rss_own / dof_own), k, dof_own))
+            effects = []
+            for i, a in enumerate(others, 1):
+                se = float(np.sqrt(cov[i, i]))
+                slope = _own_slope(step[arm == a], y[arm == a])
+                effects.append({"arm": a, "runs": int((arm == a).sum()), "diff": float(coef[i]), "se": se,
+                                "ci": (float(coef[i] - t * se), float(coef[i] + t * se)),
+                                "raw": float(y[arm == a].mean() - y[arm == baseline].mean()),
+                                "slope": None if slope is None else slope * 100})
+            base_slope = _own_slope(step[arm == baseline], y[arm == baseline])
+            out.append({"split": split, "metric": metric, "runs": len(runs), "slope": float(coef[-1]) * 100,
+                        "slope_se": float(np.sqrt(cov[-1, -1])) * 100,
+                        "r2": 1.0 - rss / total if total > 0 else 1.0, "p_slopes": p_slopes,
+                        "base_slope": None if base_slope is None else base_slope * 100, "effects": effects})
+    return out
+
+
+def _slope(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.4f}"
+
+
+def print_baseline_table(table: list[dict], baseline: str) -> None:
+    print(f"\neach arm minus {baseline} at equal steps, fit y = a_arm + b * step (one slope for all arms); "
+          "diff ± se [95 % t interval], raw = difference of the means; own slope per 100 steps; "
+          "p slopes: F test of one slope per arm against the shared one")
+    for f in table:
+        p = "—" if f["p_slopes"] is None else f"{f['p_slopes']:.3f}"
+        print(f"\n{f['split']} {f['metric']}: b {f['slope']:+.4f} ± {f['slope_se']:.4f} per 100 steps, "
+              f"R² {f['r2']:.2f}, {f['runs']} runs, p slopes {p}, {baseline}'s own slope {_slope(f['base_slope'])}")
+        print("| arm | runs | at equal steps | 95 % interval | raw | own slope |\n|---|---:|---:|---|---:|---:|")
+        for e in f["effects"]:
+            print(f"| {e['arm']} | {e['runs']} | {e['diff']:+.4f} ± {e['se']:.4f} | "
+                  f"[{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}] | {e['raw']:+.4f} | {_slope(e['slope'])} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", type=Path, help="a results_table runs.jsonl")
     p.add_argument("--arms", nargs="+", required=True)
     p.add_argument("--at", type=float, default=None, metavar="STEP",
                    help="also each arm's figure at this common step (shared-slope fit; module docstring)")
+    p.add_argument("--baseline", default=None, metavar="ARM",
+                   help="also each arm minus ARM at equal steps, with standard errors (module docstring)")
     args = p.parse_args(argv)
     if not args.runs.is_file():
         print(f"error: {args.runs}: no such file", file=sys.stderr)
         return 2
-    rows = [json.loads(line) for line in args.runs.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(args.runs.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            print(f"error: {args.runs}: line {i}: not JSON ({exc.msg})", file=sys.stderr)
+            return 2
+    if args.baseline is not None and args.baseline not in args.arms:
+        args.arms = [args.baseline, *args.arms]
     n = sum(1 for r in rows if r.get("arm") in args.arms)
     print(f"{n} runs of {', '.join(args.arms)}")
     print("| split | metric | r | slope per 100 steps |\n|---|---|---:|---:|")
@@ -118,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---:|---:|" + "---:|" * len(names))
         for split, metric, slope, r2, figures in table:
             print(f"| {split} | {metric} | {slope:+.4f} | {r2:.2f} | " + " | ".join(f"{figures[a]:.4f}" for a in names) + " |")
+    if args.baseline is not None:
+        print_baseline_table(baseline_table(rows, args.arms, args.baseline), args.baseline)
     return 0
 
 

@@ -102,3 +102,108 @@ def test_a_record_without_the_split_or_an_untrained_arm_is_named(capsys):
         stop_step.adjusted_table(rows, ["a", "b"], at=200)
     with pytest.raises(SystemExit, match="run b seed 0: no ndcg@10 for zero_shot"):
         stop_step.step_table(rows, ["a", "b"])
+
+
+def _naive_ancova(groups: dict[str, list[tuple[float, float]]], base: str):
+    """Shared-slope ANCOVA by the textbook formulas: b = sum_g sum (x - xg)(y - yg) / sum_g sum (x - xg)^2;
+    a_g - a_base = (yg - ybase) - b (xg - xbase); var = s^2 (1/ng + 1/nbase + (xg - xbase)^2 / Sxx_within),
+    s^2 = RSS / (n - groups - 1)."""
+    sxy = sxx = 0.0
+    means = {}
+    for g, pts in groups.items():
+        mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+        means[g] = (mx, my, len(pts))
+        sxy += sum((x - mx) * (y - my) for x, y in pts)
+        sxx += sum((x - mx) ** 2 for x, _ in pts)
+    b = sxy / sxx
+    rss = sum((y - (means[g][1] + b * (x - means[g][0]))) ** 2 for g, pts in groups.items() for x, y in pts)
+    s2 = rss / (sum(len(p) for p in groups.values()) - len(groups) - 1)
+    mxb, myb, nb = means[base]
+    return b, rss, {g: ((my - myb) - b * (mx - mxb), math.sqrt(s2 * (1 / ng + 1 / nb + (mx - mxb) ** 2 / sxx)))
+                    for g, (mx, my, ng) in means.items() if g != base}
+
+
+def _noisy(layout, truth, slope, seed=0):
+    import random
+    rnd = random.Random(seed)
+    rows = []
+    for arm, steps in layout.items():
+        for i, s in enumerate(steps):
+            rec = _record(arm, s, 0.0)
+            rec["seed"] = i
+            for split in rec["splits"]:
+                rec["splits"][split] = {m: truth[arm] + slope[arm] * s + rnd.gauss(0, 0.003) for m in ("ndcg@10", "err")}
+            rows.append(rec)
+    return rows
+
+
+def test_differences_at_equal_steps_and_their_errors_equal_the_textbook_ancova():
+    layout = {"base": [654, 1090, 2398, 3270], "gcl": [654, 872, 1308], "one": [2616]}
+    truth = {"base": 0.40, "gcl": 0.43, "one": 0.38}
+    rows = _noisy(layout, truth, {a: 2e-5 for a in layout})
+    table = stop_step.baseline_table(rows, ["base", "gcl", "one"], "base")
+    assert len(table) == len(stop_step.SPLITS) * len(stop_step.METRICS)
+    for f in table:
+        groups = {a: [(r["dev"]["step"], r["splits"][f["split"]][f["metric"]]) for r in rows if r["arm"] == a]
+                  for a in layout}
+        b, _, effects = _naive_ancova(groups, "base")
+        assert f["slope"] == pytest.approx(b * 100, rel=1e-9)
+        for e in f["effects"]:
+            assert e["diff"] == pytest.approx(effects[e["arm"]][0], abs=1e-12)
+            assert e["se"] == pytest.approx(effects[e["arm"]][1], rel=1e-9)
+            ys = [y for _, y in groups[e["arm"]]]
+            assert e["raw"] == pytest.approx(sum(ys) / len(ys) - sum(y for _, y in groups["base"]) / 4)
+            assert e["ci"][0] < e["diff"] < e["ci"][1]
+        by = {e["arm"]: e for e in f["effects"]}
+        assert by["one"]["slope"] is None and by["gcl"]["slope"] == pytest.approx(
+            _naive([x for x, _ in groups["gcl"]], [y for _, y in groups["gcl"]])[1])
+        # the truth at equal steps (+0.03): gcl stopped earlier, so its raw lead is smaller
+        assert abs(by["gcl"]["diff"] - 0.03) < 3 * by["gcl"]["se"] and by["gcl"]["raw"] < by["gcl"]["diff"]
+
+
+def test_p_slopes_is_the_f_test_of_one_line_per_arm_and_tells_parallel_from_crossing():
+    from scipy import stats
+    layout = {"base": [500, 1000, 2000, 3000, 4000], "a": [500, 1000, 2000, 3000, 4000]}
+    for slope_a, crossing in ((2e-5, False), (-2e-5, True)):
+        rows = _noisy(layout, {"base": 0.40, "a": 0.45}, {"base": 2e-5, "a": slope_a}, seed=1)
+        f = stop_step.baseline_table(rows, ["base", "a"], "base")[0]
+        groups = {a: [(r["dev"]["step"], r["splits"][f["split"]][f["metric"]]) for r in rows if r["arm"] == a]
+                  for a in layout}
+        _, rss_shared, _ = _naive_ancova(groups, "base")
+        rss_own = 0.0  # one least-squares line per arm
+        for pts in groups.values():
+            mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+            b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+            rss_own += sum((y - my - b * (x - mx)) ** 2 for x, y in pts)
+        p = stats.f.sf((rss_shared - rss_own) / (rss_own / (10 - 4)), 1, 10 - 4)
+        assert f["p_slopes"] == pytest.approx(p, rel=1e-6)
+        assert (f["p_slopes"] < 0.001) is crossing
+
+
+def test_a_budget_run_enters_at_its_whole_budget_not_its_dev_pick(tmp_path, capsys):
+    budget = "gcl train configs/homedepot_gcl_fast.yaml eval.patience=0 eval.keep_best=false seed=0 out_dir=x"
+    rec = _record("gcl", 872, 0.4)
+    assert stop_step.evaluated_step(rec) == 872
+    assert stop_step.evaluated_step({**rec, "commands": [budget]}) == 3496  # the config's optim.steps
+    assert stop_step.evaluated_step({**rec, "commands": [budget + " optim.steps=1000"]}) == 1000
+    assert stop_step.evaluated_step({"arm": "bm25", "splits": {}}) is None
+    rows = [_record("a", 100, 0.4), {**_record("a", 200, 0.41), "commands": [budget + " optim.steps=300"]}]
+    assert [r["dev"]["step"] for r in stop_step._stepped(rows, ["a"])] == [100, 300]
+
+
+def test_the_baseline_option_prints_the_table_and_refuses_what_it_cannot_fit(tmp_path, capsys):
+    rows = _noisy({"base": [100, 200, 300], "gcl": [150, 250]}, {"base": 0.4, "gcl": 0.42}, {"base": 1e-4, "gcl": 1e-4})
+    log = tmp_path / "runs.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert stop_step.main([str(log), "--arms", "gcl", "--baseline", "base"]) == 0  # the baseline joins --arms
+    out = capsys.readouterr().out
+    assert "each arm minus base at equal steps" in out and out.count("\n| gcl | 2 | ") == 8
+    with pytest.raises(SystemExit, match="the baseline nope has no run"):
+        stop_step.baseline_table(rows, ["nope", "gcl"], "nope")
+    with pytest.raises(SystemExit, match="no arm besides the baseline"):
+        stop_step.baseline_table(rows, ["base"], "base")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n{oops\n")
+    assert stop_step.main([str(bad), "--arms", "base"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl: line 2: not JSON" in err and err.count("\n") == 1
