@@ -297,9 +297,22 @@ def model_dir(arm: str, run_dir: Path, plan: Plan) -> str:
         return plan.text_model or load_base(plan).model.text_model
     if kind == "st":
         return str(run_dir)
-    if not load_base(plan).eval.keep_best:  # the budget profile: the final model, even beside a stale best/
+    if not keeps_best(run_dir, plan):  # the budget profile: the final model, even beside a stale best/
         return str(run_dir / "final")
     return str(run_dir / "best") if (run_dir / "best" / "gcl_model.json").exists() else str(run_dir / "final")
+
+
+def keeps_best(run_dir: Path, plan: Plan | None = None) -> bool:
+    """Whether a ``gcl train`` run keeps its best dev model (``eval.keep_best``): the run's own
+    ``config.json`` once it has one (an arm with its own config file, overrides and all), else the
+    plan's config (base, profile and command-line overrides); True when neither says."""
+    cfg = run_dir / "config.json"
+    if cfg.exists():
+        try:
+            return bool(json.loads(cfg.read_text()).get("eval", {}).get("keep_best", True))
+        except (OSError, ValueError):
+            pass
+    return True if plan is None else bool(load_base(plan).eval.keep_best)
 
 
 def eval_commands(plan: Plan, arm: str, run_dir: Path) -> dict[str, list[str]]:
@@ -372,9 +385,11 @@ def _curve(evaluations: list[dict], prefix: str) -> list[dict]:
 
 
 def dev_metric(arm: str, run_dir: Path) -> dict | None:
-    """The best dev metric recorded during training (gcl: metrics.jsonl; st: peer.json), with the
-    whole dev curve (``curve``: step, nDCG@10 and ERR of every dev evaluation, in step order), which
-    the report compares between arms at equal steps."""
+    """The dev metric of the model the table evaluates, recorded during training (gcl:
+    metrics.jsonl; st: peer.json): the best dev evaluation, or, for a run that kept no best model
+    (``eval.keep_best=false``: the budget profile), the last one (the final model's, ``"model":
+    "final"``); with the whole dev curve (``curve``: step, nDCG@10 and ERR of every dev evaluation,
+    in step order), which the report compares between arms at equal steps."""
     if ARMS[arm].kind == "gcl":
         path = run_dir / "metrics.jsonl"
         if not path.exists():
@@ -384,6 +399,10 @@ def dev_metric(arm: str, run_dir: Path) -> dict | None:
         rows = [r for r in rows if f"dev/{metric}" in r]
         if not rows:
             return None
+        if not keeps_best(run_dir):
+            last = max(rows, key=lambda r: r["step"])
+            return {"metric": metric, "value": last[f"dev/{metric}"], "step": last["step"], "model": "final",
+                    "curve": _curve(rows, "dev/")}
         best = max(rows, key=lambda r: r[f"dev/{metric}"])
         return {"metric": metric, "value": best[f"dev/{metric}"], "step": best["step"], "curve": _curve(rows, "dev/")}
     if ARMS[arm].kind == "st" and (run_dir / "peer.json").exists():
@@ -521,8 +540,8 @@ def expected_dev_evals(plan: Plan, arm: str | None = None) -> int:
     cfg = load_base(plan)
     if cfg.eval.every <= 0:
         return 1 + cfg.eval.every  # 0: at the end only; -1: never
-    steps = _epochs(cfg, arm) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size
-    return int(steps // cfg.eval.every) + 1
+    steps = int(_epochs(cfg, arm) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size)
+    return len(set(range(cfg.eval.every, steps + 1, cfg.eval.every)) | {steps})  # the last step once
 
 
 def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:

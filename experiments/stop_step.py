@@ -32,8 +32,9 @@ equal steps depends on the step it is read at)::
     F = ((RSS_shared - RSS_own) / k) / (RSS_own / (n - p_own))
 
 A run that kept no best model (``eval.keep_best=false``: the ``budget`` profile) was evaluated
-at its last step, so it enters the fits at its whole budget (``optim.steps``), not at its dev pick.
-Trains nothing; reads only ``runs.jsonl``.
+at its last step, and its record's ``dev`` is that of its final model (``results_table.dev_metric``),
+so ``dev.step`` is the step of the evaluated model for every record. Trains nothing; reads only
+``runs.jsonl``.
 
     python experiments/stop_step.py docs/results/table/runs.jsonl --baseline binary-thresholded-random \
         --arms binary-thresholded-random binary-thresholded gcl gcl-best st-mnrl-thresholded
@@ -61,23 +62,16 @@ def _values(runs: list[dict], split: str, metric: str) -> "np.ndarray":
         raise SystemExit(f"error: run {bad.get('arm')} seed {bad.get('seed')}: no {metric} for {split} in runs.jsonl") from None
 
 
-def evaluated_step(rec: dict) -> int | None:
-    """The step of the model a record's test figures come from: the whole budget (``optim.steps``)
-    for a run that kept no best model (``eval.keep_best=false``), else the dev-picked step."""
-    from results_report import _train_tokens, train_setting
-
-    if "eval.keep_best=false" in _train_tokens(rec):
-        return train_setting(rec, "optim.steps")
-    step = (rec.get("dev") or {}).get("step")
-    return None if step is None else int(step)
-
-
 def _stepped(rows: list[dict], arms: list[str]) -> list[dict]:
-    """The runs of ``arms`` with an evaluated step (:func:`evaluated_step`), as ``dev.step``."""
+    """The runs of ``arms`` with a dev step (that of the model their test figures come from)."""
     out = []
     for r in rows:
-        if r.get("arm") in arms and (step := evaluated_step(r)) is not None:
-            out.append({**r, "dev": {**(r.get("dev") or {}), "step": step}})
+        step = (r.get("dev") or {}).get("step")
+        if r.get("arm") not in arms or step is None:
+            continue
+        if isinstance(step, bool) or not isinstance(step, (int, float)):
+            raise SystemExit(f"error: run {r.get('arm')} seed {r.get('seed')}: dev.step is {step!r}, not a number")
+        out.append(r)
     return out
 
 
@@ -88,7 +82,7 @@ def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float,
         raise SystemExit(f"error: {len(runs)} runs of {arms} with a dev step; need at least 3")
     step = np.array([float(r["dev"]["step"]) for r in runs])
     if np.ptp(step) == 0:
-        raise SystemExit("error: every run stopped at the same step; nothing to correlate")
+        raise SystemExit("error: every run was evaluated at the same step; nothing to correlate")
     out = []
     for split in SPLITS:
         for metric in METRICS:
@@ -160,10 +154,10 @@ def baseline_table(rows: list[dict], arms: list[str], baseline: str) -> list[dic
     x = np.column_stack([np.ones(len(runs))] + [(arm == a).astype(float) for a in others] + [step])
     if np.linalg.matrix_rank(x) < x.shape[1]:
         raise SystemExit("error: no arm has runs at two different steps; the shared slope is not identified")
-    # one slope per arm run at two steps or more: the shared column (the baseline's slope then)
-    # plus a slope difference for each such other arm; an arm at one step has no slope of its own
-    own = [a for a in others if len(set(step[arm == a])) >= 2]
-    x_own = np.column_stack([x] + [step * (arm == a) for a in own])
+    # one slope per arm run at two steps or more (the baseline too); an arm at one step has no
+    # slope of its own (its intercept absorbs it), so the shared model is nested in this one
+    own = [a for a in present if len(set(step[arm == a])) >= 2]
+    x_own = np.column_stack([x[:, :-1]] + [step * (arm == a) for a in own])
     t = float(stats.t.ppf(0.975, len(runs) - x.shape[1]))
     out = []
     for split in SPLITS:
@@ -173,9 +167,9 @@ def baseline_table(rows: list[dict], arms: list[str], baseline: str) -> list[dic
             total = float(((y - y.mean()) ** 2).sum())
             p_slopes = None
             dof_own = len(runs) - x_own.shape[1]
-            if own and dof_own > 0 and np.linalg.matrix_rank(x_own) == x_own.shape[1]:
+            k = len(own) - 1  # extra slopes beyond the shared one
+            if k > 0 and dof_own > 0 and np.linalg.matrix_rank(x_own) == x_own.shape[1]:
                 rss_own = _ols(x_own, y)[2]
-                k = x_own.shape[1] - x.shape[1]
                 if rss_own > 0:
                     p_slopes = float(stats.f.sf(((rss - rss_own) / k) / (rss_own / dof_own), k, dof_own))
             effects = []
@@ -229,12 +223,20 @@ def main(argv: list[str] | None = None) -> int:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             print(f"error: {args.runs}: line {i}: not JSON ({exc.msg})", file=sys.stderr)
             return 2
-    if args.baseline is not None and args.baseline not in args.arms:
-        args.arms = [args.baseline, *args.arms]
+        if not isinstance(row, dict):
+            print(f"error: {args.runs}: line {i}: not a runs.jsonl record (a JSON object)", file=sys.stderr)
+            return 2
+        rows.append(row)
+    if args.baseline is not None:
+        if not any(r.get("arm") == args.baseline for r in rows):
+            print(f"error: --baseline {args.baseline}: no run of that arm in {args.runs}", file=sys.stderr)
+            return 2
+        if args.baseline not in args.arms:
+            args.arms = [args.baseline, *args.arms]
     n = sum(1 for r in rows if r.get("arm") in args.arms)
     print(f"{n} runs of {', '.join(args.arms)}")
     print("| split | metric | r | slope per 100 steps |\n|---|---|---:|---:|")

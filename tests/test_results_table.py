@@ -783,8 +783,8 @@ def test_the_budget_profile_trains_every_arm_for_the_whole_budget_and_evaluates_
     cfg = rt.load_base(bud)
     assert cfg.eval.patience == 0 and cfg.eval.keep_best is False and cfg.eval.every == 437
     epochs, evals = rt.expected_epochs(bud, "gcl"), rt.expected_dev_evals(bud, "gcl")
-    assert epochs == pytest.approx(3496 * 64 / 27_965) and evals == 9  # 437, 874, ..., 3496 (the last is one)
-    assert rt.estimate_min(bud, "gcl") == pytest.approx(0.5 + 2.35 * epochs + 0.45 * 9 + 1.7)
+    assert epochs == pytest.approx(3496 * 64 / 27_965) and evals == 8  # 437, 874, ..., 3496 = 8 x 437: the last is one
+    assert rt.estimate_min(bud, "gcl") == pytest.approx(0.5 + 2.35 * epochs + 0.45 * 8 + 1.7)
     run_dir = tmp_path / "w" / "gcl-s0"
     (run_dir / "best").mkdir(parents=True)
     (run_dir / "best" / "gcl_model.json").write_text("{}")  # a stale best model from another profile
@@ -792,3 +792,15 @@ def test_the_budget_profile_trains_every_arm_for_the_whole_budget_and_evaluates_
     assert rt.model_dir("gcl", run_dir, full) == str(run_dir / "best")
     for cmd in rt.eval_commands(bud, "gcl", run_dir).values():
         assert cmd[cmd.index("--model") + 1] == str(run_dir / "final")
+    # once trained, the run's own config.json decides (an arm with its own config file, overrides and all)
+    (run_dir / "config.json").write_text(json.dumps({"eval": {"keep_best": False, "metric": "ndcg@10"}}))
+    assert rt.model_dir("gcl", run_dir, full) == str(run_dir / "final")
+    # its record's dev figure is the final model's (the last evaluation), not the best one
+    rows = [{"step": 437, "dev/ndcg@10": 0.52, "dev/err": 0.45}, {"step": 874, "dev/ndcg@10": 0.50, "dev/err": 0.44},
+            {"step": 900, "train/loss": 1.0}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dev = rt.dev_metric("gcl", run_dir)
+    assert (dev["value"], dev["step"], dev["model"]) == (0.50, 874, "final") and len(dev["curve"]) == 2
+    (run_dir / "config.json").write_text(json.dumps({"eval": {"keep_best": True, "metric": "ndcg@10"}}))
+    assert (rt.dev_metric("gcl", run_dir)["value"], rt.dev_metric("gcl", run_dir)["step"]) == (0.52, 437)
+    assert "model" not in rt.dev_metric("gcl", run_dir)

@@ -180,15 +180,34 @@ def test_p_slopes_is_the_f_test_of_one_line_per_arm_and_tells_parallel_from_cros
         assert (f["p_slopes"] < 0.001) is crossing
 
 
-def test_a_budget_run_enters_at_its_whole_budget_not_its_dev_pick(tmp_path, capsys):
-    budget = "gcl train configs/homedepot_gcl_fast.yaml eval.patience=0 eval.keep_best=false seed=0 out_dir=x"
-    rec = _record("gcl", 872, 0.4)
-    assert stop_step.evaluated_step(rec) == 872
-    assert stop_step.evaluated_step({**rec, "commands": [budget]}) == 3496  # the config's optim.steps
-    assert stop_step.evaluated_step({**rec, "commands": [budget + " optim.steps=1000"]}) == 1000
-    assert stop_step.evaluated_step({"arm": "bm25", "splits": {}}) is None
-    rows = [_record("a", 100, 0.4), {**_record("a", 200, 0.41), "commands": [budget + " optim.steps=300"]}]
-    assert [r["dev"]["step"] for r in stop_step._stepped(rows, ["a"])] == [100, 300]
+def test_p_slopes_with_the_baseline_at_one_step_and_an_arm_at_one_step():
+    """The baseline stopped at one step, two arms with opposite slopes, one arm at one step: the F test
+    compares the two arms' own lines (k = 1) with the shared one; the one-step arms add no slope."""
+    from scipy import stats
+    layout = {"base": [1000, 1000], "up": [500, 1500, 2500, 3500], "down": [500, 1500, 2500, 3500], "one": [2000]}
+    rows = _noisy(layout, {"base": 0.4, "up": 0.4, "down": 0.5, "one": 0.45},
+                  {"base": 0.0, "up": 3e-5, "down": -3e-5, "one": 0.0}, seed=2)
+    f = stop_step.baseline_table(rows, list(layout), "base")[0]
+    assert f["base_slope"] is None
+    groups = {a: [(r["dev"]["step"], r["splits"][f["split"]][f["metric"]]) for r in rows if r["arm"] == a] for a in layout}
+    _, rss_shared, _ = _naive_ancova(groups, "base")
+    rss_own = 0.0  # a line per arm with two steps or more, a mean for the others
+    for pts in groups.values():
+        mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+        sxx = sum((x - mx) ** 2 for x, _ in pts)
+        b = sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx else 0.0
+        rss_own += sum((y - my - b * (x - mx)) ** 2 for x, y in pts)
+    n, p_own = len(rows), 4 + 2  # 4 intercepts, 2 own slopes
+    p = stats.f.sf((rss_shared - rss_own) / 1 / (rss_own / (n - p_own)), 1, n - p_own)
+    assert f["p_slopes"] == pytest.approx(p, rel=1e-6) and f["p_slopes"] < 1e-4
+    # the 95 % interval is the t interval with n - arms - 1 degrees of freedom
+    for e in f["effects"]:
+        width = 2 * stats.t.ppf(0.975, n - len(layout) - 1) * e["se"]
+        assert e["ci"][1] - e["ci"][0] == pytest.approx(width)
+    # only one arm with two steps: no separate-slope test is possible
+    two = {"base": [1000, 2000, 3000], "one": [1500]}
+    f = stop_step.baseline_table(_noisy(two, {"base": 0.4, "one": 0.4}, {"base": 1e-5, "one": 0}), list(two), "base")[0]
+    assert f["p_slopes"] is None and f["effects"][0]["slope"] is None
 
 
 def test_the_baseline_option_prints_the_table_and_refuses_what_it_cannot_fit(tmp_path, capsys):
@@ -202,8 +221,14 @@ def test_the_baseline_option_prints_the_table_and_refuses_what_it_cannot_fit(tmp
         stop_step.baseline_table(rows, ["nope", "gcl"], "nope")
     with pytest.raises(SystemExit, match="no arm besides the baseline"):
         stop_step.baseline_table(rows, ["base"], "base")
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps(rows[0]) + "\n{oops\n")
-    assert stop_step.main([str(bad), "--arms", "base"]) == 2
-    err = capsys.readouterr().err
-    assert "bad.jsonl: line 2: not JSON" in err and err.count("\n") == 1
+    for text, words in (("{oops", "line 2: not JSON"), ("[1, 2]", "line 2: not a runs.jsonl record")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps(rows[0]) + "\n" + text + "\n")
+        assert stop_step.main([str(bad), "--arms", "base"]) == 2
+        err = capsys.readouterr().err
+        assert "bad.jsonl: " + words in err and err.count("\n") == 1
+    assert stop_step.main([str(log), "--arms", "gcl", "--baseline", "nope"]) == 2
+    assert "--baseline nope: no run of that arm" in capsys.readouterr().err
+    rows[1]["dev"]["step"] = "abc"
+    with pytest.raises(SystemExit, match="run base seed 1: dev.step is 'abc', not a number"):
+        stop_step.baseline_table(rows, ["base", "gcl"], "base")
