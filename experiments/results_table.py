@@ -347,7 +347,13 @@ def training_done(arm: str, run_dir: Path) -> bool:
 def train(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, str | None]:
     """Train (or resume, or skip when done); ``(seconds, command)``."""
     if training_done(arm, run_dir):
-        return json.loads((run_dir / "train_done.json").read_text())["seconds"], None
+        done = json.loads((run_dir / "train_done.json").read_text())
+        ours = {shown(train_command(plan, arm, seed, run_dir, r)) for r in (False, True)}
+        if done.get("command") not in ours:  # placed there, or another profile's work directory
+            print(f"warning: {run_dir}: trained by another command than this plan's ({done.get('command')!r}); "
+                  f"its model is evaluated as it is; this plan would run {shown(train_command(plan, arm, seed, run_dir, False))!r}",
+                  file=sys.stderr)
+        return done["seconds"], None
     kind = ARMS[arm].kind
     resume = kind == "gcl" and (run_dir / "checkpoint.pt").exists()
     if kind == "gcl" and not resume and run_dir.exists():

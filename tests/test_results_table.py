@@ -804,3 +804,23 @@ def test_the_budget_profile_trains_every_arm_for_the_whole_budget_and_evaluates_
     (run_dir / "config.json").write_text(json.dumps({"eval": {"keep_best": True, "metric": "ndcg@10"}}))
     assert (rt.dev_metric("gcl", run_dir)["value"], rt.dev_metric("gcl", run_dir)["step"]) == (0.52, 437)
     assert "model" not in rt.dev_metric("gcl", run_dir)
+
+
+def test_a_finished_training_from_another_command_is_kept_with_a_warning(tmp_path, capsys):
+    """A run directory whose train_done.json records another command (a model trained elsewhere and
+    placed there, or another profile's directory) is not retrained, and the difference is said."""
+    def plan(*argv):
+        return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]))
+
+    bud = plan("--profile", "budget")
+    run_dir = rt.run_directory(bud, "gcl", 0)
+    run_dir.mkdir(parents=True)
+    mine = rt.shown(rt.train_command(bud, "gcl", 0, run_dir, False))
+    (run_dir / "train_done.json").write_text(json.dumps({"seconds": 12.0, "command": mine}))
+    assert rt.train(bud, "gcl", 0, run_dir) == (12.0, None)
+    assert capsys.readouterr().err == ""
+    other = rt.shown(rt.train_command(plan("--profile", "full"), "gcl", 0, run_dir, False))
+    (run_dir / "train_done.json").write_text(json.dumps({"seconds": 7.0, "command": other}))
+    assert rt.train(bud, "gcl", 0, run_dir) == (7.0, None)
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {run_dir}: trained by another command") and "eval.keep_best=false" in err
