@@ -348,11 +348,11 @@ def train(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, str | 
     """Train (or resume, or skip when done); ``(seconds, command)``."""
     if training_done(arm, run_dir):
         done = json.loads((run_dir / "train_done.json").read_text())
-        ours = {shown(train_command(plan, arm, seed, run_dir, r)) for r in (False, True)}
-        if done.get("command") not in ours:  # placed there, or another profile's work directory
+        ours = shown(train_command(plan, arm, seed, run_dir, False))
+        if done.get("command") not in (ours, shown(train_command(plan, arm, seed, run_dir, True))):
+            # placed there, or another profile's work directory
             print(f"warning: {run_dir}: trained by another command than this plan's ({done.get('command')!r}); "
-                  f"its model is evaluated as it is; this plan would run {shown(train_command(plan, arm, seed, run_dir, False))!r}",
-                  file=sys.stderr)
+                  f"its model is evaluated as it is; this plan would run {ours!r}", file=sys.stderr)
         return done["seconds"], None
     kind = ARMS[arm].kind
     resume = kind == "gcl" and (run_dir / "checkpoint.pt").exists()
@@ -546,8 +546,10 @@ def expected_dev_evals(plan: Plan, arm: str | None = None) -> int:
     cfg = load_base(plan)
     if cfg.eval.every <= 0:
         return 1 + cfg.eval.every  # 0: at the end only; -1: never
+    from results_report import evals_after  # the evaluation steps as the report counts them
+
     steps = int(_epochs(cfg, arm) * HOMEDEPOT_EPOCH_PAIRS / cfg.batch.batch_size)
-    return len(set(range(cfg.eval.every, steps + 1, cfg.eval.every)) | {steps})  # the last step once
+    return evals_after(0, steps, cfg.eval.every)  # every evaluation; the last step once
 
 
 def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:

@@ -93,21 +93,28 @@ def step_table(rows: list[dict], arms: list[str]) -> list[tuple[str, str, float,
     return out
 
 
-def adjusted_table(rows: list[dict], arms: list[str], at: float) -> list[tuple[str, str, float, float, dict]]:
-    """``(split, metric, shared slope per 100 steps, R², {arm: figure at step ``at``})`` from the
-    fit ``y = a_arm + b * step`` over the runs of ``arms`` with a dev step (module docstring)."""
+def _shared_slope_runs(rows: list[dict], arms: list[str]) -> tuple[list[dict], list[str], np.ndarray]:
+    """``(runs, arms present, their steps)`` for the fit ``y = a_arm + b * step``, or a clear error
+    when it has no degree of freedom left or its slope is not identified."""
     runs = _stepped(rows, arms)
     present = [a for a in arms if any(r["arm"] == a for r in runs)]
-    if len(present) < len(arms):
-        missing = [a for a in arms if a not in present]
-        print(f"warning: no run with a dev step for {', '.join(missing)}: left out of the fit", file=sys.stderr)
     if len(runs) < len(present) + 2:
         raise SystemExit(f"error: {len(runs)} runs of {len(present)} arms with a dev step; the fit needs at least "
                          f"{len(present) + 2} (one intercept per arm, one slope, one degree of freedom)")
     step = np.array([float(r["dev"]["step"]) for r in runs])
-    x = np.column_stack([step] + [[float(r["arm"] == a) for r in runs] for a in present])
-    if np.linalg.matrix_rank(x) < x.shape[1]:
+    if not any(len(set(step[[r["arm"] == a for r in runs]])) >= 2 for a in present):
         raise SystemExit("error: no arm has runs at two different steps; the shared slope is not identified")
+    return runs, present, step
+
+
+def adjusted_table(rows: list[dict], arms: list[str], at: float) -> list[tuple[str, str, float, float, dict]]:
+    """``(split, metric, shared slope per 100 steps, R², {arm: figure at step ``at``})`` from the
+    fit ``y = a_arm + b * step`` over the runs of ``arms`` with a dev step (module docstring)."""
+    runs, present, step = _shared_slope_runs(rows, arms)
+    if len(present) < len(arms):
+        missing = [a for a in arms if a not in present]
+        print(f"warning: no run with a dev step for {', '.join(missing)}: left out of the fit", file=sys.stderr)
+    x = np.column_stack([step] + [[float(r["arm"] == a) for r in runs] for a in present])
     out = []
     for split in SPLITS:
         for metric in METRICS:
@@ -139,21 +146,15 @@ def baseline_table(rows: list[dict], arms: list[str], baseline: str) -> list[dic
     se, ci, raw, slope}]}``; slopes per 100 steps."""
     from scipy import stats
 
-    runs = _stepped(rows, arms)
-    present = [a for a in arms if any(r["arm"] == a for r in runs)]
-    if baseline not in present:
+    stepped = _stepped(rows, arms)
+    if not any(r["arm"] == baseline for r in stepped):
         raise SystemExit(f"error: the baseline {baseline} has no run with a dev step among {', '.join(arms)}")
-    others = [a for a in present if a != baseline]
-    if not others:
+    if all(r["arm"] == baseline for r in stepped):
         raise SystemExit(f"error: no arm besides the baseline {baseline} has a run with a dev step")
-    if len(runs) < len(present) + 2:
-        raise SystemExit(f"error: {len(runs)} runs of {len(present)} arms with a dev step; the fit needs at least "
-                         f"{len(present) + 2} (one intercept per arm, one slope, one degree of freedom)")
-    step = np.array([float(r["dev"]["step"]) for r in runs])
+    runs, present, step = _shared_slope_runs(rows, arms)
+    others = [a for a in present if a != baseline]
     arm = np.array([r["arm"] for r in runs])
     x = np.column_stack([np.ones(len(runs))] + [(arm == a).astype(float) for a in others] + [step])
-    if np.linalg.matrix_rank(x) < x.shape[1]:
-        raise SystemExit("error: no arm has runs at two different steps; the shared slope is not identified")
     # one slope per arm run at two steps or more (the baseline too); an arm at one step has no
     # slope of its own (its intercept absorbs it), so the shared model is nested in this one
     own = [a for a in present if len(set(step[arm == a])) >= 2]
