@@ -81,6 +81,12 @@ ARMS: dict[str, list[str]] = {
     # linear weight floor of 0.5 keeps the graded order while grade-1 pairs weigh 0.5, not 0.1
     "binary-random": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.sampler=random"],
     "gcl-random-floor0.5": ["batch.sampler=random", "loss.weight_params={floor: 0.5}"],
+    # retrieval from random pairs, order from a few query groups (1 Dec, eighth session): the InfoNCE
+    # term on every judged pair (binary, the best dev retrieval signal) with a quarter of the batch
+    # drawn as 4 queries x 4 documents, with and without the LambdaRank pairwise term on those groups
+    "binary-gf0.25": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25"],
+    "binary-gf0.25-lambda": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25",
+                             "loss.lambda_weight=1.0"],
     "zero-shot": ["optim.lr=0"],
 }
 
