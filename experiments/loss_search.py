@@ -87,6 +87,8 @@ ARMS: dict[str, list[str]] = {
     "binary-gf0.25": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25"],
     "binary-gf0.25-lambda": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25",
                              "loss.lambda_weight=1.0"],
+    "binary-gf0.25-lambda0.1": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25",
+                                "loss.lambda_weight=0.1"],
     "zero-shot": ["optim.lr=0"],
 }
 
