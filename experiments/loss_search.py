@@ -35,6 +35,9 @@ import numpy as np
 
 BASE = "configs/homedepot_gcl_fast.yaml"
 # name -> loss/batch overrides on top of BASE (BASE itself is the paper's GCL: linear, lower, T 0.05).
+# binary on every judged pair, a quarter of the batch as 4 queries x 4 documents (same-query columns masked)
+_BINARY_GF025 = ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25"]
+
 ARMS: dict[str, list[str]] = {
     "binary-thresholded": ["loss.weight_fn=constant", "loss.positive_threshold=2.0", "loss.same_query=mask"],
     "binary": ["loss.weight_fn=constant", "loss.same_query=mask"],
@@ -84,11 +87,9 @@ ARMS: dict[str, list[str]] = {
     # retrieval from random pairs, order from a few query groups (1 Dec, eighth session): the InfoNCE
     # term on every judged pair (binary, the best dev retrieval signal) with a quarter of the batch
     # drawn as 4 queries x 4 documents, with and without the LambdaRank pairwise term on those groups
-    "binary-gf0.25": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25"],
-    "binary-gf0.25-lambda": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25",
-                             "loss.lambda_weight=1.0"],
-    "binary-gf0.25-lambda0.1": ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25",
-                                "loss.lambda_weight=0.1"],
+    "binary-gf0.25": _BINARY_GF025,
+    "binary-gf0.25-lambda": [*_BINARY_GF025, "loss.lambda_weight=1.0"],
+    "binary-gf0.25-lambda0.1": [*_BINARY_GF025, "loss.lambda_weight=0.1"],
     "zero-shot": ["optim.lr=0"],
 }
 
