@@ -93,6 +93,19 @@ ARMS: dict[str, list[str]] = {
     "zero-shot": ["optim.lr=0"],
 }
 
+# Two-stage arms (a curriculum): name -> (stage-1 arm, stage-2 arm, share of the steps in stage 2).
+# Stage 2 starts from stage 1's saved model (``model.text_model`` = its ``final/``, a
+# sentence-transformers directory; the frozen lower layers are unchanged, so their stored outputs
+# are reused) with a fresh optimiser and its own warm-up and linear decay; the two stages together
+# take the same steps as every other arm. The control restarts the same loss, so that what the
+# restart itself does is not read as a gain of the second loss.
+CURRICULA: dict[str, tuple[str, str, float]] = {
+    # retrieval from random batches first, then grouped GCL to learn the within-query order (1 Dec, ninth session)
+    "gcl-random-then-gcl": ("gcl-random", "gcl", 0.25),
+    "binary-random-then-gcl": ("binary-random", "gcl", 0.25),
+    "gcl-random-then-gcl-random": ("gcl-random", "gcl-random", 0.25),
+}
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -104,12 +117,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--evals", type=int, default=4, help="dev evaluations per run, evenly spaced")
     p.add_argument("--dev-corpus", type=int, default=5000, help="dev corpus size (judged + random others)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-rerank", type=int, default=0,
+                   help="also rank only the judged documents of this many trained queries after training "
+                        "(in-domain order, recorded with its ideal / random ceilings; 0: off)")
     p.add_argument("--report", action="store_true", help="only print/write the table from search.jsonl")
     p.add_argument("--extra", nargs="*", default=[], help="overrides for every arm (key=value)")
     args = p.parse_args(argv)
-    unknown = [a for a in (args.arms or []) if a not in ARMS]
+    unknown = [a for a in (args.arms or []) if a not in ARMS and a not in CURRICULA]
     if unknown:
-        p.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+        p.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join([*ARMS, *CURRICULA])}")
     return args
 
 
@@ -130,6 +146,46 @@ def arm_steps(epochs: float, evals: int, n_pairs: int, batch_size: int) -> tuple
     """``(steps, eval_every)`` for ``epochs`` epochs of ``n_pairs`` at ``batch_size``, ``evals`` dev evaluations."""
     steps = max(1, round(epochs * n_pairs / batch_size))
     return steps, max(1, steps // evals)
+
+
+def stage_steps(steps: int, share: float) -> tuple[int, int]:
+    """``(stage-1 steps, stage-2 steps)``: ``share`` of ``steps`` (rounded, at least 1) in stage 2."""
+    second = min(steps - 1, max(1, round(share * steps)))
+    return steps - second, second
+
+
+def headroom_share(value: float, random: float, ideal: float) -> float:
+    """Share of the ordering headroom captured: ``(value - random) / (ideal - random)``."""
+    return (value - random) / (ideal - random) if ideal != random else float("nan")
+
+
+class TrainRerank:
+    """Judged re-rank of ``n`` trained queries (sampled once, seed 0): each query's judged training
+    documents ranked by the model, nothing else, against the ideal and random order of the same
+    documents (:mod:`gcl.evaluation.ceilings`). It measures the in-domain order a loss learns,
+    with retrieval taken out; the dev split cannot, as its queries are never trained on."""
+
+    def __init__(self, train, n: int, metrics=("ndcg@10", "err")) -> None:
+        from gcl.data.schema import DOC_ID, QUERY_ID
+        from gcl.evaluation.ceilings import ordering_ceilings
+        from gcl.evaluation.evaluator import Protocol, prepare_task
+
+        qids = np.sort(train.judgments[QUERY_ID].unique())
+        keep = np.random.default_rng(0).choice(qids, min(n, len(qids)), replace=False)
+        sub = train.subset(query_ids=keep, name="train_rerank")
+        sub.documents = sub.documents.loc[sub.documents.index.isin(sub.judgments[DOC_ID].unique())]
+        self.protocol = Protocol(name="all", depth=100, metrics=tuple(metrics))
+        self.task = prepare_task(sub, self.protocol, name="train_rerank")
+        self.ceilings = ordering_ceilings(self.task, self.protocol.metrics)
+
+    def __call__(self, model) -> dict:
+        from gcl.evaluation.judged_rerank import evaluate_judged_rerank
+        from gcl.evaluation.retrievers import DenseRetriever
+
+        got = evaluate_judged_rerank(self.task, DenseRetriever(model, show_progress=False), self.protocol).summary
+        ideal, rand = self.ceilings.ideal, self.ceilings.random
+        return {"queries": len(self.task.queries), "metrics": got, "ideal": ideal, "random": rand,
+                "share": {m: headroom_share(got[m], rand[m], ideal[m]) for m in got}}
 
 
 def done(path: Path) -> set[tuple[str, int]]:
@@ -161,37 +217,69 @@ def run(args) -> None:
           f"{base.batch.batch_size} ({args.epochs} epochs), dev every {every} steps; "
           f"{splits.dev.judgments['query_id'].nunique()} dev queries, dev corpus {args.dev_corpus}",
           flush=True)
+    rerank = TrainRerank(splits.train, args.train_rerank) if args.train_rerank else None
     for seed in args.seeds:
         for arm in args.arms or list(ARMS):
             if (arm, seed) in finished:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 try:
-                    # the same epochs for every arm: an arm with another batch size gets its own steps
-                    batch_size = load_config(TrainConfig, BASE, [*args.extra, *ARMS[arm]]).batch.batch_size
-                    steps, every = arm_steps(args.epochs, args.evals, n_pairs, batch_size)
-                    cfg = load_config(TrainConfig, BASE, [
-                        f"optim.steps={steps}", f"optim.warmup_steps={max(1, steps // 10)}",
-                        f"eval.every={every}", "eval.patience=0", "eval.keep_best=false",
-                        f"seed={seed}", f"out_dir={tmp}/run", "progress=false",
-                        "checkpoint_every=1000000", *args.extra, *ARMS[arm]])
+                    plan = arm_plan(arm, seed, n_pairs, tmp, args)
                 except Exception as e:  # an arm needing a loss option this checkout lacks
                     print(f"skip {arm}: {e}", flush=True)
                     continue
                 load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
-                res = Trainer(cfg, splits=splits, dev_eval=dev).fit()
+                history, offset = [], 0
+                for stage, cfg in enumerate(plan):
+                    if stage:  # stage 2 starts from stage 1's saved model
+                        cfg = replace(cfg, model=replace(cfg.model, text_model=str(Path(plan[stage - 1].out_dir) / "final")))
+                    trainer = Trainer(cfg, splits=splits, dev_eval=dev)
+                    res = trainer.fit()
+                    history += [{**h, "step": h["step"] + offset, "stage": stage} for h in res.history]
+                    offset += cfg.optim.steps
                 secs = time.perf_counter() - t0
-            rec = {"arm": arm, "seed": seed, "overrides": ARMS[arm], "extra": args.extra, "steps": steps,
+                train_rerank = rerank(trainer.model) if rerank is not None else None
+            steps = offset
+            rec = {"arm": arm, "seed": seed, "overrides": ARMS.get(arm, list(CURRICULA.get(arm, ()))),
+                   "extra": args.extra, "steps": steps,
                    "queries": args.queries, "epochs": args.epochs, "dev_corpus": args.dev_corpus,
-                   "history": res.history, "seconds": round(secs, 1), "load_start": load0,
+                   "history": history, "seconds": round(secs, 1), "load_start": load0,
                    "load_end": os.getloadavg()[0], "threads": args.threads, "machine": platform.processor() or platform.machine()}
+            if train_rerank is not None:
+                rec["train_rerank"] = train_rerank
             with log.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
-            last = res.history[-1]
+            last = history[-1]
             print(f"{arm} seed {seed}: {secs:.0f}s; " + "; ".join(
-                f"step {h['step']}: ndcg@10 {h['dev/ndcg@10']:.4f} err {h['dev/err']:.4f}" for h in res.history)
-                + f" (final {last['dev/ndcg@10']:.4f}/{last['dev/err']:.4f})", flush=True)
+                f"step {h['step']}: ndcg@10 {h['dev/ndcg@10']:.4f} err {h['dev/err']:.4f}" for h in history)
+                + f" (final {last['dev/ndcg@10']:.4f}/{last['dev/err']:.4f})"
+                + (f"; trained-query re-rank ERR {train_rerank['metrics']['err']:.4f} "
+                   f"({train_rerank['share']['err']:.0%} of the headroom)" if train_rerank else ""), flush=True)
+
+
+def arm_plan(arm: str, seed: int, n_pairs: int, tmp: str, args) -> list:
+    """The training config of each stage of ``arm`` (one, or two for a :data:`CURRICULA` arm):
+    the same epochs for every arm (an arm with another batch size gets its own steps), split
+    between the stages of a curriculum."""
+    from gcl.config import load_config
+    from gcl.training.config import TrainConfig
+
+    stages = [(ARMS[arm], None)] if arm in ARMS else [(ARMS[CURRICULA[arm][0]], 0), (ARMS[CURRICULA[arm][1]], 1)]
+    batch_size = load_config(TrainConfig, BASE, [*args.extra, *stages[0][0]]).batch.batch_size
+    steps, every = arm_steps(args.epochs, args.evals, n_pairs, batch_size)
+    split = stage_steps(steps, CURRICULA[arm][2]) if arm in CURRICULA else (steps,)
+    cfgs = []
+    for (overrides, stage), n in zip(stages, split):
+        cfg = load_config(TrainConfig, BASE, [
+            f"optim.steps={n}", f"optim.warmup_steps={max(1, n // 10)}",
+            f"eval.every={every}", "eval.patience=0", "eval.keep_best=false",
+            f"seed={seed}", f"out_dir={tmp}/run{'' if stage is None else stage + 1}", "progress=false",
+            "checkpoint_every=1000000", *args.extra, *overrides])
+        if cfg.batch.batch_size != batch_size:
+            raise ValueError(f"{arm}: the stages of a curriculum must have the same batch size")
+        cfgs.append(cfg)
+    return cfgs
 
 
 def report(args) -> str:
@@ -205,8 +293,11 @@ def report(args) -> str:
     ref_final = {r["seed"]: r["history"][-1] for r in by_arm[ref]}
     lines = [f"Dev split only (never a test split). Final evaluation after the fixed budget; "
              f"Δ = paired difference to `{ref}` at the same seed (mean over seeds).", "",
-             "| arm | seeds | " + " | ".join(f"dev {m}" for m in metrics) + " | Δ nDCG@10 | Δ ERR | best-step nDCG@10 | s/run |",
-             "|---|---|" + "---:|" * (len(metrics) + 4)]
+             "Trained-query order = judged re-rank of trained queries (`--train-rerank`), share of the ERR headroom "
+             "between random and ideal order of their judged documents (— where not measured).", "",
+             "| arm | seeds | " + " | ".join(f"dev {m}" for m in metrics)
+             + " | Δ nDCG@10 | Δ ERR | best-step nDCG@10 | trained-query order | s/run |",
+             "|---|---|" + "---:|" * (len(metrics) + 5)]
     for arm, rs in by_arm.items():
         fin = [r["history"][-1] for r in rs]
         vals = [f"{np.mean([h[f'dev/{m}'] for h in fin]):.4f}" for m in metrics]
@@ -214,8 +305,10 @@ def report(args) -> str:
         d_n = np.mean([a["dev/ndcg@10"] - b["dev/ndcg@10"] for a, b in paired]) if paired else float("nan")
         d_e = np.mean([a["dev/err"] - b["dev/err"] for a, b in paired]) if paired else float("nan")
         best = np.mean([max(h["dev/ndcg@10"] for h in r["history"]) for r in rs])
+        shares = [r["train_rerank"]["share"]["err"] for r in rs if "train_rerank" in r]
+        order = f"{np.mean(shares):.0%}" if len(shares) == len(rs) else "—"
         lines.append(f"| {arm} | {','.join(str(r['seed']) for r in rs)} | " + " | ".join(vals)
-                     + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+                     + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {order} | {np.mean([r['seconds'] for r in rs]):.0f} |")
     r0 = recs[0]
     lines += ["", f"Budget: {r0['queries'] or 'all'} training queries, {r0['epochs']} epochs = {r0['steps']} steps of 64 (an arm at batch 128: half as many), "
               f"dev corpus {r0['dev_corpus']}, base {BASE}; threads {r0['threads']}; load {min(r['load_start'] for r in recs):.1f}–"
