@@ -104,6 +104,9 @@ CURRICULA: dict[str, tuple[str, str, float]] = {
     "gcl-random-then-gcl": ("gcl-random", "gcl", 0.25),
     "binary-random-then-gcl": ("binary-random", "gcl", 0.25),
     "gcl-random-then-gcl-random": ("gcl-random", "gcl-random", 0.25),
+    # half the steps grouped: the quarter moved the trained-query order by ~5 points (rule: 10)
+    "gcl-random-then-gcl-0.5": ("gcl-random", "gcl", 0.5),
+    "gcl-random-then-gcl-random-0.5": ("gcl-random", "gcl-random", 0.5),
 }
 
 
