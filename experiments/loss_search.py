@@ -100,7 +100,7 @@ ARMS: dict[str, list[str]] = {
 # take the same steps as every other arm. The control restarts the same loss, so that what the
 # restart itself does is not read as a gain of the second loss.
 CURRICULA: dict[str, tuple[str, str, float]] = {
-    # retrieval from random batches first, then grouped GCL to learn the within-query order (1 Dec, ninth session)
+    # retrieval from random batches first, then grouped GCL to learn the within-query order (1 Dec, twelfth session)
     "gcl-random-then-gcl": ("gcl-random", "gcl", 0.25),
     "binary-random-then-gcl": ("binary-random", "gcl", 0.25),
     "gcl-random-then-gcl-random": ("gcl-random", "gcl-random", 0.25),
@@ -296,8 +296,8 @@ def report(args) -> str:
     ref_final = {r["seed"]: r["history"][-1] for r in by_arm[ref]}
     lines = [f"Dev split only (never a test split). Final evaluation after the fixed budget; "
              f"Δ = paired difference to `{ref}` at the same seed (mean over seeds).", "",
-             "Trained-query order = judged re-rank of trained queries (`--train-rerank`), share of the ERR headroom "
-             "between random and ideal order of their judged documents (— where not measured).", "",
+             ("Trained-query order = judged re-rank of trained queries (`--train-rerank`), share of the ERR headroom "
+              "between random and ideal order of their judged documents (— where not measured)."), "",
              "| arm | seeds | " + " | ".join(f"dev {m}" for m in metrics)
              + " | Δ nDCG@10 | Δ ERR | best-step nDCG@10 | trained-query order | s/run |",
              "|---|---|" + "---:|" * (len(metrics) + 5)]
