@@ -157,11 +157,6 @@ def stage_steps(steps: int, share: float) -> tuple[int, int]:
     return steps - second, second
 
 
-def headroom_share(value: float, random: float, ideal: float) -> float:
-    """Share of the ordering headroom captured: ``(value - random) / (ideal - random)``."""
-    return (value - random) / (ideal - random) if ideal != random else float("nan")
-
-
 class TrainRerank:
     """Judged re-rank of ``n`` trained queries (sampled once, seed 0): each query's judged training
     documents ranked by the model, nothing else, against the ideal and random order of the same
@@ -185,10 +180,12 @@ class TrainRerank:
         from gcl.evaluation.judged_rerank import evaluate_judged_rerank
         from gcl.evaluation.retrievers import DenseRetriever
 
+        from results_report import capture  # share of the headroom: (model - random) / (ideal - random)
+
         got = evaluate_judged_rerank(self.task, DenseRetriever(model, show_progress=False), self.protocol).summary
-        ideal, rand = self.ceilings.ideal, self.ceilings.random
-        return {"queries": len(self.task.queries), "metrics": got, "ideal": ideal, "random": rand,
-                "share": {m: headroom_share(got[m], rand[m], ideal[m]) for m in got}}
+        ceil = self.ceilings.to_dict()
+        return {"queries": len(self.task.queries), "metrics": got, "ideal": ceil["ideal"], "random": ceil["random"],
+                "share": {m: capture(got[m], ceil, m) for m in got}}
 
 
 def done(path: Path) -> set[tuple[str, int]]:
