@@ -90,6 +90,11 @@ ARMS: dict[str, list[str]] = {
     "binary-gf0.25": _BINARY_GF025,
     "binary-gf0.25-lambda": [*_BINARY_GF025, "loss.lambda_weight=1.0"],
     "binary-gf0.25-lambda0.1": [*_BINARY_GF025, "loss.lambda_weight=0.1"],
+    # a cross-query graded term with random batches (1 Dec, thirteenth session): CoSENT on the
+    # batch's positive pairs (loss.cosent_weight, docs/losses.md), which orders pairs of different
+    # queries by grade and so needs no query groups, the cost of every within-query term so far
+    "gcl-random-cosent": ["batch.sampler=random", "loss.cosent_weight=1.0"],
+    "gcl-random-cosent0.1": ["batch.sampler=random", "loss.cosent_weight=0.1"],
     "zero-shot": ["optim.lr=0"],
 }
 
@@ -123,6 +128,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-rerank", type=int, default=0,
                    help="also rank only the judged documents of this many trained queries after training "
                         "(in-domain order, recorded with its ideal / random ceilings; 0: off)")
+    p.add_argument("--dev-rerank", action="store_true",
+                   help="also rank only the judged documents of every dev query after training "
+                        "(the order that carries over to new queries, with its ceilings)")
     p.add_argument("--report", action="store_true", help="only print/write the table from search.jsonl")
     p.add_argument("--extra", nargs="*", default=[], help="overrides for every arm (key=value)")
     args = p.parse_args(argv)
@@ -157,23 +165,25 @@ def stage_steps(steps: int, share: float) -> tuple[int, int]:
     return steps - second, second
 
 
-class TrainRerank:
-    """Judged re-rank of ``n`` trained queries (sampled once, seed 0): each query's judged training
-    documents ranked by the model, nothing else, against the ideal and random order of the same
-    documents (:mod:`gcl.evaluation.ceilings`). It measures the in-domain order a loss learns,
-    with retrieval taken out; the dev split cannot, as its queries are never trained on."""
+class JudgedRerank:
+    """Judged re-rank of ``n`` queries of ``split`` (all when ``n`` is 0; sampled once, seed 0):
+    each query's judged documents ranked by the model, nothing else, against the ideal and random
+    order of the same documents (:mod:`gcl.evaluation.ceilings`). On trained queries
+    (``--train-rerank``) it measures the in-domain order a loss learns, with retrieval taken out;
+    on the dev queries (``--dev-rerank``), never trained on, the order that carries over to new
+    queries."""
 
-    def __init__(self, train, n: int, metrics=("ndcg@10", "err")) -> None:
+    def __init__(self, split, n: int = 0, name: str = "rerank", metrics=("ndcg@10", "err")) -> None:
         from gcl.data.schema import DOC_ID, QUERY_ID
         from gcl.evaluation.ceilings import ordering_ceilings
         from gcl.evaluation.evaluator import Protocol, prepare_task
 
-        qids = np.sort(train.judgments[QUERY_ID].unique())
-        keep = np.random.default_rng(0).choice(qids, min(n, len(qids)), replace=False)
-        sub = train.subset(query_ids=keep, name="train_rerank")
+        qids = np.sort(split.judgments[QUERY_ID].unique())
+        keep = np.random.default_rng(0).choice(qids, min(n, len(qids)), replace=False) if n else qids
+        sub = split.subset(query_ids=keep, name=name)
         sub.documents = sub.documents.loc[sub.documents.index.isin(sub.judgments[DOC_ID].unique())]
         self.protocol = Protocol(name="all", depth=100, metrics=tuple(metrics))
-        self.task = prepare_task(sub, self.protocol, name="train_rerank")
+        self.task = prepare_task(sub, self.protocol, name=name)
         self.ceilings = ordering_ceilings(self.task, self.protocol.metrics)
 
     def __call__(self, model) -> dict:
@@ -217,7 +227,8 @@ def run(args) -> None:
           f"{base.batch.batch_size} ({args.epochs} epochs), dev every {every} steps; "
           f"{splits.dev.judgments['query_id'].nunique()} dev queries, dev corpus {args.dev_corpus}",
           flush=True)
-    rerank = TrainRerank(splits.train, args.train_rerank) if args.train_rerank else None
+    rerank = JudgedRerank(splits.train, args.train_rerank, "train_rerank") if args.train_rerank else None
+    dev_rerank = JudgedRerank(splits.dev, 0, "dev_rerank") if args.dev_rerank else None
     for seed in args.seeds:
         for arm in args.arms or list(ARMS):
             if (arm, seed) in finished:
@@ -240,6 +251,7 @@ def run(args) -> None:
                     offset += cfg.optim.steps
                 secs = time.perf_counter() - t0
                 train_rerank = rerank(trainer.model) if rerank is not None else None
+                dev_order = dev_rerank(trainer.model) if dev_rerank is not None else None
             steps = offset
             rec = {"arm": arm, "seed": seed, "overrides": ARMS.get(arm, list(CURRICULA.get(arm, ()))),
                    "extra": args.extra, "steps": steps,
@@ -248,6 +260,8 @@ def run(args) -> None:
                    "load_end": os.getloadavg()[0], "threads": args.threads, "machine": platform.processor() or platform.machine()}
             if train_rerank is not None:
                 rec["train_rerank"] = train_rerank
+            if dev_order is not None:
+                rec["dev_rerank"] = dev_order
             with log.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             last = history[-1]
@@ -255,7 +269,9 @@ def run(args) -> None:
                 f"step {h['step']}: ndcg@10 {h['dev/ndcg@10']:.4f} err {h['dev/err']:.4f}" for h in history)
                 + f" (final {last['dev/ndcg@10']:.4f}/{last['dev/err']:.4f})"
                 + (f"; trained-query re-rank ERR {train_rerank['metrics']['err']:.4f} "
-                   f"({train_rerank['share']['err']:.0%} of the headroom)" if train_rerank else ""), flush=True)
+                   f"({train_rerank['share']['err']:.0%} of the headroom)" if train_rerank else "")
+                + (f"; dev re-rank ERR {dev_order['metrics']['err']:.4f} "
+                   f"({dev_order['share']['err']:.1%} of the headroom)" if dev_order else ""), flush=True)
 
 
 def arm_plan(arm: str, seed: int, n_pairs: int, tmp: str, args) -> list:
@@ -294,10 +310,11 @@ def report(args) -> str:
     lines = [f"Dev split only (never a test split). Final evaluation after the fixed budget; "
              f"Δ = paired difference to `{ref}` at the same seed (mean over seeds).", "",
              ("Trained-query order = judged re-rank of trained queries (`--train-rerank`), share of the ERR headroom "
-              "between random and ideal order of their judged documents (— where not measured)."), "",
+              "between random and ideal order of their judged documents; new-query order = the same for every dev "
+              "query (`--dev-rerank`) (— where not measured)."), "",
              "| arm | seeds | " + " | ".join(f"dev {m}" for m in metrics)
-             + " | Δ nDCG@10 | Δ ERR | best-step nDCG@10 | trained-query order | s/run |",
-             "|---|---|" + "---:|" * (len(metrics) + 5)]
+             + " | Δ nDCG@10 | Δ ERR | best-step nDCG@10 | trained-query order | new-query order | s/run |",
+             "|---|---|" + "---:|" * (len(metrics) + 6)]
     for arm, rs in by_arm.items():
         fin = [r["history"][-1] for r in rs]
         vals = [f"{np.mean([h[f'dev/{m}'] for h in fin]):.4f}" for m in metrics]
@@ -307,8 +324,10 @@ def report(args) -> str:
         best = np.mean([max(h["dev/ndcg@10"] for h in r["history"]) for r in rs])
         shares = [r["train_rerank"]["share"]["err"] for r in rs if "train_rerank" in r]
         order = f"{np.mean(shares):.0%}" if len(shares) == len(rs) else "—"
+        dev_shares = [r["dev_rerank"]["share"]["err"] for r in rs if "dev_rerank" in r]
+        new_order = f"{np.mean(dev_shares):.1%}" if len(dev_shares) == len(rs) else "—"
         lines.append(f"| {arm} | {','.join(str(r['seed']) for r in rs)} | " + " | ".join(vals)
-                     + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {order} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+                     + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {order} | {new_order} | {np.mean([r['seconds'] for r in rs]):.0f} |")
     r0 = recs[0]
     lines += ["", f"Budget: {r0['queries'] or 'all'} training queries, {r0['epochs']} epochs = {r0['steps']} steps of 64 (an arm at batch 128: half as many), "
               f"dev corpus {r0['dev_corpus']}, base {BASE}; threads {r0['threads']}; load {min(r['load_start'] for r in recs):.1f}–"

@@ -118,6 +118,8 @@ class GCLLoss(nn.Module):
             batch one soft-target distribution over the batch's documents (``docs/losses.md``).
         lambda_weight: ``λ`` of gcl's ΔnDCG-weighted pairwise term (``docs/losses.md``); ``λ > 0``
             needs ``score_range`` (the term's gains are the scores normalised to it).
+        cosent_weight: ``μ`` of gcl's cross-query CoSENT term on the batch's positive pairs
+            (``docs/losses.md``; 0: off).
 
     Inputs:
 
@@ -153,6 +155,7 @@ class GCLLoss(nn.Module):
         targets: str = LossConfig.targets,
         target_temperature: float = LossConfig.target_temperature,
         lambda_weight: float = LossConfig.lambda_weight,
+        cosent_weight: float = LossConfig.cosent_weight,
     ) -> None:
         super().__init__()
         self.model = model
@@ -171,6 +174,7 @@ class GCLLoss(nn.Module):
             target_temperature=target_temperature,
             lambda_weight=lambda_weight,
             score_range=self.score_range if lambda_weight else None,
+            cosent_weight=cosent_weight,
         )
 
     # ------------------------------------------------------------------ ST interface
@@ -215,6 +219,7 @@ class GCLLoss(nn.Module):
             "targets": core.targets,
             "target_temperature": core.target_temperature,
             "lambda_weight": core.lambda_weight,
+            "cosent_weight": core.cosent_weight,
         }
 
     @property

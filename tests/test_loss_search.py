@@ -27,7 +27,7 @@ def test_stage_steps_split_the_budget():
 
 
 def _share(value: float, random: float, ideal: float) -> float:
-    """The train re-rank's share of the headroom (results_report.capture, which TrainRerank calls)."""
+    """The train re-rank's share of the headroom (results_report.capture, which JudgedRerank calls)."""
     from results_report import capture
 
     return capture(value, {"random": {"m": random}, "headroom": {"m": ideal - random}}, "m")
@@ -78,7 +78,7 @@ def test_train_rerank_against_hand_ceilings(monkeypatch, order, expected):
     sign = 1.0 if order == "grades" else -1.0
     monkeypatch.setattr(retrievers, "DenseRetriever",
                         lambda model, show_progress=False: _ByKey(lambda q, d: sign * grade.get((q, d), -9.0)))
-    rr = ls.TrainRerank(train, n=10)
+    rr = ls.JudgedRerank(train, n=10)
     got = rr(model=None)
     assert got["queries"] == 2
     if expected == 1.0:
@@ -111,7 +111,7 @@ def test_curriculum_arm_trains_stage_two_from_stage_one(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_mod, "Trainer", Recording)
     out = tmp_path / "out"
     ls.main(["--out", str(out), "--arms", "gcl-random-then-gcl", "--queries", "0", "--epochs", "1",
-             "--evals", "2", "--dev-corpus", "50", "--threads", "1", "--train-rerank", "20",
+             "--evals", "2", "--dev-corpus", "50", "--threads", "1", "--train-rerank", "20", "--dev-rerank",
              "--extra", "data.source=synthetic", f"model.text_model={tiny}", "model.freeze_layers=1",
              "batch.batch_size=16"])
     (rec,) = [json.loads(x) for x in (out / "search.jsonl").read_text().splitlines()]
@@ -126,4 +126,7 @@ def test_curriculum_arm_trains_stage_two_from_stage_one(tmp_path, monkeypatch):
     tr = rec["train_rerank"]
     assert 0 < tr["queries"] <= 20 and set(tr["share"]) == {"ndcg@10", "err"}
     assert tr["random"]["err"] <= tr["ideal"]["err"]
-    assert "trained-query order" in (out / "search.md").read_text()
+    dr = rec["dev_rerank"]
+    assert dr["queries"] > 0 and dr["random"]["err"] <= dr["ideal"]["err"]
+    md = (out / "search.md").read_text()
+    assert "trained-query order" in md and "new-query order" in md

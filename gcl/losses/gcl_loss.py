@@ -80,6 +80,13 @@ class GCLLoss(nn.Module):
     ``|ΔNDCG|`` weights on RankNet's logistic loss; q->d, in-batch documents only). ``λ = 0``
     (default) leaves the loss exactly as without the term.
 
+    Cross-query term (``cosent_weight = μ > 0``, :mod:`gcl.losses.cosent_term`): CoSENT on the
+    batch's positive pairs, across queries (rows with ``w > 0``)::
+
+        loss = loss_GCL + μ * log(1 + sum_{(i, j): s_i > s_j} exp(L_jj - L_ii))
+
+    ``μ = 0`` (default) leaves the loss exactly as without it.
+
     Reduces to: constant weights and no duplicated ids (or ids ``None``) -> InfoNCE; with
     ``symmetric=True`` exactly CLIP's ``(CE(L, arange) + CE(L.T, arange)) / 2``, with
     ``symmetric=False`` sentence-transformers' ``MultipleNegativesRankingLoss`` at
@@ -98,6 +105,7 @@ class GCLLoss(nn.Module):
             must stay 1 with ``targets="hard"``.
         lambda_weight: ``λ >= 0`` of the pairwise term (0: off).
         score_range: ``(s_min, s_max)`` of the training scores; required when ``λ > 0`` (gains).
+        cosent_weight: ``μ >= 0`` of the cross-query CoSENT term (0: off; needs ``scores``).
 
     Inputs of :meth:`forward`:
 
@@ -139,6 +147,7 @@ class GCLLoss(nn.Module):
         target_temperature: float = 1.0,
         lambda_weight: float = 0.0,
         score_range: tuple[float, float] | None = None,
+        cosent_weight: float = 0.0,
     ) -> None:
         super().__init__()
         temperature = float(temperature)
@@ -161,6 +170,9 @@ class GCLLoss(nn.Module):
         self.targets = targets
         self.target_temperature = target_temperature
         self.lambda_weight, self.score_range = _check_lambda(lambda_weight, score_range)
+        self.cosent_weight = float(cosent_weight)
+        if not (math.isfinite(self.cosent_weight) and self.cosent_weight >= 0):
+            raise ValueError(f"cosent_weight must be a finite number >= 0, got {cosent_weight}")
         self.symmetric = bool(symmetric)
         self.same_query = same_query
         self.same_doc = same_doc
@@ -203,6 +215,7 @@ class GCLLoss(nn.Module):
             f"same_query={self.same_query!r}, same_doc={self.same_doc!r}, targets={self.targets!r}"
             + (f", target_temperature={self.target_temperature:g}" if self.targets == "soft" else "")
             + (f", lambda_weight={self.lambda_weight:g}, score_range={self.score_range}" if self.lambda_weight else "")
+            + (f", cosent_weight={self.cosent_weight:g}" if self.cosent_weight else "")
         )
 
     # ------------------------------------------------------------------ masks
@@ -250,6 +263,8 @@ class GCLLoss(nn.Module):
             raise ValueError('same_query="lower" needs scores (the graded score of each row)')
         if self.lambda_weight > 0:
             _check_scores_in_range(scores, self.score_range)
+        if self.cosent_weight > 0 and scores is None:
+            raise ValueError("cosent_weight > 0 needs scores (the graded score of each row)")
         device = query_emb.device
         dtype = torch.promote_types(torch.promote_types(query_emb.dtype, doc_emb.dtype), torch.float32)
         with torch.autocast(device_type=device.type, enabled=False):
@@ -270,6 +285,10 @@ class GCLLoss(nn.Module):
                 from gcl.losses.lambda_pairs import lambda_pair_loss
 
                 loss = loss + self.lambda_weight * lambda_pair_loss(logits, w, s, qid, self.score_range)
+            if self.cosent_weight > 0:
+                from gcl.losses.cosent_term import cosent_loss
+
+                loss = loss + self.cosent_weight * cosent_loss(logits, w, s.to(dtype))
         return loss
 
     def _hard(self, logits: Tensor, q: Tensor, w: Tensor, qid: Tensor | None, did: Tensor | None, s: Tensor | None,

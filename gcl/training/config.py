@@ -78,6 +78,9 @@ class LossConfig:
     # L = L_GCL + lambda_weight * (|ΔnDCG|-weighted logistic loss on pairs of a query's in-batch
     # documents with s_i > s_j; docs/losses.md "Pairwise term"); 0: off
     lambda_weight: float = 0.0
+    # L = L_GCL + cosent_weight * CoSENT over the batch's positive pairs, across queries
+    # (docs/losses.md "Cross-query term"); 0: off
+    cosent_weight: float = 0.0
     hard_negatives: int = 0  # per query: extra low-scored documents of the same query as negatives
     mined_negatives: int = 0  # per query: documents the current model ranks high but that are not judged for it
     mine_depth: int = 30  # mined from each training query's top mine_skip + mine_depth
@@ -192,6 +195,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.freeze_layers": (0, False),
     "loss.temperature": (0, True), "loss.hard_negatives": (0, False), "loss.mined_negatives": (0, False),
     "loss.target_temperature": (0, True), "loss.lambda_weight": (0, False),
+    "loss.cosent_weight": (0, False),
     "loss.mine_depth": (1, False), "loss.mine_skip": (0, False), "loss.mine_every": (1, False),
     "loss.fused_weight": (0, False),
     "batch.docs_per_query": (1, False), "batch.grad_cache_chunk": (1, False), "batch.grad_accum": (1, False),

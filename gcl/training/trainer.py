@@ -157,6 +157,7 @@ class Trainer:
             lambda_weight=lc.lambda_weight,
             # gains of the pairwise term: scores min-max normalised over the training pairs
             score_range=(float(self.pairs.score.min()), float(self.pairs.score.max())) if lc.lambda_weight else None,
+            cosent_weight=lc.cosent_weight,
         )
         params = [p for p in self.model.parameters() if p.requires_grad] + list(self.loss_fn.parameters())
         self.params = params
