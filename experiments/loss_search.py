@@ -298,6 +298,12 @@ def arm_plan(arm: str, seed: int, n_pairs: int, tmp: str, args) -> list:
     return cfgs
 
 
+def order_share(rs: list[dict], key: str, fmt: str) -> str:
+    """Mean share of the ERR headroom of the runs' judged re-rank ``key``; "—" unless every run has it."""
+    shares = [r[key]["share"]["err"] for r in rs if key in r]
+    return format(np.mean(shares), fmt) if shares and len(shares) == len(rs) else "—"
+
+
 def report(args) -> str:
     log = Path(args.out) / "search.jsonl"
     recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -322,10 +328,7 @@ def report(args) -> str:
         d_n = np.mean([a["dev/ndcg@10"] - b["dev/ndcg@10"] for a, b in paired]) if paired else float("nan")
         d_e = np.mean([a["dev/err"] - b["dev/err"] for a, b in paired]) if paired else float("nan")
         best = np.mean([max(h["dev/ndcg@10"] for h in r["history"]) for r in rs])
-        shares = [r["train_rerank"]["share"]["err"] for r in rs if "train_rerank" in r]
-        order = f"{np.mean(shares):.0%}" if len(shares) == len(rs) else "—"
-        dev_shares = [r["dev_rerank"]["share"]["err"] for r in rs if "dev_rerank" in r]
-        new_order = f"{np.mean(dev_shares):.1%}" if len(dev_shares) == len(rs) else "—"
+        order, new_order = order_share(rs, "train_rerank", ".0%"), order_share(rs, "dev_rerank", ".1%")
         lines.append(f"| {arm} | {','.join(str(r['seed']) for r in rs)} | " + " | ".join(vals)
                      + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {order} | {new_order} | {np.mean([r['seconds'] for r in rs]):.0f} |")
     r0 = recs[0]

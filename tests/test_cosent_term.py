@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest_trainer import assert_states_close, grads, make_config, synthetic_splits, tiny_model
+from conftest_trainer import assert_states_close, grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_listwise_training import _cli_args, _trainer, wrapper_case
 
 from gcl.losses import GCLLoss
-from gcl.training.trainer import Trainer
 
 HYPO = dict(deadline=None, derandomize=True, database=None)
 
@@ -144,11 +144,6 @@ def test_needs_scores():
 
 
 # --------------------------------------------------------------------------- through the trainer
-def _trainer(tmp_path, name, **items):
-    cfg = make_config(tmp_path / name, dropout=0.0, **{k.replace(".", "__"): v for k, v in items.items()})
-    return Trainer(cfg, splits=synthetic_splits())
-
-
 def test_trainer_step_loss_has_the_term(tmp_path):
     tr = _trainer(tmp_path, "cos", **{"loss.cosent_weight": 0.5, "batch.batch_size": 16})
     assert tr.loss_fn.cosent_weight == 0.5
@@ -182,25 +177,12 @@ def test_grad_cache_equals_plain_step(tmp_path):
 def test_sentence_transformers_wrapper_passes_the_term():
     pytest.importorskip("sentence_transformers")
     from gcl.sentence_transformers import GCLLoss as STGCLLoss
-    from gcl.sentence_transformers import _Batch
 
     st_loss = STGCLLoss(None, score_range=(1.0, 3.0), cosent_weight=2.0)
     assert st_loss.get_config_dict()["cosent_weight"] == 2.0
-    g = torch.Generator().manual_seed(2)
-    q, d = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
-    batch = _Batch(scores=torch.tensor([3.0, 2.0, 1.0, 3.0, 1.0, 2.0]), query_ids=torch.tensor([0, 0, 0, 1, 1, 2]),
-                   doc_ids=torch.arange(6))
-    got = st_loss.compute_loss_from_embeddings([q, d], batch)
-    w = torch.tensor([1.0, 0.55, 0.1, 1.0, 0.1, 0.55], dtype=torch.float64)  # linear, floor 0.1, range 1..3
-    qn, dn = F.normalize(q, dim=-1), F.normalize(d, dim=-1)
+    got, qn, dn, w, batch = wrapper_case(st_loss, seed=2)
     want = GCLLoss(cosent_weight=2.0)(qn, dn, w, query_ids=batch.query_ids, doc_ids=batch.doc_ids, scores=batch.scores)
     torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-5, atol=1e-5)
-
-
-def _cli_args(tmp_path, *extra):
-    return ["train", "data.source=synthetic", f"model.text_model={tiny_model(0.1)}", "optim.steps=3",
-            "batch.batch_size=8", f"out_dir={tmp_path / 'cli'}", "progress=false", "eval.dev_corpus_size=200",
-            "log_every=1", *extra]
 
 
 def test_cli_train_with_the_term(tmp_path, capsys):

@@ -135,21 +135,29 @@ def test_multifield_step_equals_an_independent_computation(tmp_path, loss):
 
 
 # --------------------------------------------------------------------------- sentence-transformers
-def test_sentence_transformers_wrapper_passes_soft_targets():
-    pytest.importorskip("sentence_transformers")
-    from gcl.sentence_transformers import GCLLoss as STGCLLoss
+def wrapper_case(st_loss, seed: int):
+    """The wrapper's loss on a fixed 6-row batch (3 queries, grades 1..3) and what gcl's own loss needs
+    to recompute it: ``(got, normalised q, normalised d, linear weights, batch)``."""
     from gcl.sentence_transformers import _Batch
 
-    st_loss = STGCLLoss(None, weight_fn="linear", score_range=(1.0, 3.0), targets="soft", target_temperature=0.5)
-    cfg = st_loss.get_config_dict()
-    assert cfg["targets"] == "soft" and cfg["target_temperature"] == 0.5
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     q, d = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
     batch = _Batch(scores=torch.tensor([3.0, 2.0, 1.0, 3.0, 1.0, 2.0]), query_ids=torch.tensor([0, 0, 0, 1, 1, 2]),
                    doc_ids=torch.arange(6))
     got = st_loss.compute_loss_from_embeddings([q, d], batch)
     w = torch.tensor([1.0, 0.55, 0.1, 1.0, 0.1, 0.55], dtype=torch.float64)  # linear, floor 0.1, range 1..3
     qn, dn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(d, dim=-1)
+    return got, qn, dn, w, batch
+
+
+def test_sentence_transformers_wrapper_passes_soft_targets():
+    pytest.importorskip("sentence_transformers")
+    from gcl.sentence_transformers import GCLLoss as STGCLLoss
+
+    st_loss = STGCLLoss(None, weight_fn="linear", score_range=(1.0, 3.0), targets="soft", target_temperature=0.5)
+    cfg = st_loss.get_config_dict()
+    assert cfg["targets"] == "soft" and cfg["target_temperature"] == 0.5
+    got, qn, dn, w, batch = wrapper_case(st_loss, seed=0)
     want = GCLLoss(targets="soft", target_temperature=0.5)(qn, dn, w, query_ids=batch.query_ids, doc_ids=batch.doc_ids)
     torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="has no effect with targets='soft'"):
@@ -159,18 +167,11 @@ def test_sentence_transformers_wrapper_passes_soft_targets():
 def test_sentence_transformers_wrapper_passes_the_pairwise_term():
     pytest.importorskip("sentence_transformers")
     from gcl.sentence_transformers import GCLLoss as STGCLLoss
-    from gcl.sentence_transformers import _Batch
 
     st_loss = STGCLLoss(None, score_range=(1.0, 3.0), same_query="lower", lambda_weight=2.0)
     assert st_loss.get_config_dict()["lambda_weight"] == 2.0
     assert st_loss.gcl_loss.score_range == (1.0, 3.0)
-    g = torch.Generator().manual_seed(1)
-    q, d = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
-    batch = _Batch(scores=torch.tensor([3.0, 2.0, 1.0, 3.0, 1.0, 2.0]), query_ids=torch.tensor([0, 0, 0, 1, 1, 2]),
-                   doc_ids=torch.arange(6))
-    got = st_loss.compute_loss_from_embeddings([q, d], batch)
-    w = torch.tensor([1.0, 0.55, 0.1, 1.0, 0.1, 0.55], dtype=torch.float64)
-    qn, dn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(d, dim=-1)
+    got, qn, dn, w, batch = wrapper_case(st_loss, seed=1)
     want = GCLLoss(same_query="lower", lambda_weight=2.0, score_range=(1.0, 3.0))(
         qn, dn, w, query_ids=batch.query_ids, doc_ids=batch.doc_ids, scores=batch.scores)
     torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-5, atol=1e-5)
