@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 BASE = "configs/homedepot_gcl_fast.yaml"
+BM25_RERANK = "bm25_dev_rerank.json"  # --bm25-rerank's record
 # name -> loss/batch overrides on top of BASE (BASE itself is the paper's GCL: linear, lower, T 0.05).
 # binary on every judged pair, a quarter of the batch as 4 queries x 4 documents (same-query columns masked)
 _BINARY_GF025 = ["loss.weight_fn=constant", "loss.same_query=mask", "batch.group_fraction=0.25"]
@@ -118,7 +119,8 @@ CURRICULA: dict[str, tuple[str, str, float]] = {
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="docs/results/loss_search", help="directory of search.jsonl and search.md")
-    p.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default all): {', '.join(ARMS)}")
+    p.add_argument("--arms", nargs="+", default=None,
+                   help=f"arms to run (default all, none with --bm25-rerank alone): {', '.join(ARMS)}")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--queries", type=int, default=3000, help="training queries kept, all their pairs (0: all)")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the kept pairs (same for every arm)")
@@ -131,6 +133,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dev-rerank", action="store_true",
                    help="also rank only the judged documents of every dev query after training "
                         "(the order that carries over to new queries, with its ceilings)")
+    p.add_argument("--bm25-rerank", action="store_true",
+                   help="also rank every dev query's judged documents with BM25 (no training; once, into "
+                        "<out>/bm25_dev_rerank.json): whether lexical match carries the order new queries need")
     p.add_argument("--report", action="store_true", help="only print/write the table from search.jsonl")
     p.add_argument("--extra", nargs="*", default=[], help="overrides for every arm (key=value)")
     args = p.parse_args(argv)
@@ -186,13 +191,15 @@ class JudgedRerank:
         self.task = prepare_task(sub, self.protocol, name=name)
         self.ceilings = ordering_ceilings(self.task, self.protocol.metrics)
 
-    def __call__(self, model) -> dict:
+    def __call__(self, model=None, retriever=None) -> dict:
+        """The order of ``model`` (a dense retriever over it), or of ``retriever`` (e.g. BM25)."""
         from gcl.evaluation.judged_rerank import evaluate_judged_rerank
         from gcl.evaluation.retrievers import DenseRetriever
 
         from results_report import capture  # share of the headroom: (model - random) / (ideal - random)
 
-        got = evaluate_judged_rerank(self.task, DenseRetriever(model, show_progress=False), self.protocol).summary
+        retriever = retriever if retriever is not None else DenseRetriever(model, show_progress=False)
+        got = evaluate_judged_rerank(self.task, retriever, self.protocol).summary
         ceil = self.ceilings.to_dict()
         return {"queries": len(self.task.queries), "metrics": got, "ideal": ceil["ideal"], "random": ceil["random"],
                 "share": {m: capture(got[m], ceil, m) for m in got}}
@@ -228,9 +235,19 @@ def run(args) -> None:
           f"{splits.dev.judgments['query_id'].nunique()} dev queries, dev corpus {args.dev_corpus}",
           flush=True)
     rerank = JudgedRerank(splits.train, args.train_rerank, "train_rerank") if args.train_rerank else None
-    dev_rerank = JudgedRerank(splits.dev, 0, "dev_rerank") if args.dev_rerank else None
+    dev_rerank = JudgedRerank(splits.dev, 0, "dev_rerank") if args.dev_rerank or args.bm25_rerank else None
+    bm25_file = out / BM25_RERANK
+    if args.bm25_rerank and not bm25_file.exists():
+        from gcl.evaluation.retrievers import BM25Retriever
+
+        got = dev_rerank(retriever=BM25Retriever())
+        bm25_file.write_text(json.dumps(got, indent=1) + "\n")
+        print(f"BM25 dev re-rank ERR {got['metrics']['err']:.4f} ({got['share']['err']:.1%} of the headroom)", flush=True)
+    if not args.dev_rerank:
+        dev_rerank = None
+    arms = args.arms if args.arms is not None else ([] if args.bm25_rerank else list(ARMS))  # --bm25-rerank alone trains nothing
     for seed in args.seeds:
-        for arm in args.arms or list(ARMS):
+        for arm in arms:
             if (arm, seed) in finished:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
@@ -331,6 +348,11 @@ def report(args) -> str:
         order, new_order = order_share(rs, "train_rerank", ".0%"), order_share(rs, "dev_rerank", ".1%")
         lines.append(f"| {arm} | {','.join(str(r['seed']) for r in rs)} | " + " | ".join(vals)
                      + f" | {d_n:+.4f} | {d_e:+.4f} | {best:.4f} | {order} | {new_order} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+    bm25 = Path(args.out) / BM25_RERANK
+    if bm25.exists():
+        b = json.loads(bm25.read_text())
+        lines += ["", f"BM25 (no training, `--bm25-rerank`), new-query order: {b['share']['err']:.1%} of the ERR headroom "
+                      f"(dev re-rank ERR {b['metrics']['err']:.4f}, nDCG@10 {b['metrics']['ndcg@10']:.4f}; {b['queries']} queries)."]
     r0 = recs[0]
     lines += ["", f"Budget: {r0['queries'] or 'all'} training queries, {r0['epochs']} epochs = {r0['steps']} steps of 64 (an arm at batch 128: half as many), "
               f"dev corpus {r0['dev_corpus']}, base {BASE}; threads {r0['threads']}; load {min(r['load_start'] for r in recs):.1f}–"
@@ -348,7 +370,7 @@ def main(argv=None) -> None:
         run(args)
     if (Path(args.out) / "search.jsonl").exists():
         print(report(args))
-    else:
+    elif not (args.bm25_rerank and not args.report):
         sys.exit(f"error: no {Path(args.out) / 'search.jsonl'} yet")
 
 

@@ -90,6 +90,37 @@ def test_train_rerank_against_hand_ceilings(monkeypatch, order, expected):
     assert got["random"]["err"] < got["ideal"]["err"]
 
 
+def test_rerank_of_a_given_retriever():
+    """``retriever=`` replaces the model's dense retriever: ideal order captures all the headroom."""
+    train, grade = _graded_train()
+    got = ls.JudgedRerank(train, n=10)(retriever=_ByKey(lambda q, d: grade.get((q, d), -9.0)))
+    assert got["share"]["err"] == pytest.approx(1.0) and got["share"]["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_bm25_rerank_alone_trains_nothing(tmp_path):
+    """``--bm25-rerank`` without ``--arms`` writes BM25's dev re-rank once and trains no arm; a later
+    search's report carries it."""
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--bm25-rerank", "--queries", "0", "--dev-corpus", "50", "--threads", "1",
+            "--extra", "data.source=synthetic"]
+    ls.main(args)
+    assert not (out / "search.jsonl").exists()
+    rec = json.loads((out / ls.BM25_RERANK).read_text())
+    assert rec["queries"] > 0
+    for m in ("ndcg@10", "err"):
+        assert 0 < rec["metrics"][m] <= rec["ideal"][m] + 1e-9
+        lo, hi = rec["random"][m], rec["ideal"][m]
+        assert rec["share"][m] == pytest.approx((rec["metrics"][m] - lo) / (hi - lo))
+    # a record of a trained arm, then the report shows the BM25 line beside it
+    fake = {"arm": "gcl", "seed": 0, "history": [{"step": 1, "dev/ndcg@10": 0.5, "dev/err": 0.4, "dev/rbp@0.9": 0.3,
+                                                   "dev/map@100": 0.2}], "seconds": 1.0, "queries": 0, "epochs": 1,
+            "steps": 1, "dev_corpus": 50, "threads": 1, "load_start": 0.0, "load_end": 0.0}
+    (out / "search.jsonl").write_text(json.dumps(fake) + "\n")
+    ls.main(["--out", str(out), "--report"])
+    md = (out / "search.md").read_text()
+    assert f"new-query order: {rec['share']['err']:.1%}" in md
+
+
 def test_curriculum_arm_trains_stage_two_from_stage_one(tmp_path, monkeypatch):
     """A curriculum arm runs two trainings with the budget split; stage 2 loads stage 1's saved
     model, and the record's history carries both stages on one step axis."""
