@@ -16,7 +16,7 @@ EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gcl.cli import calibrate, evaluate, export, index, serve, split, train
+    from gcl.cli import calibrate, evaluate, export, index, serve, soup, split, train
 
     parser = argparse.ArgumentParser(prog="gcl", description="Generalized Contrastive Learning: train and evaluate graded retrieval models.")
     parser.add_argument("--version", action="version", version=f"gcl {__version__}")
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)  # gcl serve
     calibrate.add_parser(sub)  # gcl calibrate
     export.add_parser(sub)  # gcl export
+    soup.add_parser(sub)  # gcl soup
     return parser
 
 
