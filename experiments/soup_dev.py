@@ -12,7 +12,8 @@ from the same MiniLM with the same frozen lower layers, which the soup copies). 
 ``α = 0`` are the arms themselves. Each model is scored three ways, none on a test split:
 
 * dev retrieval: the :class:`~gcl.training.dev_eval.DevEvaluator` of ``configs/homedepot_gcl_fast.yaml``
-  (the budget runs' dev split and dev corpus; ``α = 1`` repeats the run's own final dev figure);
+  with the seed's dev corpus, as the trainer builds it (``α = 1`` repeats the run's own final
+  dev figure);
 * trained-query order: judged re-rank of 500 training queries (``loss_search.JudgedRerank``),
   the share of the ERR headroom between random and ideal order: what the soup keeps of the
   grade order the grouped arm learns on its queries;
@@ -83,7 +84,7 @@ def run(args) -> None:
         return
     base = load_config(TrainConfig, BASE, list(args.extra))
     splits = load_benchmark(base.data)
-    dev = DevEvaluator(splits, base.eval, seed=0)
+    devs: dict[int, DevEvaluator] = {}  # the trainer's: its dev corpus fill is drawn with the run's seed
     trained = JudgedRerank(splits.train, TRAIN_RERANK, "train_rerank")
     new = JudgedRerank(splits.dev, 0, "dev_rerank")
     for seed, alpha in todo:
@@ -104,7 +105,7 @@ def run(args) -> None:
                 continue
             model = BiEncoder.load(path).eval()
             rec = {"a": args.a, "b": args.b, "seed": seed, "alpha": alpha, "work": str(args.work),
-                   "dev": dev(model), "train_rerank": trained(model), "dev_rerank": new(model)}
+                   "dev": devs.setdefault(seed, DevEvaluator(splits, base.eval, seed=seed))(model), "train_rerank": trained(model), "dev_rerank": new(model)}
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         with log.open("a") as f:
             f.write(json.dumps(rec) + "\n")

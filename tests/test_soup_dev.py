@@ -23,11 +23,12 @@ def test_soups_scored_on_dev_with_the_arms_at_the_ends(tmp_path, monkeypatch):
     monkeypatch.setenv("GCL_CACHE_DIR", str(tmp_path / "cache"))
     work = tmp_path / "runs"
     for arm, sampler in (("gcl", "query_grouped"), ("gcl-best", "random")):
-        cfg = make_config(work / f"{arm}-s0", dropout=0.1, seed=0,
-                          **{"model__freeze_layers": 1, "optim__steps": 3, "batch__sampler": sampler})
+        cfg = make_config(work / f"{arm}-s1", dropout=0.1, seed=1,
+                          **{"model__freeze_layers": 1, "optim__steps": 3, "batch__sampler": sampler, "eval__every": 3,
+                             "eval__dev_corpus_size": 200})
         Trainer(cfg, splits=synthetic_splits()).fit()
     out = tmp_path / "out"
-    args = ["--work", str(work), "--seeds", "0", "--alphas", "0", "0.5", "1", "--out", str(out),
+    args = ["--work", str(work), "--seeds", "1", "--alphas", "0", "0.5", "1", "--out", str(out),
             "--extra", "data.source=synthetic", "eval.dev_corpus_size=200"]
     soup_dev.main(args)
     recs = {r["alpha"]: r for r in map(json.loads, (out / "soup.jsonl").read_text().splitlines())}
@@ -38,19 +39,23 @@ def test_soups_scored_on_dev_with_the_arms_at_the_ends(tmp_path, monkeypatch):
     from gcl.training.config import TrainConfig
 
     base = load_config(TrainConfig, soup_dev.BASE, ["data.source=synthetic", "eval.dev_corpus_size=200"])
-    dev = DevEvaluator(load_benchmark(base.data), base.eval, seed=0)
+    dev = DevEvaluator(load_benchmark(base.data), base.eval, seed=1)  # seed 1: the run's, not a fixed 0
     for alpha, arm in ((1.0, "gcl"), (0.0, "gcl-best")):
-        direct = dev(BiEncoder.load(work / f"{arm}-s0" / "final").eval())
+        direct = dev(BiEncoder.load(work / f"{arm}-s1" / "final").eval())
         assert recs[alpha]["dev"]["ndcg@10"] == pytest.approx(direct["ndcg@10"], abs=1e-9)
+        # and the run's own last dev evaluation (the trainer's dev corpus, drawn with its seed)
+        last = [json.loads(x) for x in (work / f"{arm}-s1" / "metrics.jsonl").read_text().splitlines()
+                if "dev/ndcg@10" in x][-1]
+        assert recs[alpha]["dev"]["ndcg@10"] == pytest.approx(last["dev/ndcg@10"], abs=1e-6)
     for r in recs.values():
         for key in ("train_rerank", "dev_rerank"):
             assert r[key]["random"]["err"] <= r[key]["ideal"]["err"] and set(r[key]["share"]) == {"ndcg@10", "err"}
     # a re-run skips finished lines; --save keeps the soup, which loads
     soup_dev.main([*args, "--alphas", "0.5", "--save", "soup"])
     assert len((out / "soup.jsonl").read_text().splitlines()) == 3
-    assert BiEncoder.load(work / "soup-s0" / "final") is not None
+    assert BiEncoder.load(work / "soup-s1" / "final") is not None
     md = (out / "soup.md").read_text()
-    assert "| gcl | gcl-best | 0.5 | 0 |" in md
+    assert "| gcl | gcl-best | 0.5 | 1 |" in md
 
 
 def test_missing_run_and_bad_alpha_are_clear(tmp_path, capsys):
