@@ -9,7 +9,8 @@ splits hold the training queries, which keep improving after dev has peaked
 at different amounts of training. This script compares the models each run ended with: for
 ``<work>/<arm>-s<seed>`` it reads ``gcl evaluate``'s per-query files in ``<run>/<eval>`` (the
 evaluation of ``<run>/final``), or, when that directory is missing and the run's best dev step is
-its last step (``best`` and ``final`` are the same weights), those of ``<run>/eval``.
+its last step (``best`` and ``final`` are the same weights), those of ``<run>/eval``. A weight soup (``gcl soup`` into ``<run>/final``, no training run) has only
+``<run>/eval``, the evaluation of that one model.
 
 Per split and metric: the seed means of A and B (mean over queries), A − B, the seeds where A is
 ahead, and the paired sign-flip p over queries of the seed-averaged per-query metric (the test of
@@ -37,10 +38,21 @@ def steps(arm: str, run: Path) -> tuple[int, int | None]:
     return run_steps(run, None), (dev_metric(arm, run) or {}).get("step")
 
 
+def is_soup(run: Path) -> bool:
+    """A weight soup of trained runs (``gcl soup`` into ``<run>/final``): no training of its own."""
+    return (run / "final" / "gcl_soup.json").is_file() and not (run / "metrics.jsonl").is_file()
+
+
+def final_step(arm: str, run: Path) -> str:
+    return "soup" if is_soup(run) else str(steps(arm, run)[0])
+
+
 def eval_dir(arm: str, run: Path, name: str) -> Path:
     d = run / name
     if d.is_dir():
         return d
+    if is_soup(run) and (run / "eval").is_dir():  # a soup's only model is final
+        return run / "eval"
     last, best = steps(arm, run)
     if best == last:
         return run / "eval"
@@ -80,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     a, b = args.pair.split(":")
     seeds = [int(s) for s in args.seeds.split(",")]
     for arm in (a, b):
-        print(f"{arm}: final steps " + ", ".join(f"s{s} {steps(arm, args.work / f'{arm}-s{s}')[0]}" for s in seeds))
+        print(f"{arm}: final steps " + ", ".join(f"s{s} {final_step(arm, args.work / f'{arm}-s{s}')}" for s in seeds))
     rows = compare(args.work, a, b, seeds, args.eval, CompareSettings(n_permutations=args.rounds))
     print(f"\n| split | metric | {a} | {b} | A − B | seeds ahead | p |\n|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -67,3 +67,24 @@ def test_a_run_without_its_final_evaluation_is_a_clear_error(tmp_path, capsys):
         equal_step.steps("gcl", tmp_path / "missing")
     assert equal_step.main(["--work", str(tmp_path), "--pair", "ab"]) == 2
     assert "give A:B" in capsys.readouterr().err
+
+
+def test_a_soup_is_compared_by_its_one_evaluation(tmp_path, capsys):
+    """A soup directory (final/gcl_soup.json, no metrics.jsonl) uses <run>/eval and prints "soup"."""
+    _run(tmp_path, "binary-s0", [(5, 0.1), (10, 0.3)], {"eval": 4})
+    soup = tmp_path / "soup-s0"
+    soup.mkdir()
+    (soup / "final").mkdir()
+    (soup / "final" / "gcl_soup.json").write_text("{}")
+    (soup / "eval").mkdir()
+    rng = np.random.default_rng(1)
+    for split in equal_step.SPLITS:
+        pd.DataFrame({"query_id": QUERIES, "ndcg@10": rng.random(30), "err": rng.random(30)}).to_csv(
+            soup / "eval" / f"{split}_per_query.csv", index=False)
+    assert equal_step.eval_dir("soup", soup, "eval_final") == soup / "eval"
+    assert equal_step.main(["--work", str(tmp_path), "--pair", "soup:binary", "--seeds", "0", "--rounds", "100",
+                            "--eval", "eval_final"]) == 0
+    out = capsys.readouterr().out
+    assert "soup: final steps s0 soup" in out and "binary: final steps s0 10" in out
+    in_domain = pd.read_csv(soup / "eval" / "in_domain_per_query.csv")["ndcg@10"].mean()
+    assert f"| in_domain | ndcg@10 | {in_domain:.4f} |" in out
