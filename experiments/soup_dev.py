@@ -56,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if any(not 0.0 <= a <= 1.0 for a in args.alphas):
         p.error(f"--alphas must lie in [0, 1], got {args.alphas}")
+    if args.save and (len(args.alphas) != 1 or args.alphas[0] in (0.0, 1.0)):
+        p.error("--save keeps one soup per seed: give one --alphas value strictly between 0 and 1")
     return args
 
 
@@ -97,10 +99,7 @@ def run(args) -> None:
                 path = Path(tmp) / "soup"
                 soup([a, b], path, [alpha, 1.0 - alpha])
             if args.save:
-                keep = args.work / f"{args.save}-s{seed}" / "final"
-                if not keep.exists():
-                    keep.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copytree(path, keep)
+                save(path, args.work / f"{args.save}-s{seed}" / "final", [alpha, 1.0 - alpha])
             if (args.a, args.b, seed, alpha) in done:
                 continue
             model = BiEncoder.load(path).eval()
@@ -112,6 +111,22 @@ def run(args) -> None:
         print(f"seed {seed} α {alpha}: dev nDCG@10 {rec['dev']['ndcg@10']:.4f} ERR {rec['dev']['err']:.4f}; "
               f"trained-query order {rec['train_rerank']['share']['err']:.1%}, new-query order "
               f"{rec['dev_rerank']['share']['err']:.1%} ({rec['seconds']:.0f} s)", flush=True)
+
+
+def save(path: Path, keep: Path, weights: list[float]) -> None:
+    """Copy the soup at ``path`` to ``keep`` (beside it, then renamed); a soup already there must have
+    the same weights (an earlier ``--save`` of another α under the same name is an error)."""
+    if keep.exists():
+        got = json.loads((keep / "gcl_soup.json").read_text())["weights"] if (keep / "gcl_soup.json").is_file() else None
+        if got is None or not np.allclose(got, weights):
+            raise SystemExit(f"error: {keep}: holds another model (soup weights {got}, asked {weights}); "
+                             "remove it or --save under another name")
+        return
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    tmp = keep.parent / f".{keep.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(path, tmp)
+    tmp.rename(keep)
 
 
 def _records(log: Path) -> list[dict]:

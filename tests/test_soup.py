@@ -131,14 +131,46 @@ def test_different_architectures_and_formats_are_refused(two, tmp_path):
     save_file(t, str(c / "model.safetensors"))
     with pytest.raises(ConfigError, match="tensor names differ"):
         soup([a, c], tmp_path / "o2")
-    # other fields
+    # another dtype
+    t = load_file(str(b / "model.safetensors"))
+    t[key] = t[key].double()
+    save_file(t, str(c / "model.safetensors"))
+    with pytest.raises(ConfigError, match="torch.float64"):
+        soup([a, c], tmp_path / "o2b")
+    # an integer tensor that differs (a step counter of BatchNorm is the exception: the largest is kept)
+    ints = {"a": {"w": torch.ones(2), "ids": torch.tensor([1, 2])}, "b": {"w": torch.zeros(2), "ids": torch.tensor([1, 3])}}
+    for name, t in ints.items():
+        (tmp_path / f"i{name}").mkdir()
+        save_file(t, str(tmp_path / f"i{name}" / "model.safetensors"))
+    with pytest.raises(ConfigError, match="integer tensor ids differs"):
+        soup([tmp_path / "ia", tmp_path / "ib"], tmp_path / "o2c")
+    for name, n in (("a", 5), ("b", 9)):
+        save_file({"w": ints[name]["w"], "bn.num_batches_tracked": torch.tensor(n)},
+                  str(tmp_path / f"i{name}" / "model.safetensors"))
+    soup([tmp_path / "ia", tmp_path / "ib"], tmp_path / "o2d")
+    got = load_file(str(tmp_path / "o2d" / "model.safetensors"))
+    assert int(got["bn.num_batches_tracked"]) == 9 and torch.equal(got["w"], torch.full((2,), 0.5))
+    # a corrupt weights file
+    (c / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError, match="cannot read the weights"):
+        soup([a, c], tmp_path / "o2e")
+    # other fields, another pooling, malformed JSON
     shutil.rmtree(c)
     shutil.copytree(b, c)
     (c / "gcl_model.json").write_text(json.dumps({"doc_fields": ["title", "description"]}))
     with pytest.raises(ConfigError, match="fields or fusion weights differ"):
         soup([a, c], tmp_path / "o3")
-    # weights soup cannot average
     (c / "gcl_model.json").unlink()
+    pool = json.loads((c / "1_Pooling" / "config.json").read_text())
+    (c / "1_Pooling" / "config.json").write_text(json.dumps({**pool, "pooling_mode_mean_tokens": False,
+                                                              "pooling_mode_cls_token": True}))
+    with pytest.raises(ConfigError, match="1_Pooling/config.json: differs"):
+        soup([a, c], tmp_path / "o3b")
+    (c / "1_Pooling" / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        soup([a, c], tmp_path / "o3c")
+    (c / "1_Pooling" / "config.json").write_text(json.dumps(pool))
+    # weights soup cannot average
     (c / "extra.bin").write_bytes(b"0")
     with pytest.raises(ConfigError, match="extra.bin"):
         soup([a, c], tmp_path / "o4")
@@ -147,7 +179,29 @@ def test_different_architectures_and_formats_are_refused(two, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(ConfigError, match="not an empty directory"):
         soup([a, b], tmp_path / "full")
-    assert not any(p.name.startswith(".o") for p in tmp_path.iterdir())  # no temporary left behind
+
+
+def test_a_failed_write_leaves_neither_output_nor_temporary(two, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    a, b = two
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        soup([a, b], tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_calibration_is_not_carried_over(two, tmp_path):
+    a, b = two
+    c = tmp_path / "c"
+    shutil.copytree(a, c)
+    (c / "gcl_calibration.json").write_text(json.dumps({"fingerprint": "x"}))
+    soup([c, b], tmp_path / "s")
+    assert not (tmp_path / "s" / "gcl_calibration.json").exists()
 
 
 def test_cli(two, tmp_path, capsys):

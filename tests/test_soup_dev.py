@@ -28,11 +28,11 @@ def test_soups_scored_on_dev_with_the_arms_at_the_ends(tmp_path, monkeypatch):
                              "eval__dev_corpus_size": 200})
         Trainer(cfg, splits=synthetic_splits()).fit()
     out = tmp_path / "out"
-    args = ["--work", str(work), "--seeds", "1", "--alphas", "0", "0.5", "1", "--out", str(out),
+    args = ["--work", str(work), "--seeds", "1", "--alphas", "0", "0.25", "1", "--out", str(out),
             "--extra", "data.source=synthetic", "eval.dev_corpus_size=200"]
     soup_dev.main(args)
     recs = {r["alpha"]: r for r in map(json.loads, (out / "soup.jsonl").read_text().splitlines())}
-    assert set(recs) == {0.0, 0.5, 1.0}
+    assert set(recs) == {0.0, 0.25, 1.0}
     # the ends are the arms: the same dev evaluation of the run's own final model
     from gcl.config import load_config
     from gcl.data.sources import load_benchmark
@@ -50,12 +50,21 @@ def test_soups_scored_on_dev_with_the_arms_at_the_ends(tmp_path, monkeypatch):
     for r in recs.values():
         for key in ("train_rerank", "dev_rerank"):
             assert r[key]["random"]["err"] <= r[key]["ideal"]["err"] and set(r[key]["share"]) == {"ndcg@10", "err"}
-    # a re-run skips finished lines; --save keeps the soup, which loads
-    soup_dev.main([*args, "--alphas", "0.5", "--save", "soup"])
+    # α is the weight of --a: the record at 0.25 is the soup 0.25·gcl + 0.75·gcl-best, scored directly
+    from gcl.encoders.soup import soup
+
+    soup([work / "gcl-s1" / "final", work / "gcl-best-s1" / "final"], tmp_path / "direct", [0.25, 0.75])
+    direct = dev(BiEncoder.load(tmp_path / "direct").eval())
+    assert recs[0.25]["dev"]["ndcg@10"] == pytest.approx(direct["ndcg@10"], abs=1e-9)
+    assert recs[0.25]["dev"]["err"] == pytest.approx(direct["err"], abs=1e-9)
+    # a re-run skips finished lines; --save keeps the soup of that α
+    soup_dev.main([*args[:5], "0.25", *args[8:], "--save", "soup"])
     assert len((out / "soup.jsonl").read_text().splitlines()) == 3
-    assert BiEncoder.load(work / "soup-s1" / "final") is not None
+    assert json.loads((work / "soup-s1" / "final" / "gcl_soup.json").read_text())["weights"] == [0.25, 0.75]
+    with pytest.raises(SystemExit, match="holds another model"):
+        soup_dev.main([*args[:5], "0.75", *args[8:], "--save", "soup"])
     md = (out / "soup.md").read_text()
-    assert "| gcl | gcl-best | 0.5 | 1 |" in md
+    assert "| gcl | gcl-best | 0.25 | 1 |" in md
 
 
 def test_missing_run_and_bad_alpha_are_clear(tmp_path, capsys):
@@ -64,3 +73,7 @@ def test_missing_run_and_bad_alpha_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit):
         soup_dev.parse_args(["--alphas", "1.5"])
     assert "--alphas must lie in [0, 1]" in capsys.readouterr().err
+    for alphas in (["0.25", "0.5"], ["1"]):
+        with pytest.raises(SystemExit):
+            soup_dev.parse_args(["--alphas", *alphas, "--save", "x"])
+        assert "strictly between 0 and 1" in capsys.readouterr().err

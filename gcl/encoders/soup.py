@@ -16,10 +16,14 @@ at the cost of one of them. Two details keep it exact where it can be:
 * the sum runs in float64 and is cast back to each tensor's dtype.
 
 Only directories of the same architecture mix: the same ``*.safetensors`` files (relative
-paths), the same tensor names, shapes and dtypes, and the same ``gcl_model.json`` (fields and
-fusion weights); integer tensors must be equal. Anything else is a :class:`~gcl.errors.ConfigError`
-naming the file and tensor. Every other file (config, tokenizer, pooling) is the first
-ingredient's.
+paths), the same tensor names, shapes and dtypes, and the same other files (``gcl_model.json``'s
+fields and fusion weights, the transformer, pooling, image-tower and tokenizer configs: JSON
+compared parsed, without ``_name_or_path``; other files byte for byte). Integer tensors must be
+equal, except BatchNorm's ``num_batches_tracked`` (the largest is kept). Anything else is a
+:class:`~gcl.errors.ConfigError` naming the file and tensor. Those shared files are the first
+ingredient's; records that belong to one model's weights are not carried over
+(``gcl_calibration.json``: a calibration is fitted to one model) or are re-checked at load
+(``gcl_frozen.json``: used only if the soup's lower layers still match it).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from typing import Sequence
 from gcl.errors import ConfigError
 
 MODEL_FILE = "gcl_model.json"
+SOUP_FILE = "gcl_soup.json"
+# not compared between the ingredients: notes, and records of one model's weights
+NOT_COMPARED = {"README.md", "gcl_frozen.json", "gcl_calibration.json", SOUP_FILE}
+NOT_COPIED = ("*.safetensors", "gcl_calibration.json", SOUP_FILE)
 # weight formats that would be copied from the first model unaveraged: refused
 OTHER_WEIGHTS = {".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack"}
 
@@ -65,32 +73,64 @@ def _weight_files(model: Path) -> list[str]:
     return files
 
 
-def _gcl_model(model: Path):
-    f = model / MODEL_FILE
-    return json.loads(f.read_text()) if f.is_file() else None
+def _shared_files(model: Path) -> dict[str, object]:
+    """Every file but the weights and :data:`NOT_COMPARED`: JSON parsed (``_name_or_path``, where a
+    model was loaded from, dropped), other files as bytes."""
+    out: dict[str, object] = {}
+    for f in sorted(model.rglob("*")):
+        rel = str(f.relative_to(model))
+        if not f.is_file() or f.suffix == ".safetensors" or f.name in NOT_COMPARED:
+            continue
+        if f.suffix == ".json":
+            try:
+                raw = json.loads(f.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{f} is not valid JSON: {exc}") from exc
+            if isinstance(raw, dict):
+                raw = {k: v for k, v in raw.items() if k != "_name_or_path"}
+            out[rel] = raw
+        else:
+            out[rel] = f.read_bytes()
+    return out
+
+
+def _load(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the weights ({exc})") from exc
 
 
 def soup(models: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> dict:
     """Write the weighted average of ``models`` to ``out`` (a new or empty directory); returns a
     summary: ingredients, normalised weights, tensors averaged and copied."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     paths = [Path(m).expanduser() for m in models]
     w = soup_weights(len(paths), weights)
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not an empty directory")
-    files = _weight_files(paths[0])
+    files, shared = _weight_files(paths[0]), _shared_files(paths[0])
     for p in paths[1:]:
         if (other := _weight_files(p)) != files:
             raise ConfigError(f"{p}: weight files {other} differ from {paths[0]}'s {files}")
-        if _gcl_model(p) != _gcl_model(paths[0]):
-            raise ConfigError(f"{p / MODEL_FILE}: fields or fusion weights differ from {paths[0] / MODEL_FILE}")
+        theirs = _shared_files(p)
+        for rel in sorted(set(shared) | set(theirs)):
+            if shared.get(rel) != theirs.get(rel):
+                what = ("fields or fusion weights differ" if rel == MODEL_FILE else
+                        "is missing" if rel not in theirs else "is not in the first model" if rel not in shared
+                        else "differs")
+                raise ConfigError(f"{p / rel}: {what} from {paths[0] / rel}; a soup mixes models of one "
+                                  "architecture and configuration only")
     mixed: dict[str, dict[str, torch.Tensor]] = {}
     averaged = copied = 0
     for name in files:
-        states = [load_file(str(p / name)) for p in paths]
+        states = [_load(p / name) for p in paths]
         keys = set(states[0])
         for p, s in zip(paths[1:], states[1:]):
             if set(s) != keys:
@@ -107,20 +147,27 @@ def soup(models: Sequence[str | Path], out: str | Path, weights: Sequence[float]
                 mixed[name][key] = ts[0].clone()
                 copied += 1
             elif not ts[0].is_floating_point():
+                if key.endswith("num_batches_tracked"):  # BatchNorm's step counter: not a weight
+                    mixed[name][key] = torch.stack(ts).amax(0)
+                    continue
                 raise ConfigError(f"{name}: integer tensor {key} differs between the models; they are not one architecture")
             else:
                 acc = sum(a * t.to(torch.float64) for a, t in zip(w, ts))
                 mixed[name][key] = acc.to(ts[0].dtype).contiguous()
                 averaged += 1
-    tmp = out.parent / f".{out.name}.soup-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(paths[0], tmp, ignore=shutil.ignore_patterns("*.safetensors"))
-    for name, tensors in mixed.items():
-        save_file(tensors, str(tmp / name), metadata={"format": "pt"})
     summary = {"models": [str(p) for p in paths], "weights": w, "averaged_tensors": averaged,
                "copied_tensors": copied}
-    (tmp / "gcl_soup.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.soup-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:  # written beside OUT, then renamed: a killed soup leaves no half-written model at OUT
+        shutil.copytree(paths[0], tmp, ignore=shutil.ignore_patterns(*NOT_COPIED))
+        for name, tensors in mixed.items():
+            save_file(tensors, str(tmp / name), metadata={"format": "pt"})
+        (tmp / SOUP_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return summary
