@@ -61,11 +61,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def model_dir(work: Path, arm: str, seed: int) -> Path:
+def model_dir(work: Path, arm: str, seed: int, base=None) -> Path:
+    """``<work>/<arm>-s<seed>/final``; with ``base``, the run's own ``config.json`` must have the data,
+    dev corpus size and seed the dev evaluation here assumes."""
     d = work / f"{arm}-s{seed}" / "final"
     if not d.is_dir():
         raise SystemExit(f"error: {d}: no such model directory (train the arm first: "
                          f"experiments/results_table.py --arms {arm} --seeds {seed})")
+    cfg_file = d.parent / "config.json"
+    if base is not None and cfg_file.is_file():
+        from dataclasses import asdict
+
+        got = json.loads(cfg_file.read_text())
+        want = {"data": asdict(base.data), "dev_corpus_size": base.eval.dev_corpus_size, "seed": seed}
+        have = {"data": got.get("data"), "dev_corpus_size": (got.get("eval") or {}).get("dev_corpus_size"),
+                "seed": got.get("seed")}
+        if have != want:
+            raise SystemExit(f"error: {cfg_file}: the run's data, dev corpus size or seed {have} differ from the "
+                             f"dev evaluation here {want} (pass the run's settings with --extra)")
     return d
 
 
@@ -90,7 +103,7 @@ def run(args) -> None:
     trained = JudgedRerank(splits.train, TRAIN_RERANK, "train_rerank")
     new = JudgedRerank(splits.dev, 0, "dev_rerank")
     for seed, alpha in todo:
-        a, b = model_dir(args.work, args.a, seed), model_dir(args.work, args.b, seed)
+        a, b = model_dir(args.work, args.a, seed, base), model_dir(args.work, args.b, seed, base)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             if alpha in (0.0, 1.0):

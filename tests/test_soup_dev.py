@@ -65,6 +65,10 @@ def test_soups_scored_on_dev_with_the_arms_at_the_ends(tmp_path, monkeypatch):
         soup_dev.main([*args[:5], "0.75", *args[8:], "--save", "soup"])
     md = (out / "soup.md").read_text()
     assert "| gcl | gcl-best | 0.25 | 1 |" in md
+    # a dev evaluation other than the runs' is refused (their dev figures would not be repeated)
+    with pytest.raises(SystemExit, match="dev corpus size or seed"):
+        soup_dev.main(["--work", str(work), "--seeds", "1", "--alphas", "0.5", "--out", str(tmp_path / "o2"),
+                       "--extra", "data.source=synthetic", "eval.dev_corpus_size=100"])
 
 
 def test_missing_run_and_bad_alpha_are_clear(tmp_path, capsys):
