@@ -52,7 +52,8 @@ RELEVANCE_THRESHOLD = 2.0  # gcl evaluate --relevance-threshold: grade 1 (Home D
 
 @dataclass(frozen=True)
 class Arm:
-    """How one arm is trained: ``kind`` bm25 | zero-shot (no training) | gcl (``gcl train``) | st."""
+    """How one arm is trained: ``kind`` bm25 | zero-shot (no training) | gcl (``gcl train``) | st |
+    soup (``gcl soup`` of other arms' models of the same seed, trained first if needed)."""
 
     kind: str
     loss_from: str | None = None  # the loss section of this YAML, put over the base config's
@@ -60,11 +61,12 @@ class Arm:
     st_arm: str | None = None  # experiments/st_peers.py --arm
     overrides: tuple[str, ...] = ()  # extra config keys of this arm (gcl train), e.g. the sampler
     batch_scale: int = 1  # k: k times the batch for 1/k the steps (same pairs, same epochs); see scaled_batch
+    soup: tuple[tuple[str, float], ...] = ()  # kind soup: (arm, weight) of each ingredient
     note: str = ""
 
     @property
     def seeded(self) -> bool:
-        return self.kind in ("gcl", "st")
+        return self.kind in ("gcl", "st", "soup")
 
 
 ARMS: dict[str, Arm] = {
@@ -83,6 +85,10 @@ ARMS: dict[str, Arm] = {
     "gcl-random": Arm("gcl", overrides=("batch.sampler=random",), note="the paper's GCL with random batches"),
     # four times the batch for the same epochs (scaled_batch): query groups of 4 documents then hold
     # 64 distinct queries, as many as a random batch of the base 64 pairs (docs/results.md §1)
+    # the weight soup the dev-only search picked (docs/results.md §1c, experiments/soup_dev.py):
+    # 0.75 x the paper's grouped GCL + 0.25 x gcl-best, the same seed; no training of its own
+    "gcl-soup": Arm("soup", soup=(("gcl", 0.75), ("gcl-best", 0.25)),
+                    note="weight soup: 0.75 x gcl (query groups) + 0.25 x gcl-best (random batches)"),
     "gcl-batch4x": Arm("gcl", batch_scale=4, note="the paper's GCL, query groups, 4x the batch (64 queries x 4)"),
     "binary-thresholded-random-batch4x": Arm("gcl", loss_from="configs/homedepot_binary_thresholded.yaml",
                                              overrides=("batch.sampler=random",), batch_scale=4,
@@ -123,7 +129,7 @@ PROFILES: dict[str, Profile] = {
     # (dev still scored once an epoch, for the curve only); in-domain test queries are training
     # queries, so in-domain figures grow with training length and an early-stopped table compares
     # arms stopped at different steps (docs/results.md §1d); docs/results/table_budget, work runs/budget
-    "budget": Profile(("binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"), (0, 1, 2),
+    "budget": Profile(("binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best", "gcl-soup"), (0, 1, 2),
                       overrides=("eval.patience=0", "eval.keep_best=false", "eval.every=437")),
     # synthetic data and a tiny budget, for the tests (give --text-model, e.g. a tiny local model)
     "smoke": Profile(("bm25", "zero-shot", "binary", "binary-thresholded", "gcl"), (0,),
@@ -164,6 +170,7 @@ STOP_EPOCHS_BY_ARM: dict[str, float] = {
     "st-mnrl-thresholded-batch4x": 6.0, "st-mnrl-all-batch4x": 6.0, "st-cached-mnrl-batch4x": 6.0,
 }
 EST_SETUP_MIN = {"gcl": 0.5, "st": 1.0}  # load data and model, open the frozen-layer store
+EST_SOUP_MIN = 0.3  # gcl soup of two MiniLM models (measured 10-20 s), its ingredients' training priced apart
 EST_MIN_PER_EPOCH: dict[str, float] = {
     "binary": 2.35, "binary-thresholded": 2.35, "gcl": 2.35, "gcl-best": 2.35, "binary-thresholded-random": 2.35,
     "gcl-random": 2.35, "gcl-batch4x": 1.6, "binary-thresholded-random-batch4x": 1.6,
@@ -297,6 +304,8 @@ def model_dir(arm: str, run_dir: Path, plan: Plan) -> str:
         return plan.text_model or load_base(plan).model.text_model
     if kind == "st":
         return str(run_dir)
+    if kind == "soup":
+        return str(run_dir / "final")
     if not keeps_best(run_dir, plan):  # the budget profile: the final model, even beside a stale best/
         return str(run_dir / "final")
     return str(run_dir / "best") if (run_dir / "best" / "gcl_model.json").exists() else str(run_dir / "final")
@@ -355,6 +364,8 @@ def train(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, str | 
                   f"its model is evaluated as it is; this plan would run {ours!r}", file=sys.stderr)
         return done["seconds"], None
     kind = ARMS[arm].kind
+    if kind == "soup":
+        return make_soup(plan, arm, seed, run_dir)
     resume = kind == "gcl" and (run_dir / "checkpoint.pt").exists()
     if kind == "gcl" and not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # killed before its first checkpoint: start again (st_peers.py resumes by itself)
@@ -364,6 +375,40 @@ def train(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, str | 
     seconds = time.perf_counter() - t0
     (run_dir / "train_done.json").write_text(json.dumps({"seconds": round(seconds, 1), "command": shown(cmd)}))
     return seconds, shown(cmd)
+
+
+def soup_command(plan: Plan, arm: str, seed: int, run_dir: Path) -> list[str]:
+    parts = ARMS[arm].soup
+    models = [model_dir(ing, run_directory(plan, ing, seed), plan) for ing, _ in parts]
+    return gcl_command("soup", *models, "--weights", *(f"{w:g}" for _, w in parts), "--out", str(run_dir / "final"))
+
+
+def make_soup(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, str]:
+    """Train the ingredients that are not trained yet (their own run directories, as their own arms
+    would), then ``gcl soup`` them into ``<run_dir>/final``. A soup already there with the same
+    ingredients and weights (``gcl_soup.json``) is kept; anything else there is made again, and the
+    run directory's evaluations of the old model are removed with it."""
+    seconds = 0.0
+    for ing, _ in ARMS[arm].soup:
+        seconds += train(plan, ing, seed, run_directory(plan, ing, seed))[0]
+    cmd = soup_command(plan, arm, seed, run_dir)
+    final = run_dir / "final"
+    record = final / "gcl_soup.json"
+    want = {"models": cmd[cmd.index("soup") + 1: cmd.index("--weights")],
+            "weights": [w / sum(x for _, x in ARMS[arm].soup) for _, w in ARMS[arm].soup]}
+    if record.exists():
+        got = json.loads(record.read_text())
+        same = ([str(Path(m)) for m in got.get("models", [])] == [str(Path(m)) for m in want["models"]]
+                and len(got.get("weights", [])) == len(want["weights"])
+                and all(abs(a - b) < 1e-12 for a, b in zip(got["weights"], want["weights"])))
+        if same:
+            return seconds, shown(cmd)
+    if run_dir.exists():  # another soup or a partial one: its evaluations go with it
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    execute(cmd, run_dir / "logs" / f"soup-{int(time.time())}.log")
+    return seconds + time.perf_counter() - t0, shown(cmd)
 
 
 def evaluate(cmd: list[str], out_dir: Path, log: Path) -> dict:
@@ -564,6 +609,10 @@ def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
     full = load_base(plan).model.freeze_layers == 0  # every layer trained: the EST_FULLFT_* rates
     cost, dev_eval_min, eval_min = ((EST_FULLFT_COST, EST_FULLFT_DEV_EVAL_MIN, EST_FULLFT_EVAL_MIN) if full
                                     else (1.0, EST_DEV_EVAL_MIN, EST_EVAL_MIN))
+    if a.kind == "soup":  # the soup, its evaluation, and its ingredients' training where no arm of the plan pays it
+        return EST_SOUP_MIN + eval_min + sum(
+            estimate_min(plan, ing, seed) - eval_min for ing, _ in a.soup
+            if ing not in plan.arms and (seed is None or not training_done(ing, run_directory(plan, ing, seed))))
     if seed is not None and training_done(arm, run_directory(plan, arm, seed)):
         return eval_min
     return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * cost * expected_epochs(plan, arm)
@@ -577,6 +626,9 @@ def available(plan: Plan, arm: str) -> str | None:
         return f"{plan.best_config} does not exist (written after the dev-only loss search)"
     if a.kind == "st" and not (ROOT / ST_PEERS).exists():
         return f"{ST_PEERS} does not exist"
+    for ing, _ in a.soup:
+        if (why := available(plan, ing)) is not None:
+            return f"ingredient {ing}: {why}"
     return None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -112,6 +113,42 @@ def test_smoke_end_to_end_rerun_skips_and_a_missing_line_runs_again(tmp_path, ti
     again = calls[n:]
     assert len(again) == 3 and all("gcl-s0" in " ".join(c) for c in again)
     assert [r["arm"] for r in records(tmp_path)] == ["bm25", "binary", "gcl"]
+
+
+def test_a_soup_arm_trains_its_ingredients_soups_them_and_is_remade_when_its_recipe_changes(
+        tmp_path, tiny, calls, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setitem(rt.ARMS, "gcl-soup", rt.Arm("soup", soup=(("gcl", 0.75), ("binary", 0.25))))
+    rc, text = smoke(tmp_path, tiny, "--arms", "gcl-soup")
+    assert rc == 0, text
+    kinds = [c[3] if c[1:3] == ["-m", "gcl.cli.main"] else c[1] for c in calls]
+    assert kinds == ["train", "train", "soup", "evaluate", "evaluate"]
+    work = tmp_path / "work"
+    final = work / "gcl-soup-s0" / "final"
+    rec = json.loads((final / "gcl_soup.json").read_text())
+    # the ingredients are the models the table evaluates for those arms (here the best dev ones)
+    ing = [Path(rt.model_dir(arm, work / f"{arm}-s0", None)) for arm in ("gcl", "binary")]
+    assert [d.name for d in ing] == ["best", "best"]
+    assert rec["weights"] == [0.75, 0.25] and rec["models"] == [str(d) for d in ing]
+    a, b, s = (load_file(str(d / "model.safetensors")) for d in (*ing, final))
+    k = next(k for k in a if not torch.equal(a[k], b[k]))
+    assert torch.allclose(s[k], 0.75 * a[k] + 0.25 * b[k], atol=1e-6)
+    (r,) = records(tmp_path)
+    assert r["arm"] == "gcl-soup" and set(r["splits"]) == set(SPLITS) and set(r["rerank"]) == set(SPLITS)
+    assert any(c.startswith("gcl soup ") for c in r["commands"]) and r["dev"] is None
+    assert "gcl-soup" in (tmp_path / "out" / "results.md").read_text()
+    # the same recipe again, runs.jsonl lost: the soup and its evaluations are kept, nothing runs
+    (tmp_path / "out" / "runs.jsonl").unlink()
+    n = len(calls)
+    assert smoke(tmp_path, tiny, "--arms", "gcl-soup")[0] == 0 and len(calls) == n
+    # another recipe: the soup is made again and evaluated again (the old evaluations are not reused)
+    monkeypatch.setitem(rt.ARMS, "gcl-soup", rt.Arm("soup", soup=(("gcl", 0.5), ("binary", 0.5))))
+    (tmp_path / "out" / "runs.jsonl").unlink()
+    assert smoke(tmp_path, tiny, "--arms", "gcl-soup")[0] == 0
+    again = [c[3] for c in calls[n:]]
+    assert again == ["soup", "evaluate", "evaluate"]
+    assert json.loads((final / "gcl_soup.json").read_text())["weights"] == [0.5, 0.5]
 
 
 def test_a_killed_training_resumes_from_its_checkpoint_and_a_partial_evaluation_is_redone(tmp_path, tiny, calls):
@@ -465,14 +502,17 @@ def test_a_peer_at_the_same_batch_is_judged_and_the_others_are_named():
 
 def test_every_arm_has_a_time_estimate_and_a_place_in_the_report():
     """A new arm must be priced in the printed total and shown by the report (else it silently vanishes)."""
-    assert set(rt.EST_MIN_PER_EPOCH) | set(rt.EST_FIXED_MIN) == set(rt.ARMS)
+    soups = {a for a in rt.ARMS if rt.ARMS[a].kind == "soup"}
+    assert set(rt.EST_MIN_PER_EPOCH) | set(rt.EST_FIXED_MIN) | soups == set(rt.ARMS)
     assert set(rt.EST_FIXED_MIN) == {a for a in rt.ARMS if not rt.ARMS[a].seeded}
+    for arm in soups:  # priced by its ingredients, which are arms of their own
+        assert all(ing in rt.EST_MIN_PER_EPOCH for ing, _ in rt.ARMS[arm].soup)
     assert set(rr.ORDER) == set(rt.ARMS)
     assert len(rr.ORDER) == len(set(rr.ORDER))
     for arm in rr.ST_PEERS:
         assert rt.ARMS[arm].kind == "st", arm
     for arm in (*rr.BINARY_ARMS, *rr.GCL_ARMS):
-        assert rt.ARMS[arm].kind == "gcl", arm
+        assert rt.ARMS[arm].kind in ("gcl", "soup"), arm
 
 
 def test_the_expected_time_follows_the_epochs_of_the_plan(tmp_path):
@@ -773,9 +813,21 @@ def test_the_budget_profile_trains_every_arm_for_the_whole_budget_and_evaluates_
         return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]))
 
     bud, full = plan("--profile", "budget"), plan("--profile", "full")
-    assert {a for a, _ in bud.runs()} == {"binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best"}
+    assert {a for a, _ in bud.runs()} == {"binary-thresholded", "gcl", "binary-thresholded-random", "gcl-best",
+                                          "gcl-soup"}
     extra = ("eval.patience=0", "eval.keep_best=false", "eval.every=437")
+    # the soup of the budget's own final models: 0.75 x gcl + 0.25 x gcl-best of the same seed
+    cmd = rt.soup_command(bud, "gcl-soup", 1, rt.run_directory(bud, "gcl-soup", 1))
+    w = tmp_path / "w"
+    assert cmd[3:] == ["soup", str(w / "gcl-s1" / "final"), str(w / "gcl-best-s1" / "final"), "--weights", "0.75",
+                       "0.25", "--out", str(w / "gcl-soup-s1" / "final")]
+    # priced as the soup and its evaluation: its ingredients are arms of the plan, priced there
+    assert rt.estimate_min(bud, "gcl-soup") == pytest.approx(rt.EST_SOUP_MIN + 1.7)
+    alone = plan("--profile", "budget", "--arms", "gcl-soup")
+    assert rt.estimate_min(alone, "gcl-soup") == pytest.approx(rt.EST_SOUP_MIN + 1.7 + 2 * (rt.estimate_min(bud, "gcl") - 1.7))
     for arm, seed in bud.runs():
+        if rt.ARMS[arm].kind == "soup":
+            continue
         run_dir = rt.run_directory(bud, arm, seed)
         cmd = rt.train_command(bud, arm, seed, run_dir, False)
         assert [c for c in cmd if c not in extra] == rt.train_command(full, arm, seed, run_dir, False)
