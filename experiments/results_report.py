@@ -344,6 +344,11 @@ def evals_after(picked: int, steps: int, every: int) -> int:
     return sum(t > picked for t in at)
 
 
+def is_soup(rec: dict) -> bool:
+    """A record of a soup arm (``gcl soup`` of other arms' models; results_table.py kind soup)."""
+    return str((rec.get("commands") or [""])[0]).startswith("gcl soup ")
+
+
 def convergence(arms: dict) -> list[str]:
     """Per trained arm: the dev-picked step of each seed against the budget. Early stopping (the
     issue's rule for "converged") ends a run after ``eval.patience`` evaluations without
@@ -356,6 +361,9 @@ def convergence(arms: dict) -> list[str]:
              "| arm | runs | budget (steps) | dev-picked step per seed | converged |", "|---|---|---|---|---|"]
     for a, runs in arms.items():
         if a in FIXED:
+            continue
+        if all(is_soup(r) for r in runs):
+            lines.append(f"| {a} | {len(runs)} | — | — | — (a weight soup of trained arms: no training of its own) |")
             continue
         ok, picks, budgets, stopping = 0, [], set(), False
         for r in runs:

@@ -387,7 +387,8 @@ def make_soup(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, st
     """Train the ingredients that are not trained yet (their own run directories, as their own arms
     would), then ``gcl soup`` them into ``<run_dir>/final``. A soup already there with the same
     ingredients and weights (``gcl_soup.json``) is kept; anything else there is made again, and the
-    run directory's evaluations of the old model are removed with it."""
+    run directory's evaluations of the old model are removed with it. The seconds returned are the
+    soup's whole cost: its ingredients' training (as recorded by their runs) plus the soup."""
     seconds = 0.0
     for ing, _ in ARMS[arm].soup:
         seconds += train(plan, ing, seed, run_directory(plan, ing, seed))[0]

@@ -137,7 +137,8 @@ def test_a_soup_arm_trains_its_ingredients_soups_them_and_is_remade_when_its_rec
     (r,) = records(tmp_path)
     assert r["arm"] == "gcl-soup" and set(r["splits"]) == set(SPLITS) and set(r["rerank"]) == set(SPLITS)
     assert any(c.startswith("gcl soup ") for c in r["commands"]) and r["dev"] is None
-    assert "gcl-soup" in (tmp_path / "out" / "results.md").read_text()
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| gcl-soup | 1 | — | — | — (a weight soup of trained arms: no training of its own) |" in md
     # the same recipe again, runs.jsonl lost: the soup and its evaluations are kept, nothing runs
     (tmp_path / "out" / "runs.jsonl").unlink()
     n = len(calls)
