@@ -389,6 +389,8 @@ def make_soup(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, st
     ingredients and weights (``gcl_soup.json``) is kept; anything else there is made again, and the
     run directory's evaluations of the old model are removed with it. The seconds returned are the
     soup's whole cost: its ingredients' training (as recorded by their runs) plus the soup."""
+    from gcl.encoders.soup import soup_weights
+
     seconds = 0.0
     for ing, _ in ARMS[arm].soup:
         seconds += train(plan, ing, seed, run_directory(plan, ing, seed))[0]
@@ -396,7 +398,7 @@ def make_soup(plan: Plan, arm: str, seed: int, run_dir: Path) -> tuple[float, st
     final = run_dir / "final"
     record = final / "gcl_soup.json"
     want = {"models": cmd[cmd.index("soup") + 1: cmd.index("--weights")],
-            "weights": [w / sum(x for _, x in ARMS[arm].soup) for _, w in ARMS[arm].soup]}
+            "weights": soup_weights(len(ARMS[arm].soup), [w for _, w in ARMS[arm].soup])}
     if record.exists():
         got = json.loads(record.read_text())
         same = ([str(Path(m)) for m in got.get("models", [])] == [str(Path(m)) for m in want["models"]]

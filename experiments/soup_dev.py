@@ -116,8 +116,10 @@ def run(args) -> None:
             if (args.a, args.b, seed, alpha) in done:
                 continue
             model = BiEncoder.load(path).eval()
+            if seed not in devs:  # built once per seed, not per α
+                devs[seed] = DevEvaluator(splits, base.eval, seed=seed)
             rec = {"a": args.a, "b": args.b, "seed": seed, "alpha": alpha, "work": str(args.work),
-                   "dev": devs.setdefault(seed, DevEvaluator(splits, base.eval, seed=seed))(model), "train_rerank": trained(model), "dev_rerank": new(model)}
+                   "dev": devs[seed](model), "train_rerank": trained(model), "dev_rerank": new(model)}
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         with log.open("a") as f:
             f.write(json.dumps(rec) + "\n")
