@@ -20,29 +20,33 @@ over the seeds and their standard deviation. Splits: ``train`` (``--train-querie
 queries sampled with seed 0, the same for every arm: the order a model was trained on), ``dev``
 (never trained on, carved from training queries) and any test split named with ``--splits``.
 Each split's judged queries and documents are encoded once per model; each model's per-pair
-results are kept in ``<out>.cache/`` (keyed by the model directory, checked against the data and
-pairs), so a killed or extended run encodes only the models it has not seen. With ``--reference ARM``
-every arm's per-pair concordance (mean over its seeds) is compared with that arm's on the same
-pairs, and the difference gets a 95 % interval from a bootstrap over *queries*: one query's pairs
-share its documents, so a pair-level interval would be too narrow.
+results are kept in ``<out>.cache/`` (keyed by the model directory, valid while the pairs and the
+directory's files are unchanged), so a killed or extended run encodes only the models it has not
+seen. With ``--reference ARM [ARM ...]`` every arm's per-pair concordance (mean over its seeds) is
+compared with each reference arm's on the same pairs, and the difference gets a 95 % interval from
+a bootstrap over *queries*: one query's pairs share its documents, so a pair-level interval would
+be too narrow.
 
-    python experiments/pair_order.py --out docs/results/pair_order.json --reference zero-shot \\
-        --arm zero-shot=minilm \\
+    python experiments/pair_order.py --out docs/results/pair_order.json \\
+        --reference zero-shot binary-thresholded-random --arm zero-shot=minilm \\
         --arm binary-thresholded-random=runs/budget/binary-thresholded-random-s{0,1,2}/final \\
         --arm gcl=runs/budget/gcl-s{0,1,2}/final --arm gcl-best=runs/budget/gcl-best-s{0,1,2}/final \\
         --arm gcl-soup=runs/budget/gcl-soup-s{0,1,2}/final
 
-(``--arm NAME=DIR,DIR,...``, or ``NAME=DIR NAME=DIR ...`` as the shell's brace expansion writes it,
-or ``NAME=DIR DIR ...``: every word up to the next option is a model of that arm.) The data and split come
-from ``--config`` (default: the budget table's base config).
+(``--arm NAME=DIR,DIR,...``, or ``NAME=DIR NAME=DIR ...`` as the shell's brace expansion writes
+it, or ``NAME=DIR DIR ...``: every word up to the next option is a model of that arm; an arm is
+named once.) The data and split come from ``--config`` (default: the budget table's base config)
+and its ``--set KEY=VALUE`` overrides.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +54,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "configs" / "homedepot_gcl_fast.yaml"
-EDGES = (0.0, 0.34, 0.67, 1.01, 2.01)  # score gaps: 1/3 | 2/3 | 1 | above 1 (mean-of-three votes, with slack)
-LABELS = ("1/3", "2/3", "1", ">1")
+EDGES = (0.34, 0.67, 1.01)  # upper edges of the gap bins, on gaps rounded to 2 decimals (1/3 -> 0.33)
+LABELS = ("1/3", "2/3", "1", ">1")  # gaps <= 0.34 | <= 0.67 | <= 1.01 | above (rare means of 4+ raters fall in between)
+CACHE_VERSION = 2  # bump when the pairs or the concordance change meaning
 
 
 def judged_pairs(judgments: pd.DataFrame) -> pd.DataFrame:
@@ -72,8 +77,15 @@ def judged_pairs(judgments: pd.DataFrame) -> pd.DataFrame:
         lo = np.where(d > 0, idx[b], idx[a])
         rows.append(pd.DataFrame({QUERY_ID: grp[QUERY_ID].iloc[0], "hi": hi, "lo": lo, "gap": np.abs(d)}))
     if not rows:
-        return pd.DataFrame({QUERY_ID: [], "hi": [], "lo": [], "gap": []})
+        return pd.DataFrame({QUERY_ID: pd.Series([], dtype=object), "hi": np.zeros(0, np.int64),
+                             "lo": np.zeros(0, np.int64), "gap": np.zeros(0)})
     return pd.concat(rows, ignore_index=True)
+
+
+def gap_bins(pairs: pd.DataFrame) -> np.ndarray:
+    """Bin index (position in ``LABELS``) of each pair's score gap; the gap is rounded to 2 decimals
+    first, so a one-vote gap (0.3333... or 0.3300...1 in floating point) never lands on an edge."""
+    return np.digitize(np.round(pairs["gap"].to_numpy(dtype=np.float64), 2), EDGES, right=True)
 
 
 def concordance(pair_scores_hi: np.ndarray, pair_scores_lo: np.ndarray) -> np.ndarray:
@@ -83,7 +95,7 @@ def concordance(pair_scores_hi: np.ndarray, pair_scores_lo: np.ndarray) -> np.nd
 
 def by_gap(pairs: pd.DataFrame, conc: np.ndarray) -> dict:
     """``{bin label: (pairs, concordance)}`` plus ``all``."""
-    b = np.digitize(pairs["gap"].to_numpy(), EDGES[1:-1], right=True)
+    b = gap_bins(pairs)
     out = {lab: (int((b == k).sum()), float(conc[b == k].mean()) if (b == k).any() else float("nan"))
            for k, lab in enumerate(LABELS)}
     out["all"] = (len(conc), float(conc.mean()) if len(conc) else float("nan"))
@@ -99,7 +111,7 @@ def paired_difference(pairs: pd.DataFrame, conc_a: np.ndarray, conc_b: np.ndarra
     """
     from gcl.data.schema import QUERY_ID
 
-    b = np.digitize(pairs["gap"].to_numpy(), EDGES[1:-1], right=True)
+    b = gap_bins(pairs)
     q = pd.factorize(pairs[QUERY_ID])[0]
     nq = int(q.max()) + 1 if len(q) else 0
     w = np.random.default_rng(seed).multinomial(nq, np.full(nq, 1.0 / nq), size=rounds) if nq else None
@@ -111,9 +123,11 @@ def paired_difference(pairs: pd.DataFrame, conc_a: np.ndarray, conc_b: np.ndarra
             continue
         d = np.bincount(q[sel], weights=conc_a[sel] - conc_b[sel], minlength=nq)
         n = np.bincount(q[sel], minlength=nq).astype(np.float64)
-        boot = (w @ d) / np.maximum(w @ n, 1)
-        out[lab] = {"diff": float(d.sum() / n.sum()), "low": float(np.quantile(boot, 0.025)),
-                    "high": float(np.quantile(boot, 0.975))}
+        wn = w @ n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = np.where(wn > 0, (w @ d) / wn, np.nan)  # a resample without this bin's queries: no value
+        out[lab] = {"diff": float(d.sum() / n.sum()), "low": float(np.nanquantile(boot, 0.025)),
+                    "high": float(np.nanquantile(boot, 0.975))}
     return out
 
 
@@ -147,30 +161,67 @@ def sample_queries(split, n: int, seed: int = 0):
     return split.subset(query_ids=keep, name=f"{split.name}-sample")
 
 
+def model_signature(model: str) -> str:
+    """What a cached result depends on in a model directory: every file's name, size and mtime
+    (weights rewritten in place change it); for a named model (``minilm``) its name."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    return json.dumps([[str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+
+
+def pairs_fingerprint(pairs: dict[str, pd.DataFrame], splits: dict) -> str:
+    """A hash of every split's pairs: query, both documents and the gap (same pairs, same meaning)."""
+    import hashlib
+
+    from gcl.data.schema import DOC_ID
+
+    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    for name in sorted(pairs):
+        pr, docs = pairs[name], splits[name].judgments[DOC_ID].reset_index(drop=True)
+        h.update(name.encode())
+        h.update(pd.util.hash_pandas_object(pd.DataFrame({
+            "q": pr["query_id"].astype(str), "hi": docs.iloc[pr["hi"].to_numpy()].astype(str).to_numpy(),
+            "lo": docs.iloc[pr["lo"].to_numpy()].astype(str).to_numpy(), "gap": np.round(pr["gap"], 6)}),
+            index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
 def _cache_file(cache: Path, model: str) -> Path:
     import hashlib
 
-    return cache / (hashlib.sha1(str(Path(model).resolve() if Path(model).exists() else model).encode()).hexdigest()[:16] + ".npz")
+    key = str(Path(model).resolve()) if Path(model).exists() else model
+    return cache / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")
 
 
 def load_cached(cache: Path, model: str, fingerprint: str, pairs: dict) -> dict | None:
-    """A model's per-pair concordance from an earlier run with the same data and pairs, else None.
-    A model directory newer than its cache entry is recomputed."""
+    """A model's per-pair concordance from an earlier run on the same pairs with the same model
+    files, else None (also for an unreadable cache file: it is recomputed)."""
     f = _cache_file(cache, model)
-    if not f.exists() or (Path(model).exists() and Path(model).stat().st_mtime > f.stat().st_mtime):
+    if not f.exists():
         return None
-    with np.load(f, allow_pickle=False) as z:
-        if str(z["fingerprint"]) != fingerprint or set(pairs) - set(z.files):
-            return None
-        return {name: z[name] for name in pairs}
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != fingerprint or str(z["model"]) != model_signature(model):
+                return None
+            got = {name: z[name] for name in pairs}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated or foreign file: recompute
+        return None
+    return got if all(len(got[n]) == len(pairs[n]) for n in pairs) else None
 
 
 def save_cached(cache: Path, model: str, fingerprint: str, conc: dict) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     f = _cache_file(cache, model)
     tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, fingerprint=np.array(fingerprint), **conc)
+    np.savez(tmp, fingerprint=np.array(fingerprint), model=np.array(model_signature(model)), **conc)
     tmp.replace(f)
+
+
+def is_model_dir(path: Path) -> bool:
+    """A saved gcl model or a sentence-transformers / Hugging Face model directory."""
+    return any((path / n).is_file() for n in ("gcl_model.json", "modules.json", "config_sentence_transformers.json"))
 
 
 def parse_arms(words: list[list[str]]) -> dict[str, list[str]]:
@@ -179,6 +230,8 @@ def parse_arms(words: list[list[str]]) -> dict[str, list[str]]:
         head, _, first = group[0].partition("=")
         if not head or not first:
             raise SystemExit(f"error: --arm wants NAME=MODEL[,MODEL...], got {group[0]!r}")
+        if head in arms:
+            raise SystemExit(f"error: --arm {head} is given twice; list all its models in one --arm")
         rest = [w.removeprefix(f"{head}=") for w in group[1:]]  # brace expansion repeats "NAME="
         arms[head] = [m for w in [first, *rest] for m in w.split(",") if m]
     return arms
@@ -191,23 +244,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(BASE), help="the config whose data section gives the data and split")
     p.add_argument("--train-queries", type=int, default=500, help="training queries sampled (seed 0); 0 = all")
     p.add_argument("--splits", nargs="*", default=["novel_query"], help="test splits beside train and dev")
-    p.add_argument("--reference", default=None, help="an arm that every arm is compared with, pair by pair "
-                   "(seed means), with a bootstrap over queries")
+    p.add_argument("--reference", nargs="+", default=[], metavar="ARM",
+                   help="arms that every arm is compared with, pair by pair (seed means), with a bootstrap over queries")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the queries")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True, help="JSON file for the figures; the Markdown tables go beside it (.md)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of --config (e.g. data.source=synthetic)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a key of --config (e.g. --set data.source=synthetic); repeatable")
     args = p.parse_args(argv)
     arms = parse_arms(args.arm)
     from gcl.encoders.text import MINILM_ALIASES
 
-    missing = [f"{a}: {m}" for a, ms in arms.items() for m in ms if m.lower() not in MINILM_ALIASES and not Path(m).is_dir()]
-    if missing:  # checked before hours of encoding, and nothing is fetched from a hub
-        print(f"error: no such model directory: {'; '.join(missing)}", file=sys.stderr)
+    def fail(msg: str) -> int:
+        print(f"error: {msg}", file=sys.stderr)
         return 2
-    if args.reference is not None and args.reference not in arms:
-        print(f"error: --reference {args.reference!r} is not an --arm ({', '.join(arms)})", file=sys.stderr)
-        return 2
+
+    for name, value, low in (("--train-queries", args.train_queries, 0), ("--bootstrap", args.bootstrap, 1),
+                             ("--threads", args.threads, 1)):
+        if value < low:
+            return fail(f"{name} must be >= {low}, got {value}")
+    missing = [f"{a}: {m}" for a, ms in arms.items() for m in ms if m.lower() not in MINILM_ALIASES
+               and not is_model_dir(Path(m))]
+    if missing:  # checked before any encoding; nothing is fetched from a hub
+        return fail("not a saved model directory (no gcl_model.json or modules.json): " + "; ".join(missing))
+    unknown = [r for r in args.reference if r not in arms]
+    if unknown:
+        return fail(f"--reference {', '.join(unknown)} is not an --arm ({', '.join(arms)})")
 
     import torch
 
@@ -224,16 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         splits = {"train": sample_queries(bench.train, args.train_queries), "dev": bench.dev}
         splits.update({s: bench.eval_split(s) for s in args.splits})
     except GCLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     pairs = {name: judged_pairs(s.judgments) for name, s in splits.items()}
     result = {"config": args.config, "overrides": list(args.overrides), "train_queries": args.train_queries,
               "edges": EDGES, "bins": LABELS, "reference": args.reference, "bootstrap": args.bootstrap,
               "pairs": {n: len(pr) for n, pr in pairs.items()}, "arms": {}}
     mean_conc: dict[str, dict[str, np.ndarray]] = {}  # arm -> split -> per-pair concordance, mean over seeds
     cache = Path(args.out).with_suffix(".cache")  # one .npz of per-pair concordance per model: a re-run skips it
-    fingerprint = json.dumps({"config": args.config, "overrides": list(args.overrides), "pairs": result["pairs"],
-                              "train_queries": args.train_queries}, sort_keys=True)
+    fingerprint = pairs_fingerprint(pairs, splits)
     for arm, models in arms.items():
         per_seed = []
         conc_sum = {name: np.zeros(len(pr)) for name, pr in pairs.items()}
@@ -243,9 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             if conc is None:
                 try:
                     model = load_model(m)
-                except (GCLError, OSError) as e:
-                    print(f"error: arm {arm}: cannot load model {m}: {e}", file=sys.stderr)
-                    return 2
+                except Exception as e:  # noqa: BLE001 - a broken directory of any kind: one line, not a traceback
+                    return fail(f"arm {arm}: cannot load model {m}: {type(e).__name__}: {e}")
                 model.eval()
                 with torch.no_grad():
                     conc = {name: concordance(*pair_scores(model, s, pairs[name])) for name, s in splits.items()}
@@ -265,30 +324,40 @@ def main(argv: list[str] | None = None) -> int:
                                       "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, "seeds": len(vals)}
         result["arms"][arm] = {"models": per_seed, "summary": summary}
         mean_conc[arm] = {name: v / len(models) for name, v in conc_sum.items()}
-    if args.reference is not None:
+    for ref in args.reference:
         for arm in mean_conc:
             for name, pr in pairs.items():
-                diff = paired_difference(pr, mean_conc[arm][name], mean_conc[args.reference][name], args.bootstrap)
+                diff = paired_difference(pr, mean_conc[arm][name], mean_conc[ref][name], args.bootstrap)
                 for lab, d in diff.items():
-                    result["arms"][arm]["summary"][name][lab]["vs_reference"] = d
+                    result["arms"][arm]["summary"][name][lab].setdefault("vs", {})[ref] = d
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    table = markdown(result)
+    Path(args.out).write_text(json.dumps(_null_nan(result), indent=1) + "\n")
+    table = "\n".join(markdown(result, ref) for ref in (args.reference or [None]))
     command = "python experiments/pair_order.py " + " ".join(sys.argv[1:] if argv is None else argv)
     Path(args.out).with_suffix(".md").write_text(
         "# Concordance of judged pairs by score gap (`experiments/pair_order.py`)\n\n"
         f"Generated by `{command}`. Cells: share of a split's judged pairs (better, worse) that the model scores "
         "in the judged order, ties ½; mean ± std over the arm's models (seeds)"
-        + (f"; in brackets the difference from **{args.reference}** on the same pairs and its 95 % interval "
-           "(bootstrap over queries)" if args.reference else "") + ".\n" + table + "\n")
+        + ("; in brackets the difference from the reference arm on the same pairs and its 95 % interval "
+           "(bootstrap over queries), one set of tables per reference" if args.reference else "") + ".\n"
+        + table + "\n")
     print(table)
     return 0
 
 
-def markdown(result: dict) -> str:
+def _null_nan(x):
+    """NaN (an empty bin) as JSON null."""
+    if isinstance(x, dict):
+        return {k: _null_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_null_nan(v) for v in x]
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def markdown(result: dict, ref: str | None = None) -> str:
     """One table per split: arms as rows, gap bins as columns (concordance mean ± std over seeds;
     with a reference arm, the difference from it and its 95 % query-bootstrap interval)."""
-    lines = []
+    lines = [f"\n### Against {ref}\n"] if ref else []
     first = next(iter(result["arms"].values()))["summary"]
     for split, bins in first.items():
         counts = " | ".join(f"{lab} ({bins[lab]['pairs']})" for lab in (*result["bins"], "all"))
@@ -298,9 +367,12 @@ def markdown(result: dict) -> str:
             cells = []
             for lab in (*result["bins"], "all"):
                 c = a["summary"][split][lab]
+                if not c["pairs"]:
+                    cells.append("–")
+                    continue
                 cell = f"{c['mean']:.3f}" + (f" ± {c['std']:.3f}" if c["seeds"] > 1 else "")
-                if "vs_reference" in c and arm != result["reference"]:
-                    v = c["vs_reference"]
+                if ref and arm != ref:
+                    v = c["vs"][ref]
                     cell += f" ({v['diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}])"
                 cells.append(cell)
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")

@@ -30,8 +30,8 @@ def naive_bins(judgments: pd.DataFrame, score_of) -> dict[str, list[float]]:
             hi, lo = (ra, rb) if ra.score > rb.score else (rb, ra)
             sh, sl = score_of(hi), score_of(lo)
             c = 1.0 if sh > sl else 0.5 if sh == sl else 0.0
-            gap = hi.score - lo.score
-            lab = "1/3" if gap <= 0.34 else "2/3" if gap <= 0.67 else "1" if gap <= 1.01 else ">1"
+            votes = (hi.score - lo.score) * 3  # in rater votes: 1, 2, 3, more (means of 4 raters in between)
+            lab = "1/3" if votes < 1.05 else "2/3" if votes < 2.05 else "1" if votes < 3.05 else ">1"
             out[lab].append(c)
             out["all"].append(c)
     return out
@@ -39,7 +39,9 @@ def naive_bins(judgments: pd.DataFrame, score_of) -> dict[str, list[float]]:
 
 def test_pairs_and_bins_match_a_naive_loop():
     rng = np.random.default_rng(3)
-    grades = np.array([1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0, 1.25, 2.75])
+    # the data's rounded means (2.0 - 1.67 = 0.33000000000000007, 1.67 - 1.33 = 0.33999999999999986)
+    # and exact thirds, so gaps fall on and next to the bin edges 1/3, 2/3, 1
+    grades = np.array([1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0, 1.25, 2.75, 4 / 3, 5 / 3, 7 / 3, 8 / 3])
     n = 400
     j = pd.DataFrame({"query_id": rng.choice([f"q{i}" for i in range(60)], n),
                       "doc_id": [f"d{i}" for i in range(n)], "score": rng.choice(grades, n)})
@@ -56,7 +58,7 @@ def test_pairs_and_bins_match_a_naive_loop():
     assert (j["score"].to_numpy()[pairs["hi"]] > j["score"].to_numpy()[pairs["lo"]]).all()
 
 
-def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch):
+def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch, capsys):
     """The script's per-split figures equal a naive per-pair encoding with the model itself."""
     from gcl.data.sources import load_benchmark
     from gcl.encoders.base import load_model
@@ -64,8 +66,8 @@ def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch):
 
     model_dir = str(tiny_model())
     out = tmp_path / "po.json"
-    argv = ["data.source=synthetic", "--arm", f"tiny={model_dir}", f"tiny={model_dir}",
-            "--arm", f"again={model_dir}", "--reference", "again", "--bootstrap", "50",
+    argv = ["--set", "data.source=synthetic", "--arm", f"tiny={model_dir}", f"tiny={model_dir}",
+            "--arm", "mini=minilm", "--reference", "mini", "tiny", "--bootstrap", "50",
             "--train-queries", "30", "--threads", "1", "--splits", "novel_query", "--out", str(out)]
     rc = pair_order.main(argv)
     assert rc == 0
@@ -73,7 +75,12 @@ def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch):
     arm = res["arms"]["tiny"]
     assert [m["model"] for m in arm["models"]] == [model_dir, model_dir]
     assert arm["summary"]["dev"]["all"]["std"] == 0.0 and arm["summary"]["dev"]["all"]["seeds"] == 2
-    assert arm["summary"]["dev"]["all"]["vs_reference"] == {"diff": 0.0, "low": 0.0, "high": 0.0}  # same model
+    for split in ("train", "dev", "novel_query"):  # "all": every pair of both arms, so Δ = difference of means
+        got, mini = arm["summary"][split]["all"], res["arms"]["mini"]["summary"][split]["all"]
+        assert got["vs"]["mini"]["diff"] == pytest.approx(got["mean"] - mini["mean"], abs=1e-12)
+        assert mini["vs"]["tiny"]["diff"] == pytest.approx(mini["mean"] - got["mean"], abs=1e-12)
+        assert got["vs"]["mini"]["low"] <= got["vs"]["mini"]["diff"] <= got["vs"]["mini"]["high"]
+    assert got["mean"] != mini["mean"]  # two different models, so a swapped reference would show
 
     bench = load_benchmark(DataConfig(source="synthetic"))
     model = load_model(model_dir)
@@ -102,7 +109,8 @@ def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch):
         assert np.allclose(lo, [cos(rows[i]) for i in pairs["lo"]], atol=1e-4)
         conc = pair_order.by_gap(pairs, pair_order.concordance(hi, lo))
         for lab in want:
-            assert arm["summary"][name][lab]["mean"] == pytest.approx(conc[lab][1], nan_ok=True), (name, lab)
+            mean = arm["summary"][name][lab]["mean"]  # an empty bin is null in the JSON
+            assert mean is None if np.isnan(conc[lab][1]) else mean == pytest.approx(conc[lab][1]), (name, lab)
     assert res["pairs"]["novel_query"] == len(want["all"])  # the last split of the loop
 
     # a re-run reads every model's pairs from <out>.cache/ and encodes nothing
@@ -116,20 +124,45 @@ def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch):
     assert pair_order.main(argv) == 0
     again = json.loads(out.read_text())
     assert again["arms"]["tiny"]["summary"] == res["arms"]["tiny"]["summary"]
+    # a model directory whose files change is encoded again (here: refused, since loading is patched)
+    (Path(model_dir) / "touched.txt").write_text("touched")
+    capsys.readouterr()
+    assert pair_order.main(argv) == 2 and "cache was not used" in capsys.readouterr().err
+    (Path(model_dir) / "touched.txt").unlink()
+    # other pairs (another training sample) are not served from the cache either
+    assert pair_order.main([*argv, "--train-queries", "31"]) == 2
+    assert "cache was not used" in capsys.readouterr().err
+    # a corrupt cache file is recomputed, not a traceback
+    for f in (tmp_path / "po.cache").glob("*.npz"):
+        f.write_bytes(b"not a zip")
+    assert pair_order.main(argv) == 2 and "cache was not used" in capsys.readouterr().err
 
 
-def test_bad_arm_and_missing_model_are_clear_errors(tmp_path, capsys):
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys):
+    out = str(tmp_path / "x.json")
     with pytest.raises(SystemExit, match="NAME=MODEL"):
-        pair_order.main(["--arm", "no-equals-sign", "--out", str(tmp_path / "x.json")])
-    rc = pair_order.main(["data.source=synthetic", "--arm", f"gone={tmp_path / 'nope'}", "--splits",
-                          "--train-queries", "5", "--out", str(tmp_path / "y.json")])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert "no such model directory: gone:" in err and "nope" in err and "Traceback" not in err
-    assert not (tmp_path / "y.json").exists()
-    rc = pair_order.main(["data.source=synthetic", "--arm", f"tiny={tiny_model()}", "--reference", "other",
-                          "--splits", "--train-queries", "5", "--out", str(tmp_path / "z.json")])
-    assert rc == 2 and "--reference 'other' is not an --arm" in capsys.readouterr().err
+        pair_order.main(["--arm", "no-equals-sign", "--out", out])
+    with pytest.raises(SystemExit, match="given twice"):
+        pair_order.main(["--arm", "a=minilm", "--arm", "a=minilm", "--out", out])
+    training_dir = tmp_path / "run"  # a run directory, not its final/ model
+    training_dir.mkdir()
+    (training_dir / "config.json").write_text("{}")
+    cases = [
+        (["--arm", f"gone={tmp_path / 'nope'}"], "not a saved model directory"),
+        (["--arm", f"run={training_dir}"], f"run: {training_dir}"),
+        (["--arm", "a=minilm", "--reference", "other"], "--reference other is not an --arm"),
+        (["--arm", "a=minilm", "--train-queries", "-1"], "--train-queries must be >= 0"),
+        (["--arm", "a=minilm", "--bootstrap", "0"], "--bootstrap must be >= 1"),
+        (["--arm", "a=minilm", "--threads", "0"], "--threads must be >= 1"),
+        (["--arm", "a=minilm", "--splits", "no_such_split"], "no_such_split"),
+    ]
+    for args, message in cases:
+        rc = pair_order.main(["--set", "data.source=synthetic", *args, "--train-queries", "5", "--out", out]
+                             if "--train-queries" not in args else ["--set", "data.source=synthetic", *args, "--out", out])
+        assert rc == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("error: ") and err.count("\n") == 1, (args, err)
+        assert not Path(out).exists()
 
 
 def test_paired_difference_resamples_queries_not_pairs():
@@ -156,5 +189,7 @@ def test_paired_difference_resamples_queries_not_pairs():
         assert got[lab]["low"] == pytest.approx(np.quantile(boots, 0.025))
         assert got[lab]["high"] == pytest.approx(np.quantile(boots, 0.975))
         assert got[lab]["low"] < got[lab]["diff"] < got[lab]["high"]
-    same = pair_order.paired_difference(pairs, a, a, rounds=50)
-    assert same["all"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    # a bin that some resamples miss entirely: those resamples are left out, not counted as 0
+    rare = pairs.assign(gap=np.where(np.arange(n) < 3, 2.0, 1 / 3))  # 3 pairs above 1, in 1-3 queries
+    got = pair_order.paired_difference(rare, np.ones(n), np.zeros(n), rounds=300, seed=1)
+    assert got[">1"] == {"diff": 1.0, "low": 1.0, "high": 1.0}
