@@ -161,26 +161,42 @@ def sample_queries(split, n: int, seed: int = 0):
     return split.subset(query_ids=keep, name=f"{split.name}-sample")
 
 
+NOT_MODEL_DIRS = frozenset({"eval", "eval_rerank", "logs", "checkpoints"})  # a run directory's other outputs
+
+
 def model_signature(model: str) -> str:
-    """What a cached result depends on in a model directory: every file's name, size and mtime
-    (weights rewritten in place change it); for a named model (``minilm``) its name."""
+    """What a cached result depends on in a model directory: every model file's name, size and
+    mtime (weights rewritten in place change it; evaluations and logs beside them do not); a named
+    model (``minilm``) is signed by the directory it resolves to."""
     path = Path(model)
     if not path.is_dir():
-        return model
-    files = sorted(f for f in path.rglob("*") if f.is_file())
-    return json.dumps([[str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+        from gcl.encoders.text import MINILM_ALIASES, minilm_path
+
+        if model.lower() not in MINILM_ALIASES:
+            return model
+        path = minilm_path()
+    files = sorted(f for f in path.rglob("*") if f.is_file()
+                   and not NOT_MODEL_DIRS.intersection(f.relative_to(path).parts[:-1]))
+    return json.dumps([str(path.resolve()), *([str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns]
+                                              for f in files)])
 
 
 def pairs_fingerprint(pairs: dict[str, pd.DataFrame], splits: dict) -> str:
-    """A hash of every split's pairs: query, both documents and the gap (same pairs, same meaning)."""
+    """A hash of every split's pairs (query, both documents, the gap) and of the judged queries'
+    and documents' fields (same ids with other texts, e.g. other ``data.doc_fields``, differ)."""
     import hashlib
 
-    from gcl.data.schema import DOC_ID
+    from gcl.data.schema import DOC_ID, QUERY_ID
 
     h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     for name in sorted(pairs):
-        pr, docs = pairs[name], splits[name].judgments[DOC_ID].reset_index(drop=True)
+        split = splits[name]
+        pr, docs = pairs[name], split.judgments[DOC_ID].reset_index(drop=True)
         h.update(name.encode())
+        for table, ids in ((split.queries, split.judgments[QUERY_ID]), (split.documents, docs)):
+            rows = table.loc[pd.Index(ids.unique())]
+            h.update(",".join(map(str, rows.columns)).encode())
+            h.update(pd.util.hash_pandas_object(rows.astype(str), index=True).to_numpy().tobytes())
         h.update(pd.util.hash_pandas_object(pd.DataFrame({
             "q": pr["query_id"].astype(str), "hi": docs.iloc[pr["hi"].to_numpy()].astype(str).to_numpy(),
             "lo": docs.iloc[pr["lo"].to_numpy()].astype(str).to_numpy(), "gap": np.round(pr["gap"], 6)}),
@@ -229,9 +245,9 @@ def parse_arms(words: list[list[str]]) -> dict[str, list[str]]:
     for group in words:
         head, _, first = group[0].partition("=")
         if not head or not first:
-            raise SystemExit(f"error: --arm wants NAME=MODEL[,MODEL...], got {group[0]!r}")
+            raise ValueError(f"--arm wants NAME=MODEL[,MODEL...], got {group[0]!r}")
         if head in arms:
-            raise SystemExit(f"error: --arm {head} is given twice; list all its models in one --arm")
+            raise ValueError(f"--arm {head} is given twice; list all its models in one --arm")
         rest = [w.removeprefix(f"{head}=") for w in group[1:]]  # brace expansion repeats "NAME="
         arms[head] = [m for w in [first, *rest] for m in w.split(",") if m]
     return arms
@@ -252,12 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a key of --config (e.g. --set data.source=synthetic); repeatable")
     args = p.parse_args(argv)
-    arms = parse_arms(args.arm)
     from gcl.encoders.text import MINILM_ALIASES
 
     def fail(msg: str) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
+
+    try:
+        arms = parse_arms(args.arm)
+    except ValueError as e:
+        return fail(str(e))
 
     for name, value, low in (("--train-queries", args.train_queries, 0), ("--bootstrap", args.bootstrap, 1),
                              ("--threads", args.threads, 1)):
@@ -290,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = {name: judged_pairs(s.judgments) for name, s in splits.items()}
     result = {"config": args.config, "overrides": list(args.overrides), "train_queries": args.train_queries,
               "edges": EDGES, "bins": LABELS, "reference": args.reference, "bootstrap": args.bootstrap,
-              "pairs": {n: len(pr) for n, pr in pairs.items()}, "arms": {}}
+              "pairs": {n: len(pr) for n, pr in pairs.items()},
+              "queries": {n: int(pr["query_id"].nunique()) for n, pr in pairs.items()},  # queries with a pair
+              "judged_queries": {n: int(s.judgments["query_id"].nunique()) for n, s in splits.items()}, "arms": {}}
     mean_conc: dict[str, dict[str, np.ndarray]] = {}  # arm -> split -> per-pair concordance, mean over seeds
     cache = Path(args.out).with_suffix(".cache")  # one .npz of per-pair concordance per model: a re-run skips it
     fingerprint = pairs_fingerprint(pairs, splits)
@@ -321,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             for lab in (*LABELS, "all"):
                 vals = np.array([ps["splits"][name][lab][1] for ps in per_seed])
                 summary[name][lab] = {"pairs": per_seed[0]["splits"][name][lab][0], "mean": float(vals.mean()),
-                                      "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, "seeds": len(vals)}
+                                      "std": float(vals.std(ddof=1)) if len(vals) > 1 else float(vals.mean() * 0),
+                                      "seeds": len(vals)}  # an empty bin: mean and std both null
         result["arms"][arm] = {"models": per_seed, "summary": summary}
         mean_conc[arm] = {name: v / len(models) for name, v in conc_sum.items()}
     for ref in args.reference:

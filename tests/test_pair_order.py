@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,7 +43,8 @@ def test_pairs_and_bins_match_a_naive_loop():
     rng = np.random.default_rng(3)
     # the data's rounded means (2.0 - 1.67 = 0.33000000000000007, 1.67 - 1.33 = 0.33999999999999986)
     # and exact thirds, so gaps fall on and next to the bin edges 1/3, 2/3, 1
-    grades = np.array([1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0, 1.25, 2.75, 4 / 3, 5 / 3, 7 / 3, 8 / 3])
+    # and 1.34 + 1e-12, whose gap to 1.0 rounds down onto the 1/3 edge (raw float binning put it in 2/3)
+    grades = np.array([1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0, 1.25, 2.75, 4 / 3, 5 / 3, 7 / 3, 8 / 3, 1.34 + 1e-12])
     n = 400
     j = pd.DataFrame({"query_id": rng.choice([f"q{i}" for i in range(60)], n),
                       "doc_id": [f"d{i}" for i in range(n)], "score": rng.choice(grades, n)})
@@ -124,11 +127,22 @@ def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch, capsys):
     assert pair_order.main(argv) == 0
     again = json.loads(out.read_text())
     assert again["arms"]["tiny"]["summary"] == res["arms"]["tiny"]["summary"]
-    # a model directory whose files change is encoded again (here: refused, since loading is patched)
-    (Path(model_dir) / "touched.txt").write_text("touched")
+    # weights rewritten in place (the directory's own mtime unchanged) are encoded again: refused here,
+    # since loading is patched (a copy of the model, so the shared tiny model stays untouched)
+    copy = tmp_path / "model-copy"
+    shutil.copytree(model_dir, copy)
+    copy_argv = [a.replace(model_dir, str(copy)) for a in argv]
+    monkeypatch.undo()
+    assert pair_order.main(copy_argv) == 0
+    monkeypatch.setattr(gcl.encoders.base, "load_model", no_loading)
+    assert pair_order.main(copy_argv) == 0  # cached
+    weights = next(f for f in copy.rglob("*.safetensors"))
+    dir_times = (copy.stat().st_atime_ns, copy.stat().st_mtime_ns)
+    weights.write_bytes(weights.read_bytes())
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    os.utime(copy, ns=dir_times)
     capsys.readouterr()
-    assert pair_order.main(argv) == 2 and "cache was not used" in capsys.readouterr().err
-    (Path(model_dir) / "touched.txt").unlink()
+    assert pair_order.main(copy_argv) == 2 and "cache was not used" in capsys.readouterr().err
     # other pairs (another training sample) are not served from the cache either
     assert pair_order.main([*argv, "--train-queries", "31"]) == 2
     assert "cache was not used" in capsys.readouterr().err
@@ -140,14 +154,16 @@ def test_end_to_end_scores_are_the_model_cosines(tmp_path, monkeypatch, capsys):
 
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys):
     out = str(tmp_path / "x.json")
-    with pytest.raises(SystemExit, match="NAME=MODEL"):
-        pair_order.main(["--arm", "no-equals-sign", "--out", out])
-    with pytest.raises(SystemExit, match="given twice"):
-        pair_order.main(["--arm", "a=minilm", "--arm", "a=minilm", "--out", out])
+    broken = tmp_path / "broken"  # looks like a gcl model, does not load
+    broken.mkdir()
+    (broken / "gcl_model.json").write_text("{")
     training_dir = tmp_path / "run"  # a run directory, not its final/ model
     training_dir.mkdir()
     (training_dir / "config.json").write_text("{}")
     cases = [
+        (["--arm", "no-equals-sign"], "--arm wants NAME=MODEL"),
+        (["--arm", "a=minilm", "--arm", "a=minilm"], "--arm a is given twice"),
+        (["--arm", f"b={broken}"], f"arm b: cannot load model {broken}"),
         (["--arm", f"gone={tmp_path / 'nope'}"], "not a saved model directory"),
         (["--arm", f"run={training_dir}"], f"run: {training_dir}"),
         (["--arm", "a=minilm", "--reference", "other"], "--reference other is not an --arm"),
