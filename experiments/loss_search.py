@@ -96,6 +96,13 @@ ARMS: dict[str, list[str]] = {
     # queries by grade and so needs no query groups, the cost of every within-query term so far
     "gcl-random-cosent": ["batch.sampler=random", "loss.cosent_weight=1.0"],
     "gcl-random-cosent0.1": ["batch.sampler=random", "loss.cosent_weight=0.1"],
+    # the weight function on the dev split (2 Dec, fifteenth session): the paper's alternatives to the
+    # linear weight, with random batches (the base of gcl-best) and with query groups
+    "gcl-random-exponential": ["batch.sampler=random", "loss.weight_fn=exponential"],
+    "gcl-random-power": ["batch.sampler=random", "loss.weight_fn=power"],
+    "gcl-random-reciprocal": ["batch.sampler=random", "loss.weight_fn=reciprocal_rank"],
+    "gcl-power": ["loss.weight_fn=power"],
+    "gcl-reciprocal": ["loss.weight_fn=reciprocal_rank"],
     "zero-shot": ["optim.lr=0"],
 }
 

@@ -46,6 +46,26 @@ def test_curricula_name_known_arms():
         assert first in ls.ARMS and second in ls.ARMS and 0 < share < 1
 
 
+def test_every_arm_loads_into_a_valid_config():
+    """A misspelt key or weight function in ARMS fails here, not after an hour of other arms."""
+    from gcl.config import load_config
+    from gcl.losses.weights import get_weight_fn
+    from gcl.training.config import TrainConfig
+
+    base = load_config(TrainConfig, ROOT / ls.BASE, [])
+    for name, overrides in ls.ARMS.items():
+        cfg = load_config(TrainConfig, ROOT / ls.BASE, list(overrides))
+        assert (cfg == base) == (name == "gcl"), name  # every other arm changes something
+        get_weight_fn(cfg.loss.weight_fn, **cfg.loss.weight_params)  # raises ValueError on a bad name
+    for name, key in (("gcl-random-exponential", "exponential"), ("gcl-random-reciprocal", "reciprocal_rank"),
+                      ("gcl-random-power", "power"), ("gcl-power", "power"), ("gcl-reciprocal", "reciprocal_rank")):
+        cfg = load_config(TrainConfig, ROOT / ls.BASE, ls.ARMS[name])
+        assert cfg.loss.weight_fn == key
+        assert (cfg.batch.sampler == "random") == name.startswith("gcl-random"), name
+    with pytest.raises(ValueError, match="reciprocal"):
+        get_weight_fn("reciprocal")  # the name is reciprocal_rank
+
+
 def _graded_train():
     from gcl.data.schema import DOC_ID, QUERY_ID, SCORE, GradedDataset
 
