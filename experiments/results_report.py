@@ -555,7 +555,8 @@ def report(out_dir: Path, out=None) -> Path:
                       "dev: withheld for early stopping. Mean ± std over seeds. After a few epochs nearly every training "
                       "query is seen; the query-grouped sampler draws groups only from queries with two or more training "
                       "pairs, so its few unseen queries are mostly single-document ones, whose judged re-rank is 1 in any "
-                      "order: the unseen column then measures no ordering.", ""] + table
+                      "order, and for a thresholded arm also queries with no pair at the threshold, which it never "
+                      "trains on: the unseen column then measures no ordering.", ""] + table
     lines += convergence(arms)
     lines += equal_steps(arms)
     lines += targets(arms, baseline, ceilings)
