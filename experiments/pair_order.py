@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             for lab in (*LABELS, "all"):
                 vals = np.array([ps["splits"][name][lab][1] for ps in per_seed])
                 mean = float(vals.mean())  # NaN for an empty bin: mean and std are then both null
-                std = float(vals.std(ddof=1)) if len(vals) > 1 else (mean if math.isnan(mean) else 0.0)
+                std = float(vals.std(ddof=1)) if len(vals) > 1 else (math.nan if math.isnan(mean) else 0.0)
                 summary[name][lab] = {"pairs": per_seed[0]["splits"][name][lab][0], "mean": mean, "std": std,
                                       "seeds": len(vals)}
         result["arms"][arm] = {"models": per_seed, "summary": summary}
