@@ -246,20 +246,40 @@ def paired_section(arms: dict, baseline: str) -> list[str]:
         for arm, runs in arms.items():
             if arm == baseline or arm in FIXED:
                 continue
-            cells = []
-            for s in SPLITS:
-                d = seed_diffs(runs, base, s, metric)
-                if len(d) == 0:
-                    cells.append("—")
-                    continue
-                spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
-                rel = paired_relative(runs, base, s, metric)
-                cell = f"{d.mean():+.4f}{spread} ({rel:+.1f}%) {int((d > 0).sum())}/{len(d)}"
-                sig = significance(runs, base, s, metric)
-                if sig is not None:
-                    cell += f", p = {sig.p_value:.3f} [{sig.ci_low:+.4f}, {sig.ci_high:+.4f}]"
-                cells.append(cell)
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm} | " + " | ".join(paired_cell(runs, base, s, metric) for s in SPLITS) + " |")
+        lines.append("")
+    return lines
+
+
+def paired_cell(runs: list[dict], base: list[dict], split: str, metric: str) -> str:
+    """``mean ± std (rel%) ahead/seeds, p = … [CI]`` of ``runs − base`` (same seeds), or a dash."""
+    d = seed_diffs(runs, base, split, metric)
+    if len(d) == 0:
+        return "—"
+    spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
+    rel = paired_relative(runs, base, split, metric)
+    cell = f"{d.mean():+.4f}{spread} ({rel:+.1f}%) {int((d > 0).sum())}/{len(d)}"
+    sig = significance(runs, base, split, metric)
+    if sig is not None:
+        cell += f", p = {sig.p_value:.3f} [{sig.ci_low:+.4f}, {sig.ci_high:+.4f}]"
+    return cell
+
+
+def peer_section(arms: dict, best: str) -> list[str]:
+    """The best gcl configuration minus each sentence-transformers peer, with the same cells as the
+    paired section: the peer target (issue 12) read with its seeds and its test over queries."""
+    peers = [p for p in ST_PEERS if p in arms]
+    if not peers:
+        return []
+    lines = [f"## {best} against each sentence-transformers peer (same seed)", "",
+             f"Cell: `{best} − peer`, as in the paired section above (mean ± std over seeds, relative difference, "
+             "seeds where it is ahead, sign-flip p and bootstrap 95% CI over queries when both have per-query "
+             "figures).", ""]
+    for metric in PAIRED:
+        lines += [f"### {metric}", "", "| peer | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
+        for peer in peers:
+            lines.append(f"| {peer} | " + " | ".join(paired_cell(arms[best], arms[peer], s, metric)
+                                                    for s in SPLITS) + " |")
         lines.append("")
     return lines
 
@@ -473,6 +493,12 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
         judged = like or peers
         losses = [f"{p} {s} {m}" for p in judged for s in SPLITS for m in PAIRED
                   if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
+        tested = {loss: significance(arms[best], arms[loss.split()[0]], loss.split()[1], loss.split()[2])
+                  for loss in losses}
+        if any(t is not None for t in tested.values()):
+            losses = [loss + ("" if t is None else f" (p {t.p_value:.3f})") for loss, t in tested.items()]
+            sig = sum(1 for t in tested.values() if t is not None and t.p_value < 0.05)
+            losses.append(f"{sig} of {sum(t is not None for t in tested.values())} tested behind at p < 0.05")
         batch = train_batch(arms[best]) or "of the base config"
         if not like:
             outcome = (f"**not like for like** ({best} trained at batch {batch}, {', '.join(unlike)} at "
@@ -481,7 +507,7 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
             outcome = verdict(not losses) + (f" (peers at another batch than {best}'s, not judged: {', '.join(unlike)})"
                                              if unlike else "")
         lines.append(f"- {best} ≥ every sentence-transformers peer ({', '.join(judged)}) on every split (nDCG@10 and "
-                     f"ERR means): " + (f"behind on {len(losses)}: {'; '.join(losses)}" if losses else "ahead everywhere")
+                     f"ERR means): " + (f"behind on {len(tested)}: {'; '.join(losses)}" if losses else "ahead everywhere")
                      + f" → {outcome}; the best gcl configuration: {best_why}")
     elif best:
         lines.append("- best gcl ≥ every sentence-transformers peer: no peer was run → not checked")
@@ -543,6 +569,9 @@ def report(out_dir: Path, out=None) -> Path:
             lines += [f"### {metric}", ""] + metric_table(arms, "thresholded", metric, t_ceilings)
     if baseline:
         lines += paired_section(arms, baseline)
+    best, _ = choose_gcl(arms)
+    if best:
+        lines += peer_section(arms, best)
     if any(r.get("rerank") for r in rows):
         lines += ["## Judged re-rank (each test query's judged documents only: ordering without retrieval)", ""]
         for metric in PAIRED:

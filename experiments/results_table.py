@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -575,6 +576,71 @@ def append_record(log: Path, rec: dict) -> None:
         os.fsync(fh.fileno())
 
 
+ADOPT_TOL = 1e-9  # a reproduction on the same machine and code is bit-identical; any drift refuses
+
+
+def adopt_per_query(table: Path, repro: Path, out=sys.stdout) -> int:
+    """Give the runs of ``<table>/runs.jsonl`` that lack a per-query archive the archive of a
+    reproduction in ``<repro>/runs.jsonl`` (the same arm and seed retrained with the same command),
+    *only if* the reproduction is the same run: every metric of every split, of both gain mappings
+    (``splits``, ``thresholded``), and the dev-picked step agree within ``ADOPT_TOL``. The archive is
+    copied to ``<table>/per_query/`` and the record gains ``per_query`` and ``per_query_from`` (the
+    reproduction's directory, commit and seconds); nothing else of the record changes. A record
+    that does not match is left alone and named with its largest difference. Returns the number of
+    mismatches (0: every candidate adopted or nothing to do)."""
+    from results_report import read_runs
+
+    def lines(path: Path) -> list[dict]:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        recs = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                recs.append(json.loads(line))
+            except ValueError as exc:
+                raise UserError(f"{path}, line {n}: not a JSON record ({exc}); repair or remove it first") from exc
+        return recs
+
+    rows = lines(table / "runs.jsonl")
+    repro_rows = {(r["arm"], int(r["seed"])): r for r in read_runs(repro / "runs.jsonl")}
+    mismatches = adopted = 0
+    for rec in rows:
+        key = (rec.get("arm"), int(rec.get("seed", -1)))
+        twin = repro_rows.get(key)
+        if rec.get("per_query") or twin is None or not twin.get("per_query"):
+            continue
+        worst, where, compared = 0.0, "nothing compared", 0
+        for section in ("splits", "thresholded"):
+            for split, metrics in (rec.get(section) or {}).items():
+                for m, v in metrics.items():
+                    w = ((twin.get(section) or {}).get(split) or {}).get(m)
+                    d = math.inf if w is None else abs(float(w) - float(v))
+                    compared += 1
+                    if d > worst or compared == 1:
+                        worst, where = d, f"{section}/{split}/{m}"
+        step_a, step_b = (rec.get("dev") or {}).get("step"), (twin.get("dev") or {}).get("step")
+        if step_a != step_b:
+            worst, where = math.inf, f"dev step {step_a} vs {step_b}"
+        if not compared or worst > ADOPT_TOL:
+            mismatches += 1
+            print(f"not adopted: {key[0]} seed {key[1]}: the reproduction differs ({where}: {worst:.3g})", file=out)
+            continue
+        src = Path(twin["per_query"])
+        dest = Path("per_query") / src.name
+        (table / "per_query").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, table / dest)
+        rec["per_query"] = str(dest)
+        rec["per_query_from"] = {"out": str(repro), "commit": (twin.get("versions") or {}).get("commit"),
+                                 "seconds": twin.get("seconds"), "max_abs_difference": worst}
+        adopted += 1
+        print(f"adopted: {key[0]} seed {key[1]} (largest difference {worst:.3g})", file=out)
+    if adopted:
+        tmp = table / "runs.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(table / "runs.jsonl")
+    return mismatches
+
+
 def _epochs(cfg, arm: str | None = None) -> float:
     epochs = cfg.optim.steps * cfg.batch.batch_size / HOMEDEPOT_EPOCH_PAIRS
     return min(epochs, STOP_EPOCHS_BY_ARM.get(arm, STOP_EPOCHS)) if cfg.eval.patience else epochs
@@ -730,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None, help="model.text_model for every arm (smoke: a tiny local model)")
     p.add_argument("--report", action="store_true", help="only aggregate <out>/runs.jsonl into results.md/.png")
     p.add_argument("--dry-run", action="store_true", help="print the expected time and the commands; run nothing")
+    p.add_argument("--adopt-per-query", metavar="REPRO_OUT", default=None,
+                   help="give --out's runs without a per-query archive the archive of the same run retrained "
+                        "into REPRO_OUT, if every metric agrees (adopt_per_query); then exit")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every trained arm (e.g. optim.steps=100)")
     return p
 
@@ -737,6 +806,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, out=sys.stdout) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.adopt_per_query:
+            return 1 if adopt_per_query(Path(args.out), Path(args.adopt_per_query), out=out) else 0
         if args.report:
             from results_report import report
 

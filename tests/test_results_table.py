@@ -877,3 +877,91 @@ def test_a_finished_training_from_another_command_is_kept_with_a_warning(tmp_pat
     assert rt.train(bud, "gcl", 0, run_dir) == (7.0, None)
     err = capsys.readouterr().err
     assert err.startswith(f"warning: {run_dir}: trained by another command") and "eval.keep_best=false" in err
+
+
+def _per_query_dir(d: Path, rng, queries) -> dict:
+    d.mkdir(parents=True)
+    frames = {}
+    for s in SPLITS:
+        frame = pd.DataFrame({"query_id": queries, "ndcg@10": rng.random(len(queries)), "err": rng.random(len(queries))})
+        frame.to_csv(d / f"{s}_per_query.csv", index=False)
+        frames[s] = frame.set_index("query_id")
+    return frames
+
+
+def test_the_best_gcl_arm_is_tested_against_each_peer_over_queries(tmp_path):
+    """The peer section's cell is ``best − peer`` with the sign-flip test of a naive seed average;
+    the target line names the p of each cell where the best arm is behind and counts those below 0.05."""
+    from gcl.evaluation.compare import paired_compare
+
+    rng = np.random.default_rng(1)
+    queries = [f"q{i}" for i in range(40)]
+    pq, rows = {}, []
+    for arm, nd, er in (("binary-thresholded", 0.40, 0.30), ("gcl-best", 0.45, 0.35), ("st-cached-mnrl", 0.46, 0.34)):
+        for seed in range(2):
+            d = tmp_path / arm / str(seed)
+            pq[(arm, seed)] = _per_query_dir(d, rng, queries)
+            rows.append(_record(arm, seed, nd + seed / 1000, er, 0.5, d))
+    md = _report(rows, tmp_path / "out")
+    section = md.split("## gcl-best against each sentence-transformers peer")[1].split("\n## ")[0]
+    err_row = next(x for x in section.split("### err")[1].splitlines() if x.startswith("| st-cached-mnrl |"))
+    avg = {a: sum(pq[(a, s)]["novel_query"]["err"] for s in range(2)) / 2 for a in ("gcl-best", "st-cached-mnrl")}
+    ref = paired_compare(avg["st-cached-mnrl"].to_numpy(), avg["gcl-best"].to_numpy())
+    cell = err_row.split(" | ")[2]
+    assert cell.startswith("+0.0100 ± 0.0000 (+2.9%) 2/2") and f"p = {ref.p_value:.3f}" in cell
+    nd_ref = paired_compare(sum(pq[("st-cached-mnrl", s)]["in_domain"]["ndcg@10"] for s in range(2)).to_numpy() / 2,
+                            sum(pq[("gcl-best", s)]["in_domain"]["ndcg@10"] for s in range(2)).to_numpy() / 2)
+    target = next(x for x in md.splitlines() if "every sentence-transformers peer" in x)
+    assert f"behind on 4: st-cached-mnrl in_domain ndcg@10 (p {nd_ref.p_value:.3f})" in target
+    assert "tested behind at p < 0.05" in target and "→ **missed**" in target
+
+
+def _repro_tables(tmp_path, drift: float):
+    rng = np.random.default_rng(2)
+    table, repro = tmp_path / "table", tmp_path / "repro"
+    rows = [_record("gcl-best", s, 0.45, 0.35, 0.5) for s in range(2)]
+    twins = [json.loads(json.dumps(r)) for r in rows]
+    twins[1]["splits"]["zero_shot"]["err"] += drift
+    for t in twins:
+        arch = repro / "per_query" / f"gcl-best-s{t['seed']}.csv.gz"
+        arch.parent.mkdir(parents=True, exist_ok=True)
+        src = _per_query_dir(tmp_path / f"eval{t['seed']}", rng, ["a", "b"])
+        rr.archive_per_query(tmp_path / f"eval{t['seed']}", arch)
+        t["per_query"] = str(arch.relative_to(repro))
+        assert src
+    for d, recs in ((table, rows), (repro, twins)):
+        d.mkdir(exist_ok=True)
+        (d / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return table, repro
+
+
+def test_a_reproduction_gives_its_per_query_archive_only_to_the_identical_run(tmp_path):
+    table, repro = _repro_tables(tmp_path, drift=1e-4)
+    buf = io.StringIO()
+    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=buf) == 1
+    assert "adopted: gcl-best seed 0" in buf.getvalue()
+    assert "not adopted: gcl-best seed 1: the reproduction differs (splits/zero_shot/err: 0.0001)" in buf.getvalue()
+    recs = [json.loads(x) for x in (table / "runs.jsonl").read_text().splitlines()]
+    assert recs[0]["per_query"] == "per_query/gcl-best-s0.csv.gz" and "per_query" not in recs[1]
+    assert recs[0]["per_query_from"]["max_abs_difference"] == 0.0
+    assert (table / "per_query" / "gcl-best-s0.csv.gz").read_bytes() == (repro / "per_query" / "gcl-best-s0.csv.gz").read_bytes()
+    # the archive is read by the report for that run; a second adoption changes nothing
+    assert rr.per_query_mean(rr.read_runs(table / "runs.jsonl")[:1], "in_domain", "err") is not None
+    before = (table / "runs.jsonl").read_bytes()
+    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=io.StringIO()) == 1
+    assert (table / "runs.jsonl").read_bytes() == before
+
+
+def test_adoption_refuses_a_different_dev_step_and_a_broken_table(tmp_path, capsys):
+    table, repro = _repro_tables(tmp_path, drift=0.0)
+    recs = [json.loads(x) for x in (repro / "runs.jsonl").read_text().splitlines()]
+    recs[0]["dev"]["step"] = 20
+    (repro / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    buf = io.StringIO()
+    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=buf) == 1
+    assert "not adopted: gcl-best seed 0: the reproduction differs (dev step 10 vs 20: inf)" in buf.getvalue()
+    assert "adopted: gcl-best seed 1" in buf.getvalue()
+    (table / "runs.jsonl").write_text((table / "runs.jsonl").read_text() + '{"arm": "gc')
+    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=io.StringIO()) == 2
+    assert "runs.jsonl, line 3: not a JSON record" in capsys.readouterr().err
+    assert rt.main(["--out", str(tmp_path / "nowhere"), "--adopt-per-query", str(repro)], out=io.StringIO()) == 2
