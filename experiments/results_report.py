@@ -497,7 +497,7 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
                   for loss in losses}
         if any(t is not None for t in tested.values()):
             losses = [loss + ("" if t is None else f" (p {t.p_value:.3f})") for loss, t in tested.items()]
-            sig = sum(1 for t in tested.values() if t is not None and t.p_value < 0.05)
+            sig = sum(1 for t in tested.values() if t is not None and t.difference < 0 and t.p_value < 0.05)
             losses.append(f"{sig} of {sum(t is not None for t in tested.values())} tested behind at p < 0.05")
         batch = train_batch(arms[best]) or "of the base config"
         if not like:

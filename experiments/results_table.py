@@ -579,54 +579,88 @@ def append_record(log: Path, rec: dict) -> None:
 ADOPT_TOL = 1e-9  # a reproduction on the same machine and code is bit-identical; any drift refuses
 
 
+def _metric_gap(a, b) -> float:
+    """|a − b| of two recorded metrics; two NaNs agree, a NaN against a number (or a missing value)
+    is an infinite gap."""
+    if a is None or b is None:
+        return math.inf
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
+    return abs(a - b)
+
+
+def _largest_gap(rec: dict, twin: dict) -> tuple[float, str]:
+    """The largest metric gap between two records over the union of their sections (``splits``,
+    ``thresholded``), splits and metrics (a key on one side only is an infinite gap), and the
+    dev-picked step; with where it is."""
+    worst, where = -1.0, "nothing compared"
+    for section in ("splits", "thresholded"):
+        a, b = rec.get(section) or {}, twin.get(section) or {}
+        for split in sorted(set(a) | set(b)):
+            ma, mb = a.get(split) or {}, b.get(split) or {}
+            for m in sorted(set(ma) | set(mb)):
+                d = _metric_gap(ma.get(m), mb.get(m))
+                if d > worst:
+                    worst, where = d, f"{section}/{split}/{m}"
+    step_a, step_b = (rec.get("dev") or {}).get("step"), (twin.get("dev") or {}).get("step")
+    if step_a != step_b:
+        worst, where = math.inf, f"dev step {step_a} vs {step_b}"
+    return (math.inf if worst < 0 else worst), where
+
+
 def adopt_per_query(table: Path, repro: Path, out=sys.stdout) -> int:
     """Give the runs of ``<table>/runs.jsonl`` that lack a per-query archive the archive of a
     reproduction in ``<repro>/runs.jsonl`` (the same arm and seed retrained with the same command),
-    *only if* the reproduction is the same run: every metric of every split, of both gain mappings
-    (``splits``, ``thresholded``), and the dev-picked step agree within ``ADOPT_TOL``. The archive is
-    copied to ``<table>/per_query/`` and the record gains ``per_query`` and ``per_query_from`` (the
-    reproduction's directory, commit and seconds); nothing else of the record changes. A record
-    that does not match is left alone and named with its largest difference. Returns the number of
-    mismatches (0: every candidate adopted or nothing to do)."""
-    from results_report import read_runs
-
-    def lines(path: Path) -> list[dict]:
+    *only if* the reproduction is the same run: every metric of every split of both gain mappings
+    (``splits``, ``thresholded``; the union of both records' keys, so a split on one side only is a
+    mismatch) and the dev-picked step agree within ``ADOPT_TOL``. The archive is copied to
+    ``<table>/per_query/`` (an existing file there with other bytes is never overwritten) and the
+    record gains ``per_query`` and ``per_query_from`` (the reproduction's directory, commit, seconds
+    and largest difference); nothing else of the record changes. A record that does not match is
+    left alone and named with its largest difference. ``runs.jsonl`` is rewritten atomically, and
+    not at all if it changed while this ran (a table run appending to it). Returns the number of
+    mismatches (0: every candidate adopted, or nothing to do)."""
+    def lines(path: Path) -> tuple[list[dict], bytes]:
         if not path.is_file():
             raise UserError(f"{path}: no such file")
+        raw = path.read_bytes()
         recs = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(raw.decode().splitlines(), 1):
             try:
-                recs.append(json.loads(line))
-            except ValueError as exc:
-                raise UserError(f"{path}, line {n}: not a JSON record ({exc}); repair or remove it first") from exc
-        return recs
+                rec = json.loads(line)
+                key = (str(rec["arm"]), int(rec["seed"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{path}, line {n}: not a run record ({exc!r}); repair or remove it first") from exc
+            recs.append((key, rec))
+        return recs, raw
 
-    rows = lines(table / "runs.jsonl")
-    repro_rows = {(r["arm"], int(r["seed"])): r for r in read_runs(repro / "runs.jsonl")}
+    log = table / "runs.jsonl"
+    rows, before = lines(log)
+    repro_rows = {}
+    for key, r in lines(repro / "runs.jsonl")[0]:
+        if r.get("per_query"):
+            src = Path(r["per_query"])
+            r["per_query"] = src if src.is_absolute() else repro / src
+            repro_rows[key] = r
     mismatches = adopted = 0
-    for rec in rows:
-        key = (rec.get("arm"), int(rec.get("seed", -1)))
+    for key, rec in rows:
         twin = repro_rows.get(key)
-        if rec.get("per_query") or twin is None or not twin.get("per_query"):
+        if rec.get("per_query") or twin is None:
             continue
-        worst, where, compared = 0.0, "nothing compared", 0
-        for section in ("splits", "thresholded"):
-            for split, metrics in (rec.get(section) or {}).items():
-                for m, v in metrics.items():
-                    w = ((twin.get(section) or {}).get(split) or {}).get(m)
-                    d = math.inf if w is None else abs(float(w) - float(v))
-                    compared += 1
-                    if d > worst or compared == 1:
-                        worst, where = d, f"{section}/{split}/{m}"
-        step_a, step_b = (rec.get("dev") or {}).get("step"), (twin.get("dev") or {}).get("step")
-        if step_a != step_b:
-            worst, where = math.inf, f"dev step {step_a} vs {step_b}"
-        if not compared or worst > ADOPT_TOL:
+        worst, where = _largest_gap(rec, twin)
+        if not worst <= ADOPT_TOL:
             mismatches += 1
             print(f"not adopted: {key[0]} seed {key[1]}: the reproduction differs ({where}: {worst:.3g})", file=out)
             continue
-        src = Path(twin["per_query"])
+        src: Path = twin["per_query"]
         dest = Path("per_query") / src.name
+        if not src.is_file():
+            raise UserError(f"{src}: the reproduction's per-query archive is missing")
+        if (table / dest).exists() and (table / dest).read_bytes() != src.read_bytes():
+            mismatches += 1
+            print(f"not adopted: {key[0]} seed {key[1]}: {table / dest} exists with other contents", file=out)
+            continue
         (table / "per_query").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, table / dest)
         rec["per_query"] = str(dest)
@@ -635,9 +669,15 @@ def adopt_per_query(table: Path, repro: Path, out=sys.stdout) -> int:
         adopted += 1
         print(f"adopted: {key[0]} seed {key[1]} (largest difference {worst:.3g})", file=out)
     if adopted:
-        tmp = table / "runs.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(table / "runs.jsonl")
+        tmp = log.with_name(f"{log.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for _, r in rows))
+            fh.flush()
+            os.fsync(fh.fileno())
+        if log.read_bytes() != before:
+            tmp.unlink()
+            raise UserError(f"{log} changed while adopting (a table run appended to it?): nothing written; run again")
+        tmp.replace(log)
     return mismatches
 
 

@@ -920,48 +920,118 @@ def _repro_tables(tmp_path, drift: float):
     rng = np.random.default_rng(2)
     table, repro = tmp_path / "table", tmp_path / "repro"
     rows = [_record("gcl-best", s, 0.45, 0.35, 0.5) for s in range(2)]
+    for r in rows:
+        r["commands"] = [f"gcl train x seed={r['seed']}"]  # a field adoption must keep as it is
     twins = [json.loads(json.dumps(r)) for r in rows]
     twins[1]["splits"]["zero_shot"]["err"] += drift
     for t in twins:
         arch = repro / "per_query" / f"gcl-best-s{t['seed']}.csv.gz"
-        arch.parent.mkdir(parents=True, exist_ok=True)
-        src = _per_query_dir(tmp_path / f"eval{t['seed']}", rng, ["a", "b"])
+        _per_query_dir(tmp_path / f"eval{t['seed']}", rng, ["a", "b"])
         rr.archive_per_query(tmp_path / f"eval{t['seed']}", arch)
         t["per_query"] = str(arch.relative_to(repro))
-        assert src
     for d, recs in ((table, rows), (repro, twins)):
         d.mkdir(exist_ok=True)
         (d / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return table, repro
 
 
+def _adopt(table, repro) -> tuple[int, list[str]]:
+    buf = io.StringIO()
+    rc = rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=buf)
+    return rc, buf.getvalue().splitlines()
+
+
+def _table(table) -> list[dict]:
+    return [json.loads(x) for x in (table / "runs.jsonl").read_text().splitlines()]
+
+
 def test_a_reproduction_gives_its_per_query_archive_only_to_the_identical_run(tmp_path):
     table, repro = _repro_tables(tmp_path, drift=1e-4)
-    buf = io.StringIO()
-    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=buf) == 1
-    assert "adopted: gcl-best seed 0" in buf.getvalue()
-    assert "not adopted: gcl-best seed 1: the reproduction differs (splits/zero_shot/err: 0.0001)" in buf.getvalue()
-    recs = [json.loads(x) for x in (table / "runs.jsonl").read_text().splitlines()]
-    assert recs[0]["per_query"] == "per_query/gcl-best-s0.csv.gz" and "per_query" not in recs[1]
+    original = _table(table)
+    rc, out = _adopt(table, repro)
+    assert rc == 1
+    assert out == ["adopted: gcl-best seed 0 (largest difference 0)",
+                   "not adopted: gcl-best seed 1: the reproduction differs (splits/zero_shot/err: 0.0001)"]
+    recs = _table(table)
+    assert recs[0]["per_query"] == "per_query/gcl-best-s0.csv.gz" and recs[1] == original[1]
     assert recs[0]["per_query_from"]["max_abs_difference"] == 0.0
+    assert {k: v for k, v in recs[0].items() if k not in ("per_query", "per_query_from")} == original[0]
     assert (table / "per_query" / "gcl-best-s0.csv.gz").read_bytes() == (repro / "per_query" / "gcl-best-s0.csv.gz").read_bytes()
+    assert not (table / "per_query" / "gcl-best-s1.csv.gz").exists()
     # the archive is read by the report for that run; a second adoption changes nothing
     assert rr.per_query_mean(rr.read_runs(table / "runs.jsonl")[:1], "in_domain", "err") is not None
     before = (table / "runs.jsonl").read_bytes()
-    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=io.StringIO()) == 1
+    assert _adopt(table, repro)[0] == 1
     assert (table / "runs.jsonl").read_bytes() == before
 
 
-def test_adoption_refuses_a_different_dev_step_and_a_broken_table(tmp_path, capsys):
+def _edit(path: Path, change) -> None:
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    change(recs)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda t: t[0]["dev"].update(step=20), "dev step 10 vs 20: inf"),
+    (lambda t: t[0]["splits"]["in_domain"].update({"ndcg@10": float("nan")}), "splits/in_domain/ndcg@10: inf"),
+    (lambda t: t[0].update(thresholded={"in_domain": {"err": 0.3}}), "thresholded/in_domain/err: inf"),
+    (lambda t: t[0]["splits"].pop("novel_corpus"), "splits/novel_corpus/err: inf"),
+])
+def test_adoption_refuses_a_reproduction_that_differs_in_any_recorded_figure(tmp_path, change, why):
+    """A NaN against a number, a section or split on one side only, another dev step: not the same run."""
     table, repro = _repro_tables(tmp_path, drift=0.0)
-    recs = [json.loads(x) for x in (repro / "runs.jsonl").read_text().splitlines()]
-    recs[0]["dev"]["step"] = 20
-    (repro / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    buf = io.StringIO()
-    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=buf) == 1
-    assert "not adopted: gcl-best seed 0: the reproduction differs (dev step 10 vs 20: inf)" in buf.getvalue()
-    assert "adopted: gcl-best seed 1" in buf.getvalue()
+    _edit(repro / "runs.jsonl", change)
+    rc, out = _adopt(table, repro)
+    assert rc == 1 and f"not adopted: gcl-best seed 0: the reproduction differs ({why})" in out
+    assert "adopted: gcl-best seed 1 (largest difference 0)" in out
+    assert "per_query" not in _table(table)[0] and _table(table)[1]["per_query"] == "per_query/gcl-best-s1.csv.gz"
+
+
+def test_two_nans_agree_and_an_archive_with_other_bytes_is_never_overwritten(tmp_path):
+    table, repro = _repro_tables(tmp_path, drift=0.0)
+    for path in (table / "runs.jsonl", repro / "runs.jsonl"):
+        _edit(path, lambda t: t[0]["splits"]["in_domain"].update({"ndcg@10": float("nan")}))
+    (table / "per_query").mkdir()
+    (table / "per_query" / "gcl-best-s1.csv.gz").write_bytes(b"another run's archive")
+    rc, out = _adopt(table, repro)
+    assert rc == 1 and out[0] == "adopted: gcl-best seed 0 (largest difference 0)"
+    assert out[1] == f"not adopted: gcl-best seed 1: {table / 'per_query' / 'gcl-best-s1.csv.gz'} exists with other contents"
+    assert (table / "per_query" / "gcl-best-s1.csv.gz").read_bytes() == b"another run's archive"
+
+
+def test_adoption_with_broken_or_missing_inputs_is_a_clear_error(tmp_path, capsys):
+    table, repro = _repro_tables(tmp_path, drift=0.0)
+    (repro / "per_query" / "gcl-best-s0.csv.gz").unlink()
+    assert _adopt(table, repro)[0] == 2
+    assert "gcl-best-s0.csv.gz: the reproduction's per-query archive is missing" in capsys.readouterr().err
+    assert "per_query" not in _table(table)[0]
     (table / "runs.jsonl").write_text((table / "runs.jsonl").read_text() + '{"arm": "gc')
-    assert rt.main(["--out", str(table), "--adopt-per-query", str(repro)], out=io.StringIO()) == 2
-    assert "runs.jsonl, line 3: not a JSON record" in capsys.readouterr().err
-    assert rt.main(["--out", str(tmp_path / "nowhere"), "--adopt-per-query", str(repro)], out=io.StringIO()) == 2
+    assert _adopt(table, repro)[0] == 2
+    assert "runs.jsonl, line 3: not a run record" in capsys.readouterr().err
+    assert _adopt(tmp_path / "nowhere", repro)[0] == 2
+    assert "nowhere/runs.jsonl: no such file" in capsys.readouterr().err
+    table2, _ = _repro_tables(tmp_path / "b", drift=0.0)
+    assert _adopt(table2, tmp_path / "no_repro")[0] == 2
+    assert "no_repro/runs.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_only_a_significant_deficit_counts_as_behind_at_p_005(tmp_path):
+    """The record means put gcl-best behind the peer on every split's nDCG@10; over queries it is far
+    behind on in_domain and far *ahead* on novel_query (a lead, however significant, is not a
+    deficit), and level elsewhere."""
+    rng = np.random.default_rng(3)
+    queries = [f"q{i}" for i in range(60)]
+    base = rng.random(60)
+    shift = {"in_domain": -0.3, "novel_query": +0.3, "novel_corpus": 0.0, "zero_shot": 0.0}
+    rows = []
+    for arm, nd in (("binary-thresholded", 0.40), ("gcl-best", 0.45), ("st-cached-mnrl", 0.46)):
+        for seed in range(2):
+            d = tmp_path / arm / str(seed)
+            d.mkdir(parents=True)
+            for s in SPLITS:
+                v = base + (shift[s] if arm == "gcl-best" else 0.0) + (rng.normal(0, 0.01, 60) if s in ("novel_corpus", "zero_shot") else 0)
+                pd.DataFrame({"query_id": queries, "ndcg@10": v, "err": base}).to_csv(d / f"{s}_per_query.csv", index=False)
+            rows.append(_record(arm, seed, nd, 0.30, 0.5, d))
+    target = next(x for x in _report(rows, tmp_path / "out").splitlines() if "every sentence-transformers peer" in x)
+    assert "behind on 4:" in target and "st-cached-mnrl novel_query ndcg@10 (p 0.000)" in target
+    assert "1 of 4 tested behind at p < 0.05" in target
