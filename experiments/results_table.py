@@ -609,7 +609,8 @@ def _largest_gap(rec: dict, twin: dict) -> tuple[float, str]:
     return (math.inf if worst < 0 else worst), where
 
 
-def adopt_per_query(table: Path, repro: Path, out=sys.stdout) -> int:
+def adopt_per_query(table: Path, repro: Path, out=sys.stdout, *, replace: bool = False,
+                    arms: set[str] | None = None) -> int:
     """Give the runs of ``<table>/runs.jsonl`` that lack a per-query archive the archive of a
     reproduction in ``<repro>/runs.jsonl`` (the same arm and seed retrained with the same command),
     *only if* the reproduction is the same run: every metric of every split of both gain mappings
@@ -620,7 +621,14 @@ def adopt_per_query(table: Path, repro: Path, out=sys.stdout) -> int:
     and largest difference); nothing else of the record changes. A record that does not match is
     left alone and named with its largest difference. ``runs.jsonl`` is rewritten atomically, and
     not at all if it changed while this ran (a table run appending to it). Returns the number of
-    mismatches (0: every candidate adopted, or nothing to do)."""
+    mismatches (0: every candidate adopted, or nothing to do).
+
+    ``replace=True`` (``--replace-from``): a reproduction that is *not* the same run (CPU float
+    drift grows over a training) replaces the record whole, whichever way its figures moved: the
+    old record goes to ``<table>/runs_superseded.jsonl`` (with ``superseded_by``) and the new one,
+    with its archive, takes its place in ``runs.jsonl`` (with ``replaces``: the old record's
+    commit, seconds and largest difference). The caller decides which arms beforehand (a rule
+    written before the reproduction is seen), never after reading the figures."""
     def lines(path: Path) -> tuple[list[dict], bytes]:
         if not path.is_file():
             raise UserError(f"{path}: no such file")
@@ -644,15 +652,19 @@ def adopt_per_query(table: Path, repro: Path, out=sys.stdout) -> int:
             r["per_query"] = src if src.is_absolute() else repro / src
             repro_rows[key] = r
     mismatches = adopted = 0
+    superseded: list[dict] = []
     for key, rec in rows:
         twin = repro_rows.get(key)
-        if rec.get("per_query") or twin is None:
+        if rec.get("per_query") or twin is None or (arms is not None and key[0] not in arms):
             continue
         worst, where = _largest_gap(rec, twin)
+        swap = False
         if not worst <= ADOPT_TOL:
-            mismatches += 1
-            print(f"not adopted: {key[0]} seed {key[1]}: the reproduction differs ({where}: {worst:.3g})", file=out)
-            continue
+            if not replace:
+                mismatches += 1
+                print(f"not adopted: {key[0]} seed {key[1]}: the reproduction differs ({where}: {worst:.3g})", file=out)
+                continue
+            swap = True
         src: Path = twin["per_query"]
         dest = Path("per_query") / src.name
         if not src.is_file():
@@ -663,12 +675,30 @@ def adopt_per_query(table: Path, repro: Path, out=sys.stdout) -> int:
             continue
         (table / "per_query").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, table / dest)
-        rec["per_query"] = str(dest)
-        rec["per_query_from"] = {"out": str(repro), "commit": (twin.get("versions") or {}).get("commit"),
-                                 "seconds": twin.get("seconds"), "max_abs_difference": worst}
+        if swap:
+            old_rec = dict(rec)
+            new_rec = {k: v for k, v in twin.items() if k != "per_query"}
+            new_rec["per_query"] = str(dest)
+            new_rec["replaces"] = {"commit": (old_rec.get("versions") or {}).get("commit"),
+                                   "seconds": old_rec.get("seconds"), "largest_difference": [where, worst]}
+            old_rec["superseded_by"] = {"out": str(repro), "commit": (twin.get("versions") or {}).get("commit")}
+            superseded.append(old_rec)
+            rec.clear()
+            rec.update(new_rec)
+            print(f"replaced: {key[0]} seed {key[1]} (largest difference {where}: {worst:.3g})", file=out)
+        else:
+            rec["per_query"] = str(dest)
+            rec["per_query_from"] = {"out": str(repro), "commit": (twin.get("versions") or {}).get("commit"),
+                                     "seconds": twin.get("seconds"), "max_abs_difference": worst}
+            print(f"adopted: {key[0]} seed {key[1]} (largest difference {worst:.3g})", file=out)
         adopted += 1
-        print(f"adopted: {key[0]} seed {key[1]} (largest difference {worst:.3g})", file=out)
     if adopted:
+        if superseded:
+            append_lines = "".join(json.dumps(r) + "\n" for r in superseded)
+            with open(table / "runs_superseded.jsonl", "a") as fh:
+                fh.write(append_lines)
+                fh.flush()
+                os.fsync(fh.fileno())
         tmp = log.with_name(f"{log.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as fh:
             fh.write("".join(json.dumps(r) + "\n" for _, r in rows))
@@ -839,6 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adopt-per-query", metavar="REPRO_OUT", default=None,
                    help="give --out's runs without a per-query archive the archive of the same run retrained "
                         "into REPRO_OUT, if every metric agrees (adopt_per_query); then exit")
+    p.add_argument("--replace-from", metavar="REPRO_OUT", default=None,
+                   help="as --adopt-per-query, but a reproduction that differs replaces the record (the old one "
+                        "is kept in runs_superseded.jsonl); limit it with --arms; then exit")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every trained arm (e.g. optim.steps=100)")
     return p
 
@@ -846,8 +879,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, out=sys.stdout) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.adopt_per_query:
-            return 1 if adopt_per_query(Path(args.out), Path(args.adopt_per_query), out=out) else 0
+        if args.adopt_per_query or args.replace_from:
+            repro = Path(args.replace_from or args.adopt_per_query)
+            arms = None if args.arms is None else set(parse_names(args.arms, (), "--arms", str, allowed=ARMS))
+            return 1 if adopt_per_query(Path(args.out), repro, out=out, replace=bool(args.replace_from),
+                                        arms=arms) else 0
         if args.report:
             from results_report import report
 

@@ -1035,3 +1035,26 @@ def test_only_a_significant_deficit_counts_as_behind_at_p_005(tmp_path):
     target = next(x for x in _report(rows, tmp_path / "out").splitlines() if "every sentence-transformers peer" in x)
     assert "behind on 4:" in target and "st-cached-mnrl novel_query ndcg@10 (p 0.000)" in target
     assert "1 of 4 tested behind at p < 0.05" in target
+
+
+def test_replace_from_swaps_in_a_drifted_reproduction_and_keeps_the_old_record(tmp_path):
+    """--replace-from: the identical seed 0 is adopted as before; seed 1 (drifted) is replaced whole
+    by its reproduction, the old record moved to runs_superseded.jsonl; --arms limits it."""
+    table, repro = _repro_tables(tmp_path, drift=1e-4)
+    original, twins = _table(table), [json.loads(x) for x in (repro / "runs.jsonl").read_text().splitlines()]
+    buf = io.StringIO()
+    assert rt.main(["--out", str(table), "--replace-from", str(repro), "--arms", "gcl"], out=buf) == 0
+    assert buf.getvalue() == "" and _table(table) == original  # another arm: nothing to do
+    rc, out = 0, None
+    buf = io.StringIO()
+    rc = rt.main(["--out", str(table), "--replace-from", str(repro), "--arms", "gcl-best"], out=buf)
+    out = buf.getvalue().splitlines()
+    assert rc == 0 and out == ["adopted: gcl-best seed 0 (largest difference 0)",
+                               "replaced: gcl-best seed 1 (largest difference splits/zero_shot/err: 0.0001)"]
+    recs = _table(table)
+    assert recs[1]["splits"] == twins[1]["splits"] and recs[1]["per_query"] == "per_query/gcl-best-s1.csv.gz"
+    assert recs[1]["replaces"]["largest_difference"][0] == "splits/zero_shot/err"
+    old = [json.loads(x) for x in (table / "runs_superseded.jsonl").read_text().splitlines()]
+    assert len(old) == 1 and {k: v for k, v in old[0].items() if k != "superseded_by"} == original[1]
+    assert rr.per_query_mean(rr.read_runs(table / "runs.jsonl"), "in_domain", "err") is not None
+    assert rt.main(["--out", str(table), "--replace-from", str(repro), "--arms", "nope"], out=io.StringIO()) == 2
