@@ -214,3 +214,27 @@ def test_cli(two, tmp_path, capsys):
     assert err.startswith("error:") and "at least two" in err and "Traceback" not in err
     assert main(["soup", str(a), str(tmp_path / "nope"), "--out", str(tmp_path / "u")]) == 2
     assert "not a model directory" in capsys.readouterr().err
+
+
+def test_a_tokenizer_differing_only_in_its_last_calls_padding_still_soups(two, tmp_path):
+    """WiSE-FT mixes a trained model with its untrained start; their tokenizer.json files differ in
+    the padding / truncation state of the last call only, which does not block a soup. Another
+    vocabulary does."""
+    a, b = two
+    c = tmp_path / "c"
+    shutil.copytree(b, c)
+    tok = json.loads((c / "tokenizer.json").read_text())
+    pad = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+           "pad_type_id": 0, "pad_token": "[PAD]"}
+    other = {**tok, "padding": None if tok.get("padding") else pad,
+             "truncation": None if tok.get("truncation") else {"max_length": 8, "strategy": "LongestFirst",
+                                                                  "direction": "Right", "stride": 0}}
+    (c / "tokenizer.json").write_text(json.dumps(other))
+    soup([a, c], tmp_path / "o")
+    assert json.loads((tmp_path / "o" / "tokenizer.json").read_text()) == json.loads((a / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    first = next(iter(vocab))
+    (c / "tokenizer.json").write_text(json.dumps({**other, "model": {**tok["model"],
+                                                                     "vocab": {**vocab, first + "x": len(vocab)}}}))
+    with pytest.raises(ConfigError, match="tokenizer.json: differs"):
+        soup([a, c], tmp_path / "o2")

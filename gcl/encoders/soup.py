@@ -18,7 +18,9 @@ at the cost of one of them. Two details keep it exact where it can be:
 Only directories of the same architecture mix: the same ``*.safetensors`` files (relative
 paths), the same tensor names, shapes and dtypes, and the same other files (``gcl_model.json``'s
 fields and fusion weights, the transformer, pooling, image-tower and tokenizer configs: JSON
-compared parsed, without ``_name_or_path``; other files byte for byte). Integer tensors must be
+compared parsed, without ``_name_or_path`` and without the padding / truncation state a fast
+tokenizer saves from its last call, which differs between a model saved untrained and one saved
+after training; other files byte for byte). Integer tensors must be
 equal, except BatchNorm's ``num_batches_tracked`` (the largest is kept). Anything else is a
 :class:`~gcl.errors.ConfigError` naming the file and tensor. Those shared files are the first
 ingredient's; records that belong to one model's weights are not carried over
@@ -41,6 +43,9 @@ SOUP_FILE = "gcl_soup.json"
 # not compared between the ingredients: notes, and records of one model's weights
 NOT_COMPARED = {"README.md", "gcl_frozen.json", "gcl_calibration.json", SOUP_FILE}
 NOT_COPIED = ("*.safetensors", "gcl_calibration.json", SOUP_FILE)
+# runtime state a fast tokenizer writes into tokenizer.json (the padding / truncation of its last
+# call: sentence-transformers sets both per call), not part of the vocabulary or the model
+RUNTIME_KEYS = {"tokenizer.json": ("padding", "truncation")}
 # weight formats that would be copied from the first model unaveraged: refused
 OTHER_WEIGHTS = {".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack"}
 
@@ -87,7 +92,8 @@ def _shared_files(model: Path) -> dict[str, object]:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{f} is not valid JSON: {exc}") from exc
             if isinstance(raw, dict):
-                raw = {k: v for k, v in raw.items() if k != "_name_or_path"}
+                drop = {"_name_or_path", *RUNTIME_KEYS.get(f.name, ())}
+                raw = {k: v for k, v in raw.items() if k not in drop}
             out[rel] = raw
         else:
             out[rel] = f.read_bytes()
