@@ -27,7 +27,7 @@ BINARY_ARMS = ("binary", "binary-thresholded", "binary-thresholded-random", "bin
 FIXED = ("bm25", "zero-shot")
 ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent", "st-mnrl-thresholded-batch4x",
             "st-mnrl-all-batch4x", "st-cached-mnrl-batch4x")
-GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-soup", "gcl-batch4x")
+GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-soup", "gcl-batch4x", "gcl-reciprocal")
 ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
 
 
