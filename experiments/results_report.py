@@ -491,12 +491,11 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
         like = [p for p in peers if train_batch(arms[p]) == train_batch(arms[best])]
         unlike = [p for p in peers if p not in like]
         judged = like or peers
-        losses = [f"{p} {s} {m}" for p in judged for s in SPLITS for m in PAIRED
+        behind = [(p, s, m) for p in judged for s in SPLITS for m in PAIRED
                   if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
-        tested = {loss: significance(arms[best], arms[loss.split()[0]], loss.split()[1], loss.split()[2])
-                  for loss in losses}
+        tested = {c: significance(arms[best], arms[c[0]], c[1], c[2]) for c in behind}
+        losses = [" ".join(c) + ("" if t is None else f" (p {t.p_value:.3f})") for c, t in tested.items()]
         if any(t is not None for t in tested.values()):
-            losses = [loss + ("" if t is None else f" (p {t.p_value:.3f})") for loss, t in tested.items()]
             sig = sum(1 for t in tested.values() if t is not None and t.difference < 0 and t.p_value < 0.05)
             losses.append(f"{sig} of {sum(t is not None for t in tested.values())} tested behind at p < 0.05")
         batch = train_batch(arms[best]) or "of the base config"
@@ -507,7 +506,7 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
             outcome = verdict(not losses) + (f" (peers at another batch than {best}'s, not judged: {', '.join(unlike)})"
                                              if unlike else "")
         lines.append(f"- {best} ≥ every sentence-transformers peer ({', '.join(judged)}) on every split (nDCG@10 and "
-                     f"ERR means): " + (f"behind on {len(tested)}: {'; '.join(losses)}" if losses else "ahead everywhere")
+                     f"ERR means): " + (f"behind on {len(behind)}: {'; '.join(losses)}" if losses else "ahead everywhere")
                      + f" → {outcome}; the best gcl configuration: {best_why}")
     elif best:
         lines.append("- best gcl ≥ every sentence-transformers peer: no peer was run → not checked")

@@ -579,7 +579,7 @@ def append_record(log: Path, rec: dict) -> None:
         os.fsync(fh.fileno())
 
 
-ADOPT_TOL = 1e-9  # a reproduction on the same machine and code is bit-identical; any drift refuses
+ADOPT_TOL = 1e-9  # only a bit-identical reproduction gives its archive; any drift refuses
 
 
 def _metric_gap(a, b) -> float:
@@ -626,8 +626,8 @@ def adopt_per_query(table: Path, repro: Path, out=sys.stdout, *, replace: bool =
     not at all if it changed while this ran (a table run appending to it). Returns the number of
     mismatches (0: every candidate adopted, or nothing to do).
 
-    ``replace=True`` (``--replace-from``): a reproduction that is *not* the same run (CPU float
-    drift grows over a training) replaces the record whole, whichever way its figures moved: the
+    ``replace=True`` (``--replace-from``): a reproduction that is *not* bit-identical (on the CPU
+    an evaluation repeats only to about 3e-4: docs/evaluation.md) replaces the record whole, whichever way its figures moved: the
     old record goes to ``<table>/runs_superseded.jsonl`` (with ``superseded_by``) and the new one,
     with its archive, takes its place in ``runs.jsonl`` (with ``replaces``: the old record's
     commit, seconds and largest difference). The caller decides which arms beforehand (a rule
@@ -696,12 +696,8 @@ def adopt_per_query(table: Path, repro: Path, out=sys.stdout, *, replace: bool =
             print(f"adopted: {key[0]} seed {key[1]} (largest difference {worst:.3g})", file=out)
         adopted += 1
     if adopted:
-        if superseded:
-            append_lines = "".join(json.dumps(r) + "\n" for r in superseded)
-            with open(table / "runs_superseded.jsonl", "a") as fh:
-                fh.write(append_lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+        for r in superseded:
+            append_record(table / "runs_superseded.jsonl", r)
         tmp = log.with_name(f"{log.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as fh:
             fh.write("".join(json.dumps(r) + "\n" for _, r in rows))
