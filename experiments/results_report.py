@@ -233,9 +233,11 @@ def significance(runs: list[dict], base: list[dict], split: str, metric: str, se
     return paired_compare(b.to_numpy(), a.loc[b.index].to_numpy(), split=split, metric=metric, settings=settings)
 
 
-def paired_section(arms: dict, baseline: str) -> list[str]:
+def paired_section(arms: dict, baseline: str, only: tuple[str, ...] | None = None, why: str = "") -> list[str]:
+    """``arm − baseline`` for every trained arm (``only``: those of them), one table per metric."""
     base = arms[baseline]
     lines = [f"## Paired difference vs {baseline} (same seed)", "",
+             *([why, ""] if why else []),
              "Cell: mean ± std over seeds of `arm − baseline` (same seed: same batches and initialisation), the "
              "relative difference of the means, seeds where the arm is ahead, then the paired test over queries: "
              "each query's metric averaged over the seeds first, then a sign-flip randomisation test (p) and a "
@@ -244,7 +246,7 @@ def paired_section(arms: dict, baseline: str) -> list[str]:
     for metric in PAIRED:
         lines += [f"### {metric}", "", "| arm | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
         for arm, runs in arms.items():
-            if arm == baseline or arm in FIXED:
+            if arm == baseline or arm in FIXED or (only is not None and arm not in only):
                 continue
             lines.append(f"| {arm} | " + " | ".join(paired_cell(runs, base, s, metric) for s in SPLITS) + " |")
         lines.append("")
@@ -568,6 +570,11 @@ def report(out_dir: Path, out=None) -> Path:
             lines += [f"### {metric}", ""] + metric_table(arms, "thresholded", metric, t_ceilings)
     if baseline:
         lines += paired_section(arms, baseline)
+    variants = tuple(a for a in GCL_ARMS if a != "gcl" and a in arms)
+    if "gcl" in arms and variants:  # each new configuration against the paper's GCL, its reference
+        lines += paired_section(arms, "gcl", only=variants, why=(
+            "Each other gcl configuration against the paper's GCL (`gcl`, linear weights, query-grouped batches): "
+            "what the change of loss, sampler or weights bought on the test splits, seed for seed."))
     best, _ = choose_gcl(arms)
     if best:
         lines += peer_section(arms, best)

@@ -20,9 +20,10 @@ with BM25.
 Resumable and kill-safe: a finished (arm, seed) is one line of ``<out>/runs.jsonl`` and is
 skipped by a re-run; a training killed half-way resumes from its checkpoint (``gcl train
 --resume``); an evaluation is kept only once it finished (a ``done.json`` beside its output),
-otherwise it is redone. The expected total time is printed first: minutes per epoch of each arm
-on the 2-core development machine (``EST_MIN_PER_EPOCH``) times the epochs of the plan's config,
-plus set-up and evaluation (``estimate_min``).
+otherwise it is redone. The expected total time is printed first: what this table's finished
+runs of the arm took (median; at a fixed budget, of any arm of its kind: ``measured_minutes``),
+else minutes per epoch of each arm on the 2-core development machine (``EST_MIN_PER_EPOCH``) times
+the epochs of the plan's config, plus set-up and evaluation (``estimate_min``).
 
 The report (``results.md``, ``results.png`` in ``--out``) is written by ``results_report.py``.
 """
@@ -35,6 +36,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -522,7 +524,7 @@ def run_one(plan: Plan, arm: str, seed: int) -> dict:
         commands.append(cmd or json.loads((run_dir / "train_done.json").read_text())["command"])
     t1 = time.perf_counter()
     record: dict = {"arm": arm, "seed": seed, "profile": plan.profile, "base_config": plan.base_config,
-                    "work": str(plan.work)}
+                    "work": str(plan.work), "overrides": list(plan.overrides), "text_model": plan.text_model}
     for name, cmd in eval_commands(plan, arm, run_dir).items():
         res = summaries(evaluate(cmd, run_dir / name, run_dir / "logs" / f"{name}.log"))
         commands.append(shown(cmd))
@@ -735,10 +737,53 @@ def expected_dev_evals(plan: Plan, arm: str | None = None) -> int:
     return evals_after(0, steps, cfg.eval.every)  # every evaluation; the last step once
 
 
-def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
+def read_records(path: Path) -> list[dict]:
+    """The readable records of a table's ``runs.jsonl`` (a line cut by a kill is skipped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "arm" in rec:
+            rows.append(rec)
+    return rows
+
+
+def _time_key(arm: str) -> tuple[str, int]:
+    a = ARMS[arm]
+    return a.kind, a.batch_scale
+
+
+def measured_minutes(plan: Plan, rows: list[dict]) -> dict:
+    """What this table's finished runs took, for the estimate: the median minutes (``seconds``:
+    train + evaluate) of the runs made exactly as ``plan`` would make them (same profile, base config,
+    command-line overrides and text model), keyed by arm; and, when the plan's budget is fixed (no
+    early stopping: every trained arm runs the same steps), keyed by ``("gcl", batch_scale)`` over the
+    ``gcl train`` arms, which share one training loop whatever their loss (the sentence-transformers
+    peers do not: CachedMNRL makes extra passes, so a peer counts only its own runs). Soups are left
+    to the formula (their ingredients are priced apart). The constants of ``EST_MIN_PER_EPOCH`` were measured on one day of the VM; the
+    same run took 1.5-2x as long on slower days (docs/results.md §0), so a table that has runs
+    prices the rest by them."""
+    same = [r for r in rows if r.get("profile") == plan.profile and r.get("base_config") == plan.base_config
+            and tuple(r.get("overrides") or ()) == tuple(plan.overrides) and r.get("text_model") == plan.text_model
+            and r.get("arm") in ARMS and ARMS[r["arm"]].kind in ("gcl", "st")
+            and isinstance(r.get("seconds"), (int, float)) and r["seconds"] > 0]
+    by: dict = {}
+    for r in same:
+        by.setdefault(r["arm"], []).append(r["seconds"] / 60)
+        if not load_base(plan).eval.patience and ARMS[r["arm"]].kind == "gcl":
+            by.setdefault(_time_key(r["arm"]), []).append(r["seconds"] / 60)
+    return {k: (statistics.median(v), len(v)) for k, v in by.items()}
+
+
+def estimate_min(plan: Plan, arm: str, seed: int | None = None, measured: dict | None = None) -> float:
     """Expected minutes of one run; with ``seed``, a run whose training already finished (a
     resumed table, or a model trained elsewhere and placed in its run directory) costs only its
-    evaluation."""
+    evaluation; with ``measured`` (:func:`measured_minutes`), an arm this table has run already, or
+    at a fixed budget one of the same kind, costs what those runs took."""
     if plan.profile == "smoke":
         return EST_SMOKE_MIN
     a = ARMS[arm]
@@ -749,12 +794,27 @@ def estimate_min(plan: Plan, arm: str, seed: int | None = None) -> float:
                                     else (1.0, EST_DEV_EVAL_MIN, EST_EVAL_MIN))
     if a.kind == "soup":  # the soup, its evaluation, and its ingredients' training where no arm of the plan pays it
         return EST_SOUP_MIN + eval_min + sum(
-            estimate_min(plan, ing, seed) - eval_min for ing, _ in a.soup
+            estimate_min(plan, ing, seed, measured) - eval_min for ing, _ in a.soup
             if ing not in plan.arms and (seed is None or not training_done(ing, run_directory(plan, ing, seed))))
     if seed is not None and training_done(arm, run_directory(plan, arm, seed)):
         return eval_min
+    for key in (arm, _time_key(arm)):
+        if measured and key in measured:
+            return measured[key][0]
     return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * cost * expected_epochs(plan, arm)
             + dev_eval_min * expected_dev_evals(plan, arm) + eval_min)
+
+
+def _priced_by(arm: str, measured: dict) -> str:
+    """How an estimate was made, when it was measured: `` (median of N runs of it in this table)``."""
+    if ARMS[arm].kind == "soup":
+        return ""
+    if arm in measured:
+        return f" (median of {measured[arm][1]} runs of it in this table)"
+    key = _time_key(arm)
+    if key in measured:
+        return f" (median of {measured[key][1]} {key[0]} runs in this table, same fixed budget)"
+    return ""
 
 
 def available(plan: Plan, arm: str) -> str | None:
@@ -805,7 +865,8 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
             skipped.append((arm, seed, why))
         elif (arm, seed) not in done:
             todo.append((arm, seed))
-    expected = {run: estimate_min(plan, *run) for run in todo}  # before any run: trainings done earlier
+    measured = measured_minutes(plan, read_records(log))
+    expected = {run: estimate_min(plan, *run, measured) for run in todo}  # before any run: trainings done earlier
     cfg = load_base(plan)  # nothing cached when no layer is frozen
     cold = (EST_COLD_MIN if plan.profile != "smoke" and cfg.model.cache_frozen and cfg.model.freeze_layers > 0
             and any(ARMS[a].seeded for a, _ in todo) else 0.0)
@@ -814,7 +875,8 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
           f"({len(plan.runs()) - len(todo) - len(skipped)} already in {log}, {len(skipped)} skipped); "
           f"{f'{cold:g} min to fill the frozen-layer store (once, if empty); ' if cold else ''}"
           f"per run (min, train + evaluate): "
-          + ", ".join(f"{a} {estimate_min(plan, a):.1f}" for a in dict.fromkeys(a for a, _ in todo)), file=out, flush=True)
+          + ", ".join(f"{a} {estimate_min(plan, a, measured=measured):.1f}{_priced_by(a, measured)}"
+                      for a in dict.fromkeys(a for a, _ in todo)), file=out, flush=True)
     for arm, why in dict(((a, w) for a, _, w in skipped)).items():
         print(f"[{arm}] skipped: {why}", file=out, flush=True)
     if dry_run:

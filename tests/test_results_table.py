@@ -323,6 +323,34 @@ def test_report_mean_std_and_paired_difference_equal_a_naive_computation(tmp_pat
     assert (out / "results.png").stat().st_size > 0
 
 
+def test_each_new_gcl_configuration_is_also_paired_with_the_papers_gcl(tmp_path):
+    # the dev rule of a new configuration compared it with `gcl` (same sampler): the report pairs it
+    # with `gcl` too, seed for seed, and only the gcl arms (never a binary arm or bm25) are listed there
+    rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.6) for s in range(3)]
+    rows += [_record("gcl", s, nd, er, 0.5) for s, nd, er in ((0, 0.41, 0.33), (1, 0.43, 0.32), (2, 0.40, 0.35))]
+    rows += [_record("gcl-reciprocal", s, nd, er, 0.55) for s, nd, er in ((0, 0.42, 0.33), (1, 0.42, 0.34), (2, 0.45, 0.30))]
+    rows += [_record("bm25", 0, 0.36, 0.31)]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rr.report(out, out=io.StringIO())
+    md = (out / "results.md").read_text()
+    section = md.split("## Paired difference vs gcl (same seed)")[1].split("\n## ")[0]
+    names = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert set(names) - {"| arm"} == {"| gcl-reciprocal"}
+    for metric, g, r in (("ndcg@10", [0.41, 0.43, 0.40], [0.42, 0.42, 0.45]), ("err", [0.33, 0.32, 0.35], [0.33, 0.34, 0.30])):
+        row = next(x for x in section.split(f"### {metric}")[1].splitlines() if x.startswith("| gcl-reciprocal |"))
+        d = [a - b for a, b in zip(r, g)]
+        ahead = sum(x > 1e-12 for x in d)
+        in_domain = row.split(" | ")[1]
+        rel = 100 * (statistics.mean(r) / statistics.mean(g) - 1)
+        assert in_domain.startswith(f"{statistics.mean(d):+.4f} ± {statistics.stdev(d):.4f} ({rel:+.1f}%) {ahead}/3")
+    # without the paper's GCL in the table there is nothing to pair with
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["arm"] != "gcl"))
+    rr.report(out, out=io.StringIO())
+    assert "## Paired difference vs gcl " not in (out / "results.md").read_text()
+
+
 def test_an_arm_with_fewer_seeds_is_compared_with_the_baseline_runs_of_its_own_seeds(tmp_path):
     # gcl-best ran seed 0 only, the baseline seeds 0-2: its relative difference and its target figure
     # use the baseline's seed-0 run (paired), not the baseline's mean over three seeds.
@@ -857,6 +885,49 @@ def test_the_budget_profile_trains_every_arm_for_the_whole_budget_and_evaluates_
     (run_dir / "config.json").write_text(json.dumps({"eval": {"keep_best": True, "metric": "ndcg@10"}}))
     assert (rt.dev_metric("gcl", run_dir)["value"], rt.dev_metric("gcl", run_dir)["step"]) == (0.52, 437)
     assert "model" not in rt.dev_metric("gcl", run_dir)
+
+
+def test_a_table_with_finished_runs_prices_the_rest_by_what_they_took(tmp_path, monkeypatch):
+    """The constants were measured on one day of the VM; a table prices an arm by the median of its own
+    finished runs made the same way, and at a fixed budget (no early stopping) an arm it has not run
+    by the median of every arm of its kind and batch scale; other profiles, overrides or kinds do not count."""
+    out = tmp_path / "o"
+    out.mkdir()
+
+    def plan(*argv):
+        return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(out), "--work", str(tmp_path / "w")]))
+
+    def rec(arm, seed, minutes, profile="budget", **extra):
+        return {"arm": arm, "seed": seed, "profile": profile, "base_config": rt.BASE_CONFIG, "seconds": 60 * minutes,
+                **extra}
+
+    rows = [rec("gcl", 0, 40), rec("gcl", 1, 46), rec("gcl", 2, 41),  # median 41
+            rec("binary-thresholded", 0, 38), rec("binary-thresholded", 1, 50),
+            rec("gcl", 3, 5, profile="full"),  # another profile
+            rec("gcl", 4, 5, overrides=["optim.steps=10"]),  # other command-line overrides
+            rec("st-cosent", 0, 14), rec("bm25", 0, 8), rec("gcl-soup", 0, 90)]
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"arm": "gcl", "seed": 9, "sec')
+    bud = plan("--profile", "budget", "--arms", "gcl,gcl-reciprocal,gcl-batch4x,st-mnrl-all", "--seeds", "5")
+    measured = rt.measured_minutes(bud, rt.read_records(out / "runs.jsonl"))
+    assert rt.estimate_min(bud, "gcl", 5, measured) == pytest.approx(41.0)
+    # an arm not run yet: every gcl-kind run of batch scale 1 at this fixed budget (40, 46, 41, 38, 50)
+    assert rt.estimate_min(bud, "gcl-reciprocal", 5, measured) == pytest.approx(statistics.median([40, 46, 41, 38, 50]))
+    # a batch4x arm and a peer of another kind stay on the constants
+    for arm in ("gcl-batch4x", "st-mnrl-all"):
+        assert rt.estimate_min(bud, arm, 5, measured) == pytest.approx(rt.estimate_min(bud, arm, 5))
+    # the soup is priced by its formula, its ingredients by what they took
+    assert rt.estimate_min(plan("--profile", "budget", "--arms", "gcl-soup"), "gcl-soup", 5, measured) == pytest.approx(
+        rt.EST_SOUP_MIN + rt.EST_EVAL_MIN + 2 * (41.0 - rt.EST_EVAL_MIN))  # gcl (its own), gcl-best (its kind's)
+    buf = io.StringIO()
+    rt.run(bud, out=buf, dry_run=True)
+    first = buf.getvalue().splitlines()[0]
+    assert "gcl 41.0 (median of 3 runs of it in this table)" in first
+    assert "gcl-reciprocal 41.0 (median of 5 gcl runs in this table, same fixed budget)" in first
+    # with early stopping each arm stops at its own length: only an arm's own runs count
+    full = plan("--profile", "full", "--arms", "gcl,gcl-reciprocal", "--seeds", "5")
+    measured = rt.measured_minutes(full, [rec("gcl", 0, 20, profile="full"), rec("gcl", 1, 30, profile="full")])
+    assert rt.estimate_min(full, "gcl", 5, measured) == pytest.approx(25.0)
+    assert rt.estimate_min(full, "gcl-reciprocal", 5, measured) == pytest.approx(rt.estimate_min(full, "gcl-reciprocal", 5))
 
 
 def test_a_finished_training_from_another_command_is_kept_with_a_warning(tmp_path, capsys):
