@@ -287,3 +287,56 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
         assert f"  {key} = " in out, key
     assert f"  optim.lr = {TrainConfig().optim.lr}\n" in out
     assert "  model.multifield = null\n" in out and '  data.doc_fields = ["title"]\n' in out
+
+
+# ---------------------------------------------------------------------------- devices
+@pytest.mark.parametrize("device, expected", [
+    ("banana", "not a device; use cpu, cuda, cuda:N or mps"),
+    ("xla", "gcl runs on cpu, cuda or mps, not xla"),
+])
+@pytest.mark.parametrize("command", ["train", "evaluate", "index"])
+def test_a_device_that_is_not_one_is_one_error_line_before_any_data_is_read(tmp_path, capsys, command, device, expected):
+    argv = {"train": ["train", "data.source=synthetic", f"device={device}", f"out_dir={tmp_path / 'run'}"],
+            "evaluate": ["evaluate", "--device", device, "--data-dir", str(tmp_path / "no_data"), "--out", str(tmp_path / "e")],
+            "index": ["index", "build", "--device", device, "--data-dir", str(tmp_path / "no_data"),
+                      "--out", str(tmp_path / "idx")]}[command]
+    assert main(argv) == 2
+    option = "device" if command == "train" else "--device"
+    _one_error_line(capsys, f"error: {option} ", expected)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "e").exists() and not (tmp_path / "idx").exists()
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error_not_an_assertion_from_torch(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "data.source=synthetic", "optim.steps=1", "device=cuda", f"out_dir={tmp_path / 'run'}"]) == 2
+    _one_error_line(capsys, "error: device cuda: CUDA is not available here", "use cpu")
+    assert main(["evaluate", "--device", "cuda:0", "--out", str(tmp_path / "e")]) == 2
+    _one_error_line(capsys, "error: --device cuda:0: CUDA is not available here")
+    # BM25 and precomputed embeddings encode nothing: the device is not theirs to check
+    argv = ["evaluate", "--bm25", "--device", "cuda", "--data", "synthetic", "--splits", "in_domain",
+            "--n-queries", "5", "--out", str(tmp_path / "bm25")]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    # a machine with one GPU: cuda:1 is named as out of range; an ONNX graph cannot follow the model there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["evaluate", "--device", "cuda:1", "--out", str(tmp_path / "e")]) == 2
+    _one_error_line(capsys, "error: --device cuda:1: this machine has 1 GPU(s), cuda:0 to cuda:0")
+    assert main(["index", "build", "--device", "cuda", "--encoder-backend", "onnx", "--out", str(tmp_path / "idx")]) == 2
+    _one_error_line(capsys, "error: --device cuda: the onnx backend runs on the CPU", "--encoder-backend torch")
+
+
+def test_an_explicit_cpu_device_evaluates_as_the_default_does(tmp_path, capsys):
+    from tiny_models import make_tiny_sentence_transformer
+
+    model = str(make_tiny_sentence_transformer(tmp_path / "tiny"))
+    common = ["evaluate", "--model", model, "--data", "synthetic", "--splits", "in_domain", "--n-queries", "20",
+              "--no-progress", "--no-cache"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--device", "cpu", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b"))
+    metrics = [{k: v for k, v in r["splits"]["in_domain"].items() if k != "seconds"} for r in (a, b)]
+    assert metrics[0] == metrics[1] and metrics[0]["reference"]["NDCG@10"] > 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from gcl.cli import evaluate_extras, hybrid_options
-from gcl.cli.options import check_model, check_out_dir, positive_int
+from gcl.cli.options import check_device, check_model, check_out_dir, positive_int
 from gcl.data.errors import ConfigError
 
 SPLITS = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
@@ -57,6 +57,7 @@ def add_parser(sub) -> None:
                    help="test queries sampled per split by the reference protocol (default 2000)")
     p.add_argument("--depth", type=positive_int, default=1000, help="documents retrieved per query (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="texts encoded per forward pass (default 256)")
+    p.add_argument("--device", default="cpu", help="where the model encodes: cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--out", default="runs/eval", help="output directory (results.json, results.csv, per-query CSVs)")
     p.add_argument("--trec", action="store_true", help="also write TREC run/qrels files and ground-truth JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
@@ -101,6 +102,8 @@ def run(args) -> int:
         raise ConfigError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
     check_out_dir(args.out, "--out")
     check_model(args.model)
+    if not (args.bm25 or args.embeddings):  # a model encodes
+        check_device(args.device)
     protocol = Protocol(name=args.protocol, n_queries=args.n_queries, depth=args.depth)
     # train/dev only for --seen-unseen: a Marqo-layout --data then skips train.csv (memory at scale)
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr),
@@ -117,7 +120,7 @@ def run(args) -> int:
 
         label = args.model or "minilm"
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-        loaded = load_model(label)
+        loaded = load_model(label, device=args.device)
         use_cache_dir(loaded, cache_dir)  # lower layers frozen in training: their stored outputs live there too
         model = _query_backend(loaded, label, args.query_backend)
         retriever = DenseRetriever(model, batch_size=args.batch_size, show_progress=not args.no_progress,

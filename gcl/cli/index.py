@@ -23,7 +23,7 @@ from pathlib import Path
 from gcl.cli.calibrate import add_search_args, cut_results, search_calibration
 from gcl.cli.evaluate import add_data_args, data_config
 from gcl.cli.export import add_backend_arg
-from gcl.cli.options import check_model, check_out_dir, check_queries, positive_int
+from gcl.cli.options import check_device, check_model, check_out_dir, check_queries, positive_int
 from gcl.data.errors import ConfigError, DataError
 
 CORPORA = ("corpus_1", "corpus_2", "all")
@@ -63,6 +63,8 @@ def add_parser(sub) -> None:
                    help="default HNSW search breadth stored in the index (default %(default)s)")
     add_quant_args(b)
     b.add_argument("--batch-size", type=positive_int, default=256, help="documents encoded per forward pass (default 256)")
+    b.add_argument("--device", default="cpu", help="where the model encodes (torch backend): cpu, cuda, cuda:N or mps "
+                                                   "(default cpu)")
     b.add_argument("--checkpoint-every", type=positive_int, default=10, help="batches between shard-log checkpoints")
     b.add_argument("--restart", action="store_true", help="discard a partial build of another configuration")
     b.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
@@ -181,9 +183,13 @@ def run_build(args) -> int:
     if backend.local_directory:
         check_out_dir(args.out, "--out")
     check_model(args.model)
+    check_device(args.device)
+    if args.device != "cpu" and args.encoder_backend != "torch":
+        raise ConfigError(f"--device {args.device}: the {args.encoder_backend} backend runs on the CPU; "
+                          "use --encoder-backend torch to encode on another device")
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))
     documents = select_corpus(bench, args.corpus)
-    model = load_backend(args.model, args.encoder_backend)
+    model = load_backend(args.model, args.encoder_backend, device=args.device)
     result = build_index(
         model, documents, args.out, kind=args.kind, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, model_path=_model_ref(args.model), hnsw_m=args.hnsw_m,

@@ -55,3 +55,31 @@ def check_queries(queries: list[str]) -> None:
     for i, text in enumerate(queries, 1):
         if not text.strip():
             raise ConfigError(f"query {i} is empty: give some search text (the HTTP API refuses a blank query too)")
+
+
+def check_device(text: str, option: str = "--device") -> str:
+    """The torch device ``text`` names, if this machine has it: ``cpu``, ``cuda``, ``cuda:N`` (N below
+    the GPUs torch sees) or ``mps``; anything else is one error line naming ``option``, before any
+    data or model is loaded (not an assertion from deep inside torch after minutes of loading)."""
+    if text == "cpu":
+        return text  # the default: no torch import
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{option} {text!r}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "a CPU-only build" if torch.version.cuda is None else "no GPU is visible"
+            raise ConfigError(f"{option} {text}: CUDA is not available here (torch {torch.__version__}: {why}); "
+                              "use cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"{option} {text}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{option} {text}: Apple's MPS is not available here; use cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{option} {text}: gcl runs on cpu, cuda or mps, not {dev.type}")
+    return text

@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from gcl.cli.options import check_model, check_out_dir
+    from gcl.cli.options import check_device, check_model, check_out_dir
     from gcl.config import load_config
     from gcl.training.config import TrainConfig
 
@@ -65,6 +65,7 @@ def run(args) -> int:
         config, overrides = None, [config, *overrides]
     cfg = load_config(TrainConfig, config, overrides)
     check_out_dir(cfg.out_dir, "out_dir")
+    check_device(cfg.device, "device")
     if cfg.model.multifield is None:
         check_model(cfg.model.text_model, "model.text_model")
     from gcl.training.distributed import init_from_env  # torch: imported once the config is known good
