@@ -210,10 +210,12 @@ class Plan:
     text_model: str | None = None
     best_config: str = BEST_CONFIG
     overrides: tuple[str, ...] = ()
+    device: str = "cpu"  # where every arm trains (``device=``) and is evaluated (``gcl evaluate --device``)
 
     def train_overrides(self) -> list[str]:
         extra = [f"model.text_model={self.text_model}"] if self.text_model else []
-        return [*PROFILES[self.profile].overrides, *extra, *self.overrides]
+        on = [f"device={self.device}"] if self.device != "cpu" else []
+        return [*PROFILES[self.profile].overrides, *extra, *on, *self.overrides]
 
     def runs(self) -> list[tuple[str, int]]:
         """(arm, seed) in run order: the deterministic arms once (seed 0), then seed-major."""
@@ -337,7 +339,7 @@ def eval_commands(plan: Plan, arm: str, run_dir: Path) -> dict[str, list[str]]:
     common = [*data, "--no-progress", "--relevance-threshold", f"{RELEVANCE_THRESHOLD:g}"]
     if kind == "bm25":
         return {"eval": gcl_command("evaluate", "--bm25", "--ceilings", *common, "--out", str(run_dir / "eval"))}
-    model = ["--model", model_dir(arm, run_dir, plan)]
+    model = ["--model", model_dir(arm, run_dir, plan), *(["--device", plan.device] if plan.device != "cpu" else [])]
     return {"eval": gcl_command("evaluate", *model, *common, *seen, "--out", str(run_dir / "eval")),
             "eval_rerank": gcl_command("evaluate", *model, *common, "--judged-rerank", *seen,
                                        "--out", str(run_dir / "eval_rerank"))}
@@ -524,7 +526,8 @@ def run_one(plan: Plan, arm: str, seed: int) -> dict:
         commands.append(cmd or json.loads((run_dir / "train_done.json").read_text())["command"])
     t1 = time.perf_counter()
     record: dict = {"arm": arm, "seed": seed, "profile": plan.profile, "base_config": plan.base_config,
-                    "work": str(plan.work), "overrides": list(plan.overrides), "text_model": plan.text_model}
+                    "work": str(plan.work), "overrides": list(plan.overrides), "text_model": plan.text_model,
+                    "device": plan.device}
     for name, cmd in eval_commands(plan, arm, run_dir).items():
         res = summaries(evaluate(cmd, run_dir / name, run_dir / "logs" / f"{name}.log"))
         commands.append(shown(cmd))
@@ -760,7 +763,7 @@ def _time_key(arm: str) -> tuple[str, int]:
 def measured_minutes(plan: Plan, rows: list[dict]) -> dict:
     """What this table's finished runs took, for the estimate: the median minutes (``seconds``:
     train + evaluate) of the runs made exactly as ``plan`` would make them (same profile, base config,
-    command-line overrides and text model), keyed by arm; and, when the plan's budget is fixed (no
+    command-line overrides, text model and device), keyed by arm; and, when the plan's budget is fixed (no
     early stopping: every trained arm runs the same steps), keyed by ``("gcl", batch_scale)`` over the
     ``gcl train`` arms, which share one training loop whatever their loss (the sentence-transformers
     peers do not: CachedMNRL makes extra passes, so a peer counts only its own runs). Soups are left
@@ -769,6 +772,7 @@ def measured_minutes(plan: Plan, rows: list[dict]) -> dict:
     prices the rest by them."""
     same = [r for r in rows if r.get("profile") == plan.profile and r.get("base_config") == plan.base_config
             and tuple(r.get("overrides") or ()) == tuple(plan.overrides) and r.get("text_model") == plan.text_model
+            and r.get("device", "cpu") == plan.device
             and r.get("arm") in ARMS and ARMS[r["arm"]].kind in ("gcl", "st")
             and isinstance(r.get("seconds"), (int, float)) and r["seconds"] > 0]
     by: dict = {}
@@ -851,7 +855,8 @@ def make_plan(args) -> Plan:
     arms = parse_names(args.arms, prof.arms, "--arms", str, tuple(ARMS))
     seeds = parse_names(args.seeds, prof.seeds, "--seeds", int)
     plan = Plan(args.profile, arms, seeds, Path(args.out), Path(args.work), base_config=args.base_config,
-                text_model=args.text_model, best_config=args.best_config, overrides=tuple(args.overrides))
+                text_model=args.text_model, best_config=args.best_config, overrides=tuple(args.overrides),
+                device=args.device)
     return plan
 
 
@@ -924,6 +929,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds instead of the profile's")
     p.add_argument("--base-config", default=BASE_CONFIG, help=f"the config every arm reads (default {BASE_CONFIG})")
     p.add_argument("--best-config", default=BEST_CONFIG, help=f"the gcl-best arm's config (default {BEST_CONFIG})")
+    p.add_argument("--device", default="cpu", help="train (device=) and evaluate (--device) every gcl arm there: "
+                                                   "cpu, cuda, cuda:N (default cpu; the peers follow their library)")
     p.add_argument("--text-model", default=None, help="model.text_model for every arm (smoke: a tiny local model)")
     p.add_argument("--report", action="store_true", help="only aggregate <out>/runs.jsonl into results.md/.png")
     p.add_argument("--dry-run", action="store_true", help="print the expected time and the commands; run nothing")
@@ -954,6 +961,15 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> int:
         for o in plan.overrides:
             if "=" not in o:
                 raise UserError(f"override {o!r}: expected key=value")
+            if o.startswith("device="):
+                raise UserError(f"override {o!r}: use --device (it also evaluates there)")
+        from gcl.cli.options import check_device
+        from gcl.errors import ConfigError
+
+        try:
+            check_device(plan.device)
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
         return run(plan, out=out, dry_run=args.dry_run)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1129,3 +1129,28 @@ def test_replace_from_swaps_in_a_drifted_reproduction_and_keeps_the_old_record(t
     assert len(old) == 1 and {k: v for k, v in old[0].items() if k != "superseded_by"} == original[1]
     assert rr.per_query_mean(rr.read_runs(table / "runs.jsonl"), "in_domain", "err") is not None
     assert rt.main(["--out", str(table), "--replace-from", str(repro), "--arms", "nope"], out=io.StringIO()) == 2
+
+
+def test_device_trains_and_evaluates_every_gcl_arm_there_and_is_checked_first(tmp_path, capsys, monkeypatch):
+    def plan(*argv):
+        return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]))
+
+    gpu, cpu = plan("--profile", "budget", "--device", "cuda:0"), plan("--profile", "budget")
+    run_dir = rt.run_directory(gpu, "gcl", 0)
+    train = rt.train_command(gpu, "gcl", 0, run_dir, False)
+    assert "device=cuda:0" in train and [c for c in train if c != "device=cuda:0"] == rt.train_command(cpu, "gcl", 0, run_dir, False)
+    for cmd in rt.eval_commands(gpu, "gcl", run_dir).values():
+        assert cmd[cmd.index("--device") + 1] == "cuda:0"
+    assert all("--device" not in c for c in rt.eval_commands(cpu, "gcl", run_dir).values())  # the default: unchanged
+    assert "--device" not in rt.eval_commands(gpu, "bm25", run_dir)["eval"]  # BM25 encodes nothing
+    # times measured on one device do not price runs on another
+    recs = [{"arm": "gcl", "seed": s, "profile": "budget", "base_config": rt.BASE_CONFIG, "seconds": 120.0} for s in range(2)]
+    assert rt.measured_minutes(cpu, recs) and not rt.measured_minutes(gpu, recs)
+    # checked before anything runs: this machine's torch may have no CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["--profile", "budget", "--arms", "gcl", "--seeds", "0", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]
+    assert rt.main([*argv, "--device", "cuda"], out=io.StringIO()) == 2
+    assert "error: --device cuda: CUDA is not available here" in capsys.readouterr().err
+    assert rt.main([*argv, "device=cuda"], out=io.StringIO()) == 2
+    assert "use --device" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
