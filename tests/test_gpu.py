@@ -118,3 +118,20 @@ def test_evaluate_on_cuda_scores_as_on_the_cpu(tmp_path, capsys):
     for split in ("in_domain", "novel_query"):
         for metric, value in a[split]["reference"].items():
             assert b[split]["reference"][metric] == pytest.approx(value, abs=1e-3), (split, metric)
+
+
+def test_train_with_evaluate_evaluates_on_the_training_device(tmp_path, capsys, monkeypatch):
+    import gcl.evaluation.run as run
+    from conftest_trainer import tiny_model
+
+    from gcl.cli.main import main
+
+    asked: list[str] = []
+    real = run.evaluate_model
+    monkeypatch.setattr(run, "evaluate_model", lambda *a, **k: asked.append(k.get("device")) or real(*a, **k))
+    argv = ["train", "data.source=synthetic", f"model.text_model={tiny_model(0.0)}", "optim.steps=2",
+            "batch.batch_size=8", f"device={DEVICE}", f"out_dir={tmp_path / 'run'}", "progress=false", "--evaluate"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert asked == [DEVICE]
+    scores = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())["splits"]
+    assert scores["in_domain"]["reference"]["NDCG@10"] > 0

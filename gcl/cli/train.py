@@ -89,5 +89,7 @@ def run(args) -> int:
         mf = cfg.model.multifield
         doc_fields = [f.name for f in mf.doc_fields] if mf is not None else \
             [f if isinstance(f, str) else f.name for f in cfg.data.doc_fields]
-        evaluate_model(model_dir, dataclasses.replace(cfg.data, doc_fields=doc_fields), result.out_dir / "eval")
+        device = f"cuda:{dist.local_rank}" if dist.enabled and cfg.device == "cuda" else cfg.device  # as trained
+        evaluate_model(model_dir, dataclasses.replace(cfg.data, doc_fields=doc_fields), result.out_dir / "eval",
+                       device=device)
     return 0

@@ -52,14 +52,14 @@ def evaluate_splits(bench, retriever, protocol, names: Sequence[str] = EVAL_SPLI
 
 def evaluate_model(model_dir: str | Path, data, out_dir: str | Path, *, protocol=None, batch_size: int = 256,
                    cache_dir: str | Path | None = None, use_cache: bool = True, show_progress: bool = True,
-                   announce: Callable[[str], None] = _stderr) -> Path:
+                   announce: Callable[[str], None] = _stderr, device: str = "cpu") -> Path:
     """Evaluate the model at ``model_dir`` on every test split of ``data`` (a
     :class:`gcl.data.config.DataConfig`); write ``results.json`` / ``results.csv`` / per-query CSVs
     under ``out_dir``, print the table, and return ``out_dir``.
 
     ``protocol``: a :class:`gcl.evaluation.evaluator.Protocol` (default: the reference protocol).
     ``cache_dir``: the document-embedding cache (default :func:`gcl.embedding_cache.default_cache_dir`;
-    none when ``use_cache`` is False).
+    none when ``use_cache`` is False). ``device``: where the model encodes.
     """
     from gcl.data.sources import load_benchmark
     from gcl.embedding_cache import default_cache_dir
@@ -72,7 +72,7 @@ def evaluate_model(model_dir: str | Path, data, out_dir: str | Path, *, protocol
     label = str(model_dir)
     from gcl.training.frozen_reuse import use_cache_dir
 
-    model = load_model(label)
+    model = load_model(label, device=device)
     use_cache_dir(model, (cache_dir or default_cache_dir()) if use_cache else None)  # stored lower-layer outputs
     retriever = DenseRetriever(model, batch_size=batch_size, show_progress=show_progress,
                                cache_dir=(cache_dir or default_cache_dir()) if use_cache else None)
