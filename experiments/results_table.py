@@ -561,16 +561,28 @@ def run_one(plan: Plan, arm: str, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- the plan
-def done_runs(path: Path) -> set[tuple[str, int]]:
+def read_records(path: Path) -> list[dict]:
+    """The readable records of a table's ``runs.jsonl`` (a line cut by a kill is skipped)."""
     if not path.exists():
-        return set()
-    out = set()
+        return []
+    rows = []
     for line in path.read_text().splitlines():
         try:
             rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "arm" in rec:
+            rows.append(rec)
+    return rows
+
+
+def done_runs(path: Path) -> set[tuple[str, int]]:
+    out = set()
+    for rec in read_records(path):  # a line cut by a kill is not there: that run is redone
+        try:
             out.add((rec["arm"], int(rec["seed"])))
         except (ValueError, KeyError, TypeError):
-            continue  # a line cut by a kill: that run is redone
+            continue
     return out
 
 
@@ -740,21 +752,6 @@ def expected_dev_evals(plan: Plan, arm: str | None = None) -> int:
     return evals_after(0, steps, cfg.eval.every)  # every evaluation; the last step once
 
 
-def read_records(path: Path) -> list[dict]:
-    """The readable records of a table's ``runs.jsonl`` (a line cut by a kill is skipped)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and "arm" in rec:
-            rows.append(rec)
-    return rows
-
-
 def _time_key(arm: str) -> tuple[str, int]:
     a = ARMS[arm]
     return a.kind, a.batch_scale
@@ -786,14 +783,16 @@ def measured_minutes(plan: Plan, rows: list[dict]) -> dict:
     constants of ``EST_MIN_PER_EPOCH`` were measured on one day of the VM; the same run took 1.5-2x
     as long on slower days (docs/results.md §0), so a table that has runs prices the rest by them."""
     fixed_budget = not load_base(plan).eval.patience
+    recipes: dict[str, tuple[str, ...]] = {}  # the plan's recipe of each arm, built once (it reads the config)
     by: dict = {}
     for r in rows:
         arm, commands, seconds = r.get("arm"), r.get("commands"), r.get("seconds")
         if arm not in ARMS or ARMS[arm].kind not in ("gcl", "st") or not isinstance(seconds, (int, float)) \
                 or seconds <= 0 or not commands or not isinstance(commands[0], str) or "--resume" in commands[0].split():
             continue
-        ours = shown(train_command(plan, arm, 0, run_directory(plan, arm, 0), False))
-        if _recipe(commands[0]) != _recipe(ours):
+        if arm not in recipes:
+            recipes[arm] = _recipe(shown(train_command(plan, arm, 0, run_directory(plan, arm, 0), False)))
+        if _recipe(commands[0]) != recipes[arm]:
             continue
         by.setdefault(arm, []).append(seconds / 60)
         if fixed_budget and ARMS[arm].kind == "gcl" and ARMS[arm].config is None:

@@ -330,11 +330,7 @@ def test_each_new_gcl_configuration_is_also_paired_with_the_papers_gcl(tmp_path)
     rows += [_record("gcl", s, nd, er, 0.5) for s, nd, er in ((0, 0.41, 0.33), (1, 0.43, 0.32), (2, 0.40, 0.35))]
     rows += [_record("gcl-reciprocal", s, nd, er, 0.55) for s, nd, er in ((0, 0.42, 0.33), (1, 0.42, 0.34), (2, 0.45, 0.30))]
     rows += [_record("bm25", 0, 0.36, 0.31)]
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rr.report(out, out=io.StringIO())
-    md = (out / "results.md").read_text()
+    md = _report(rows, tmp_path / "out")
     section = md.split("## Paired difference vs gcl (same seed)")[1].split("\n## ")[0]
     names = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert set(names) - {"| arm"} == {"| gcl-reciprocal"}
@@ -346,9 +342,7 @@ def test_each_new_gcl_configuration_is_also_paired_with_the_papers_gcl(tmp_path)
         rel = 100 * (statistics.mean(r) / statistics.mean(g) - 1)
         assert in_domain.startswith(f"{statistics.mean(d):+.4f} ± {statistics.stdev(d):.4f} ({rel:+.1f}%) {ahead}/3")
     # without the paper's GCL in the table there is nothing to pair with
-    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["arm"] != "gcl"))
-    rr.report(out, out=io.StringIO())
-    assert "## Paired difference vs gcl " not in (out / "results.md").read_text()
+    assert "## Paired difference vs gcl " not in _report([r for r in rows if r["arm"] != "gcl"], tmp_path / "no_gcl")
 
 
 def test_an_arm_with_fewer_seeds_is_compared_with_the_baseline_runs_of_its_own_seeds(tmp_path):
@@ -356,11 +350,7 @@ def test_an_arm_with_fewer_seeds_is_compared_with_the_baseline_runs_of_its_own_s
     # use the baseline's seed-0 run (paired), not the baseline's mean over three seeds.
     rows = [_record("binary-thresholded", s, nd, er, 0.6) for s, nd, er in ((0, 0.40, 0.30), (1, 0.50, 0.40), (2, 0.60, 0.50))]
     rows += [_record("gcl", s, 0.41, 0.33) for s in range(3)] + [_record("gcl-best", 0, 0.42, 0.36)]
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rr.report(out, out=io.StringIO())
-    md = (out / "results.md").read_text()
+    md = _report(rows, tmp_path / "out")
     err_section = md.split("## Paired difference")[1].split("### err")[1]
     row = next(x for x in err_section.splitlines() if x.startswith("| gcl-best |"))
     assert row.split(" | ")[1].startswith(f"+0.0600 ({100 * (0.36 / 0.30 - 1):+.1f}%) 1/1")  # in_domain: seed 0 only
