@@ -10,8 +10,8 @@ the lock), and the peak RSS.
 
 from __future__ import annotations
 
+import argparse
 import resource
-import sys
 import tempfile
 import time
 
@@ -51,4 +51,9 @@ def main(n_old: int, n_new: int, dim: int = 8) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("n_old", type=int, help="keys already in the cache (N)")
+    ap.add_argument("n_new", type=int, help="keys the run adds (M)")
+    ap.add_argument("--dim", type=int, default=8, help="vector width")
+    args = ap.parse_args()
+    main(args.n_old, args.n_new, args.dim)
