@@ -29,6 +29,9 @@ ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent",
             "st-mnrl-all-batch4x", "st-cached-mnrl-batch4x")
 GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-soup", "gcl-batch4x", "gcl-reciprocal")
 ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
+# the binary arm trained with the same sampler as these gcl arms (query groups of the base config):
+# with the sampler held fixed, what the graded loss alone changes (when that arm is not the baseline)
+SAME_SAMPLER = {"binary-thresholded": ("gcl", "gcl-reciprocal")}
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -570,6 +573,13 @@ def report(out_dir: Path, out=None) -> Path:
             lines += [f"### {metric}", ""] + metric_table(arms, "thresholded", metric, t_ceilings)
     if baseline:
         lines += paired_section(arms, baseline)
+    for twin, grouped in SAME_SAMPLER.items():
+        present = tuple(a for a in grouped if a in arms)
+        if twin in arms and twin != baseline and present:
+            lines += paired_section(arms, twin, only=present, why=(
+                f"The gcl arms trained with the same sampler as `{twin}` (the base config's query groups) against "
+                "it: the graded loss with the sampler held fixed. Not the same batches: the thresholded arm trains "
+                "only on the pairs graded at or above its threshold."))
     variants = tuple(a for a in GCL_ARMS if a != "gcl" and a in arms)
     if "gcl" in arms and variants:  # each new configuration against the paper's GCL, its reference
         lines += paired_section(arms, "gcl", only=variants, why=(

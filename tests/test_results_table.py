@@ -439,6 +439,40 @@ def test_the_peer_target_uses_the_gcl_arm_best_on_dev(tmp_path):
     assert line.startswith("- gcl-best ≥ every sentence-transformers peer") and "→ **missed**" in line
 
 
+def test_the_grouped_gcl_arms_are_also_paired_with_the_binary_arm_of_their_sampler(tmp_path):
+    # binary-thresholded-random wins the dev rule, so the main paired section is against it; the
+    # query-grouped gcl arms also get binary-thresholded (same sampler), the random-batch ones do not
+    from gcl.evaluation.compare import paired_compare
+
+    rng = np.random.default_rng(2)
+    queries = [f"q{i}" for i in range(25)]
+    pq, rows = {}, []
+    spec = {"binary-thresholded": (0.40, 0.30, 0.50), "binary-thresholded-random": (0.44, 0.31, 0.60),
+            "gcl": (0.39, 0.34, 0.51), "gcl-reciprocal": (0.41, 0.33, 0.52), "gcl-best": (0.45, 0.32, 0.58)}
+    for arm, (nd, er, dev) in spec.items():
+        for seed in range(3):
+            d = tmp_path / arm / str(seed)
+            pq[(arm, seed)] = _per_query_dir(d, rng, queries)
+            rows.append(_record(arm, seed, nd + seed / 50 * (arm == "gcl"), er, dev, d))
+    md = _report(rows, tmp_path / "out")
+    assert "**binary-thresholded-random**: the best mean best-dev" in md
+    section = md.split("## Paired difference vs binary-thresholded (same seed)")[1].split("\n## ")[0]
+    names = {line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ") and "---" not in line}
+    assert names - {"| arm"} == {"| gcl", "| gcl-reciprocal"}
+    row = next(x for x in section.split("### ndcg@10")[1].splitlines() if x.startswith("| gcl |"))
+    d = [0.39 + s / 50 - 0.40 for s in range(3)]  # gcl − binary-thresholded per seed, novel_corpus
+    cell = row.split(" | ")[3]
+    rel = 100 * ((statistics.mean(0.39 + s / 50 for s in range(3)) + 0.02) / 0.42 - 1)
+    assert cell.startswith(f"{statistics.mean(d):+.4f} ± {statistics.stdev(d):.4f} ({rel:+.1f}%) 2/3")
+    avg = {a: sum(pq[(a, s)]["novel_corpus"]["ndcg@10"] for s in range(3)) / 3 for a in ("gcl", "binary-thresholded")}
+    ref = paired_compare(avg["binary-thresholded"].to_numpy(), avg["gcl"].to_numpy())
+    assert f"p = {ref.p_value:.3f} [{ref.ci_low:+.4f}, {ref.ci_high:+.4f}]" in cell
+    # when binary-thresholded is itself the baseline the main section already is this one
+    rows2 = [r for r in rows if r["arm"] != "binary-thresholded-random"]
+    md2 = _report(rows2, tmp_path / "out2")
+    assert md2.count("## Paired difference vs binary-thresholded (same seed)") == 1
+
+
 def _report(rows, out: Path) -> str:
     out.mkdir()
     (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
