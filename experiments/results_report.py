@@ -32,6 +32,9 @@ ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
 # the binary arm trained with the same sampler as these gcl arms (query groups of the base config):
 # with the sampler held fixed, what the graded loss alone changes (when that arm is not the baseline)
 SAME_SAMPLER = {"binary-thresholded": ("gcl", "gcl-reciprocal")}
+# weight soups of trained arms: no training curve of their own, so the dev rule cannot weigh them;
+# they are set against the peers beside the configuration the rule picks
+SOUPS = ("gcl-soup",)
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -124,9 +127,10 @@ def choose_binary(arms: dict) -> tuple[str | None, str]:
 
 
 def choose_gcl(arms: dict) -> tuple[str | None, str]:
-    """The best gcl configuration (for the peer target) by the same dev rule; without dev figures
-    for every gcl arm run, ``gcl-best`` (the dev-only loss search's choice), else ``gcl``."""
-    best, why = choose_by_dev(arms, GCL_ARMS)
+    """The best gcl configuration (for the peer target) by the same dev rule, among the trained gcl
+    arms (a soup has no training curve); without dev figures for every one of them, ``gcl-best``
+    (the dev-only loss search's choice), else ``gcl``."""
+    best, why = choose_by_dev(arms, tuple(a for a in GCL_ARMS if a not in SOUPS))
     if best is not None:
         return best, why
     present = [a for a in ("gcl-best", *(g for g in GCL_ARMS if g != "gcl-best")) if a in arms]
@@ -287,6 +291,42 @@ def peer_section(arms: dict, best: str) -> list[str]:
                                                     for s in SPLITS) + " |")
         lines.append("")
     return lines
+
+
+def peer_candidates(arms: dict, best: str) -> list[str]:
+    """The gcl arms set against the peers: the dev rule's choice, then each soup that was run."""
+    return [best, *(a for a in SOUPS if a in arms and a != best)]
+
+
+def soup_why(soup: str, best: str) -> str:
+    return (f"**{soup}**, a weight soup of trained arms: no training curve for the dev rule, so it is set against "
+            f"the peers beside {best}")
+
+
+def peer_target(arms: dict, best: str, peers: list[str], why: str) -> str:
+    """The target line 'best ≥ every peer on every split' (nDCG@10 and ERR means) for one gcl arm:
+    judged against the peers trained at its batch (the others are named, not judged); each cell
+    where it is behind carries the sign-flip p over queries when both have per-query figures."""
+    like = [p for p in peers if train_batch(arms[p]) == train_batch(arms[best])]
+    unlike = [p for p in peers if p not in like]
+    judged = like or peers
+    behind = [(p, s, m) for p in judged for s in SPLITS for m in PAIRED
+              if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
+    tested = {c: significance(arms[best], arms[c[0]], c[1], c[2]) for c in behind}
+    losses = [" ".join(c) + ("" if t is None else f" (p {t.p_value:.3f})") for c, t in tested.items()]
+    if any(t is not None for t in tested.values()):
+        sig = sum(1 for t in tested.values() if t is not None and t.difference < 0 and t.p_value < 0.05)
+        losses.append(f"{sig} of {sum(t is not None for t in tested.values())} tested behind at p < 0.05")
+    batch = train_batch(arms[best]) or "of the base config"
+    if not like:
+        outcome = (f"**not like for like** ({best} trained at batch {batch}, {', '.join(unlike)} at "
+                   f"{train_batch(arms[unlike[0]]) or 'the base config’s'}: a win does not count)")
+    else:
+        outcome = ("**met**" if not losses else "**missed**") + (
+            f" (peers at another batch than {best}'s, not judged: {', '.join(unlike)})" if unlike else "")
+    return (f"- {best} ≥ every sentence-transformers peer ({', '.join(judged)}) on every split (nDCG@10 and "
+            f"ERR means): " + (f"behind on {len(behind)}: {'; '.join(losses)}" if losses else "ahead everywhere")
+            + f" → {outcome}; the best gcl configuration: {why}")
 
 
 def group_table(arms: dict, key: str) -> list[str]:
@@ -492,27 +532,8 @@ def targets(arms: dict, baseline: str | None, ceilings: dict) -> list[str]:
     best, best_why = choose_gcl(arms)
     peers = [p for p in ST_PEERS if p in arms]
     if best and peers:
-        # only peers trained at the best gcl arm's batch count; the others are named, not judged
-        like = [p for p in peers if train_batch(arms[p]) == train_batch(arms[best])]
-        unlike = [p for p in peers if p not in like]
-        judged = like or peers
-        behind = [(p, s, m) for p in judged for s in SPLITS for m in PAIRED
-                  if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
-        tested = {c: significance(arms[best], arms[c[0]], c[1], c[2]) for c in behind}
-        losses = [" ".join(c) + ("" if t is None else f" (p {t.p_value:.3f})") for c, t in tested.items()]
-        if any(t is not None for t in tested.values()):
-            sig = sum(1 for t in tested.values() if t is not None and t.difference < 0 and t.p_value < 0.05)
-            losses.append(f"{sig} of {sum(t is not None for t in tested.values())} tested behind at p < 0.05")
-        batch = train_batch(arms[best]) or "of the base config"
-        if not like:
-            outcome = (f"**not like for like** ({best} trained at batch {batch}, {', '.join(unlike)} at "
-                       f"{train_batch(arms[unlike[0]]) or 'the base config’s'}: a win does not count)")
-        else:
-            outcome = verdict(not losses) + (f" (peers at another batch than {best}'s, not judged: {', '.join(unlike)})"
-                                             if unlike else "")
-        lines.append(f"- {best} ≥ every sentence-transformers peer ({', '.join(judged)}) on every split (nDCG@10 and "
-                     f"ERR means): " + (f"behind on {len(behind)}: {'; '.join(losses)}" if losses else "ahead everywhere")
-                     + f" → {outcome}; the best gcl configuration: {best_why}")
+        for cand in peer_candidates(arms, best):
+            lines.append(peer_target(arms, cand, peers, best_why if cand == best else soup_why(cand, best)))
     elif best:
         lines.append("- best gcl ≥ every sentence-transformers peer: no peer was run → not checked")
     ceil = ceilings.get("in_domain")
@@ -587,7 +608,8 @@ def report(out_dir: Path, out=None) -> Path:
             "what the change of loss, sampler or weights bought on the test splits, seed for seed."))
     best, _ = choose_gcl(arms)
     if best:
-        lines += peer_section(arms, best)
+        for cand in peer_candidates(arms, best):
+            lines += peer_section(arms, cand)
     if any(r.get("rerank") for r in rows):
         lines += ["## Judged re-rank (each test query's judged documents only: ordering without retrieval)", ""]
         for metric in PAIRED:

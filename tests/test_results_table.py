@@ -439,6 +439,33 @@ def test_the_peer_target_uses_the_gcl_arm_best_on_dev(tmp_path):
     assert line.startswith("- gcl-best ≥ every sentence-transformers peer") and "→ **missed**" in line
 
 
+def test_a_soup_is_set_against_the_peers_beside_the_dev_choice_among_trained_arms(tmp_path):
+    """A weight soup has no training curve: the dev rule chooses among the trained gcl arms (here
+    gcl, not the fallback gcl-best), and the soup gets its own peer section and target line."""
+    rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.50) for s in range(2)]
+    rows += [_record("gcl", s, 0.38, 0.34, 0.53) for s in range(2)]  # best dev: chosen
+    rows += [_record("gcl-best", s, 0.41, 0.31, 0.52) for s in range(2)]
+    rows += [_record("gcl-soup", s, 0.44, 0.36) for s in range(2)]  # no dev record
+    rows += [_record("st-mnrl-all", s, 0.42, 0.33, 0.51) for s in range(2)]
+    md = _report(rows, tmp_path / "a")
+    lines = [x for x in md.splitlines() if "every sentence-transformers peer" in x]
+    assert len(lines) == 2
+    assert lines[0].startswith("- gcl ≥ every sentence-transformers peer (st-mnrl-all)")
+    assert "**gcl**: the best mean best-dev ndcg@10" in lines[0] and "gcl-soup" not in lines[0]
+    # gcl is behind the peer on nDCG@10 in every split (0.38 < 0.42) and ahead on ERR
+    assert "behind on 4: st-mnrl-all in_domain ndcg@10; st-mnrl-all novel_query ndcg@10" in lines[0]
+    assert "→ **missed**" in lines[0]
+    assert lines[1].startswith("- gcl-soup ≥ every sentence-transformers peer (st-mnrl-all)")
+    assert "ahead everywhere → **met**" in lines[1] and "a weight soup of trained arms" in lines[1]
+    assert "## gcl against each sentence-transformers peer" in md
+    section = md.split("## gcl-soup against each sentence-transformers peer")[1].split("\n## ")[0]
+    row = next(x for x in section.split("### ndcg@10")[1].splitlines() if x.startswith("| st-mnrl-all |"))
+    assert row.split(" | ")[1].startswith("+0.0200 ± 0.0000 (+4.8%) 2/2")
+    # without peers the soup adds nothing and the target says so once
+    md = _report([r for r in rows if not r["arm"].startswith("st-")], tmp_path / "b")
+    assert md.count("no peer was run → not checked") == 1 and "against each sentence-transformers peer" not in md
+
+
 def test_the_grouped_gcl_arms_are_also_paired_with_the_binary_arm_of_their_sampler(tmp_path):
     # binary-thresholded-random wins the dev rule, so the main paired section is against it; the
     # query-grouped gcl arms also get binary-thresholded (same sampler), the random-batch ones do not
