@@ -303,15 +303,23 @@ def soup_why(soup: str, best: str) -> str:
             f"the peers beside {best}")
 
 
+def seed_mean_difference(runs: list[dict], other: list[dict], split: str, metric: str) -> float:
+    """mean(runs) − mean(other) over the seeds both have (a peer run with one seed is compared with
+    that seed of the gcl arm, as in the paired cells); over all their seeds when they share none."""
+    d = seed_diffs(runs, other, split, metric)
+    if len(d):
+        return float(d.mean())
+    return float(values(runs, "splits", split, metric).mean() - values(other, "splits", split, metric).mean())
+
+
 def peer_target(arms: dict, best: str, peers: list[str], why: str) -> str:
-    """The target line 'best ≥ every peer on every split' (nDCG@10 and ERR means) for one gcl arm:
+    """The target line 'best ≥ every peer on every split' (nDCG@10 and ERR seed means) for one gcl arm:
     judged against the peers trained at its batch (the others are named, not judged); each cell
     where it is behind carries the sign-flip p over queries when both have per-query figures."""
     like = [p for p in peers if train_batch(arms[p]) == train_batch(arms[best])]
     unlike = [p for p in peers if p not in like]
     judged = like or peers
-    behind = [(p, s, m) for p in judged for s in SPLITS for m in PAIRED
-              if values(arms[best], "splits", s, m).mean() < values(arms[p], "splits", s, m).mean()]
+    behind = [(p, s, m) for p in judged for s in SPLITS for m in PAIRED if seed_mean_difference(arms[best], arms[p], s, m) < 0]
     tested = {c: significance(arms[best], arms[c[0]], c[1], c[2]) for c in behind}
     losses = [" ".join(c) + ("" if t is None else f" (p {t.p_value:.3f})") for c, t in tested.items()]
     if any(t is not None for t in tested.values()):

@@ -461,6 +461,12 @@ def test_a_soup_is_set_against_the_peers_beside_the_dev_choice_among_trained_arm
     section = md.split("## gcl-soup against each sentence-transformers peer")[1].split("\n## ")[0]
     row = next(x for x in section.split("### ndcg@10")[1].splitlines() if x.startswith("| st-mnrl-all |"))
     assert row.split(" | ")[1].startswith("+0.0200 ± 0.0000 (+4.8%) 2/2")
+    # a peer with one seed is compared with that seed of the gcl arm, not with its mean over more
+    late = [_record("gcl-soup", 1, 0.30, 0.20)]  # seed 1 far below the peer; seed 0 ahead
+    one = [r for r in rows if not (r["arm"] == "gcl-soup" and r["seed"] == 1)
+           and not (r["arm"] == "st-mnrl-all" and r["seed"] == 1)] + late
+    line = [x for x in _report(one, tmp_path / "c").splitlines() if "every sentence-transformers peer" in x][1]
+    assert line.startswith("- gcl-soup ≥ every sentence-transformers peer") and "ahead everywhere" in line
     # without peers the soup adds nothing and the target says so once
     md = _report([r for r in rows if not r["arm"].startswith("st-")], tmp_path / "b")
     assert md.count("no peer was run → not checked") == 1 and "against each sentence-transformers peer" not in md
