@@ -11,15 +11,14 @@ Spearman rank correlation over arms
 
     ρ = 1 − 6 Σ_i d_i² / (n (n² − 1)),   d_i = rank of arm i in one column − its rank in the other
 
-(with ties: the Pearson correlation of average ranks, as ``scipy.stats.spearmanr``). The two use different dev corpora (search: judged
-+ random documents to 5,000; budget: to 10,000, the trainer's), so only the ranks are compared, never
-the levels. Nothing here reads a test split.
+(with ties: the Pearson correlation of average ranks, as ``scipy.stats.spearmanr``). The two use
+different dev corpora (search: judged + random documents to 5,000; budget: to 10,000, the
+trainer's), so only the ranks are compared, never the levels. Nothing here reads a test split.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -37,32 +36,31 @@ BUDGET = "docs/results/table_budget/runs.jsonl"
 COLUMNS = ("search", "budget 1 epoch", "budget 8 epochs")
 
 
-def _records(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _means(points: list[dict], ndcg: str, err: str) -> tuple[float, float, int]:
+    return float(np.mean([x[ndcg] for x in points])), float(np.mean([x[err] for x in points])), len(points)
 
 
-def table(searches=SEARCHES, budget=BUDGET, pairs=PAIRS) -> dict[str, dict[str, tuple[float, float, int]]]:
+def table(searches=SEARCHES, budget=BUDGET) -> dict[str, dict[str, tuple[float, float, int]]]:
     """arm -> column -> (mean dev nDCG@10, mean dev ERR, runs); arms run both ways only.
 
-    A seed found in two search files counts once (the weight search repeats some arms' seeds)."""
+    A seed found in two search files counts once (the weight search repeats some arms' seeds), and
+    a budget (arm, seed) recorded twice counts its last record, as the budget report does."""
+    from results_report import by_arm, read_runs  # same directory
+
     search: dict[str, dict[int, dict]] = {}
     for path in searches:
-        for r in _records(path):
+        for r in read_runs(Path(path)):
             search.setdefault(r["arm"], {})[r["seed"]] = r["history"][-1]
-    curves: dict[str, list[list[dict]]] = {}
-    for r in _records(budget):
-        if r["arm"] in pairs.values() and (r.get("dev") or {}).get("curve"):
-            curves.setdefault(r["arm"], []).append(r["dev"]["curve"])
+    runs = by_arm(read_runs(Path(budget)))
     out = {}
-    for s_arm, b_arm in pairs.items():
-        if s_arm not in search or b_arm not in curves:
+    for s_arm, b_arm in PAIRS.items():
+        curves = [r["dev"]["curve"] for r in runs.get(b_arm, []) if (r.get("dev") or {}).get("curve")]
+        if s_arm not in search or not curves:
             continue
-        hist, cs = list(search[s_arm].values()), curves[b_arm]
         out[s_arm] = {
-            "search": (np.mean([h["dev/ndcg@10"] for h in hist]), np.mean([h["dev/err"] for h in hist]), len(hist)),
-            "budget 1 epoch": (np.mean([c[0]["ndcg@10"] for c in cs]), np.mean([c[0]["err"] for c in cs]), len(cs)),
-            "budget 8 epochs": (np.mean([c[-1]["ndcg@10"] for c in cs]), np.mean([c[-1]["err"] for c in cs]), len(cs)),
+            "search": _means(list(search[s_arm].values()), "dev/ndcg@10", "dev/err"),
+            "budget 1 epoch": _means([c[0] for c in curves], "ndcg@10", "err"),
+            "budget 8 epochs": _means([c[-1] for c in curves], "ndcg@10", "err"),
         }
     return out
 
