@@ -86,6 +86,13 @@ ARMS: dict[str, Arm] = {
                                      overrides=("batch.sampler=random",),
                                      note="binary-thresholded with random batches"),
     "gcl-random": Arm("gcl", overrides=("batch.sampler=random",), note="the paper's GCL with random batches"),
+    # gcl-best without the pairs raters called irrelevant (score < 2, 16 % of Home Depot's pairs), as
+    # the MNRL-thresholded and CachedMNRL peers train; floor 0.55 over the kept scores 2..3 gives each
+    # kept pair the weight gcl-best gives it (0.1 + 0.9 (s - 1) / 2 = 0.55 + 0.45 (s - 2)), so only
+    # the dropped pairs differ (docs/results.md §1c, the budget-judged candidate of 3 Dec)
+    "gcl-best-thresholded": Arm("gcl", config=BEST_CONFIG,
+                                overrides=("loss.positive_threshold=2.0", "loss.weight_params={floor: 0.55}"),
+                                note="gcl-best on the pairs with score >= 2, the same weights on them"),
     # the rank weight, chosen on dev by a pre-declared rule over fresh seeds (docs/results.md §1c)
     "gcl-reciprocal": Arm("gcl", loss_from="configs/homedepot_gcl_reciprocal.yaml",
                           note="GCL with the reciprocal-rank weight, query groups"),
@@ -179,7 +186,7 @@ EST_SETUP_MIN = {"gcl": 0.5, "st": 1.0}  # load data and model, open the frozen-
 EST_SOUP_MIN = 0.2  # gcl soup of two MiniLM models (measured 6.5 s with the import), its ingredients' training priced apart
 EST_MIN_PER_EPOCH: dict[str, float] = {
     "binary": 2.35, "binary-thresholded": 2.35, "gcl": 2.35, "gcl-best": 2.35, "binary-thresholded-random": 2.35,
-    "gcl-random": 2.35, "gcl-reciprocal": 2.35, "gcl-batch4x": 1.6, "binary-thresholded-random-batch4x": 1.6,
+    "gcl-random": 2.35, "gcl-reciprocal": 2.35, "gcl-best-thresholded": 2.35, "gcl-batch4x": 1.6, "binary-thresholded-random-batch4x": 1.6,
     "st-mnrl-all": 2.9, "st-mnrl-thresholded": 2.9, "st-cached-mnrl": 3.8, "st-cosent": 2.9,
     "st-mnrl-thresholded-batch4x": 4.0, "st-mnrl-all-batch4x": 4.0, "st-cached-mnrl-batch4x": 5.2,
 }
