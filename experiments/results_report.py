@@ -27,7 +27,7 @@ BINARY_ARMS = ("binary", "binary-thresholded", "binary-thresholded-random", "bin
 FIXED = ("bm25", "zero-shot")
 ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent", "st-mnrl-thresholded-batch4x",
             "st-mnrl-all-batch4x", "st-cached-mnrl-batch4x")
-GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-soup", "gcl-batch4x", "gcl-reciprocal")
+GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-soup", "gcl-batch4x", "gcl-reciprocal", "gcl-best-thresholded")
 ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
 # the binary arm trained with the same sampler as these gcl arms (query groups of the base config):
 # with the sampler held fixed, what the graded loss alone changes (when that arm is not the baseline)
@@ -90,26 +90,45 @@ def metric_table(arms: dict, section: str, metric: str, ceilings: dict | None) -
     return lines + [""]
 
 
-def dev_means(arms: dict, candidates: tuple[str, ...]) -> dict[str, tuple[float, str, int]]:
-    """``{arm: (mean best dev metric over its seeds, metric name, runs)}`` for the candidates run with one."""
+def dev_means(arms: dict, candidates: tuple[str, ...],
+              seeds: set[int] | None = None) -> dict[str, tuple[float, str, int]]:
+    """``{arm: (mean best dev metric over its seeds, metric name, runs)}`` for the candidates run
+    with one; only the runs of ``seeds`` when given."""
     dev = {}
     for a in candidates:
-        recs = [r["dev"] for r in arms.get(a, []) if r.get("dev")]
+        recs = [r["dev"] for r in arms.get(a, []) if r.get("dev") and (seeds is None or r.get("seed") in seeds)]
         if recs:
             dev[a] = (float(np.mean([d["value"] for d in recs])), recs[0]["metric"], len(recs))
     return dev
 
 
+def common_dev_seeds(arms: dict, candidates: tuple[str, ...]) -> set[int] | None:
+    """The seeds every run candidate has a dev figure for, or None when that is all of each one's
+    seeds already, or when they share none. The dev corpus is drawn per seed (``DevEvaluator``
+    seeded by the run's seed), so arms are compared on the same seeds when they can be."""
+    per_arm = [{r.get("seed") for r in arms[a] if r.get("dev")} for a in candidates if a in arms]
+    per_arm = [s for s in per_arm if s]
+    if not per_arm:
+        return None
+    common = set.intersection(*per_arm)
+    return common if common and any(s != common for s in per_arm) else None
+
+
 def choose_by_dev(arms: dict, candidates: tuple[str, ...]) -> tuple[str | None, str | None]:
     """The candidate with the best mean dev metric recorded during training, when every candidate
-    that was run has one; ``(arm, why)``, or ``(None, None)`` when the rule cannot decide."""
+    that was run has one; ``(arm, why)``, or ``(None, None)`` when the rule cannot decide. Arms run
+    with different seeds are compared on the seeds they share (:func:`common_dev_seeds`)."""
     present = [a for a in candidates if a in arms]
-    dev = dev_means(arms, candidates)
-    if len(dev) < 2 or len(dev) != len(present):
+    if len(dev_means(arms, candidates)) != len(present):
+        return None, None
+    seeds = common_dev_seeds(arms, candidates)
+    dev = dev_means(arms, candidates, seeds)
+    if len(dev) < 2:
         return None, None
     best = max(dev, key=lambda a: dev[a][0])
     detail = ", ".join(f"{a} {v:.4f} (n = {n})" for a, (v, _, n) in dev.items())
-    return best, (f"**{best}**: the best mean best-dev {dev[best][1]} recorded during training ({detail}); "
+    over = "" if seeds is None else f" over the seeds every candidate has ({', '.join(map(str, sorted(seeds)))})"
+    return best, (f"**{best}**: the best mean best-dev {dev[best][1]} recorded during training{over} ({detail}); "
                   "chosen on the dev split, never on a test split")
 
 

@@ -439,6 +439,51 @@ def test_the_peer_target_uses_the_gcl_arm_best_on_dev(tmp_path):
     assert line.startswith("- gcl-best ≥ every sentence-transformers peer") and "→ **missed**" in line
 
 
+def test_arms_run_with_different_seeds_are_chosen_on_the_seeds_they_share(tmp_path):
+    """The dev corpus is drawn per seed, so a two-seed arm is set against the others' same two
+    seeds: over all seeds gcl-best's low seed 2 would hand the choice to gcl-random."""
+    rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.50) for s in range(3)]
+    rows += [_record("gcl-best", s, 0.39, 0.29, d) for s, d in ((0, 0.53), (1, 0.53), (2, 0.47))]  # 0.51; 0.53 on 0-1
+    rows += [_record("gcl-random", s, 0.45, 0.35, 0.52) for s in range(2)]
+    rows += [_record("st-mnrl-thresholded", 0, 0.42, 0.32)]
+    md = _report(rows, tmp_path / "a")
+    line = next(x for x in md.splitlines() if "every sentence-transformers peer" in x)
+    assert line.startswith("- gcl-best ≥ every sentence-transformers peer"), line
+    assert "over the seeds every candidate has (0, 1)" in line and "gcl-best 0.5300 (n = 2)" in line
+    # the same seeds everywhere: the plain means, no seed note
+    rows = [r for r in rows if not (r["arm"] == "gcl-best" and r["seed"] == 2)]
+    line = next(x for x in _report(rows, tmp_path / "b").splitlines() if "every sentence-transformers peer" in x)
+    assert line.startswith("- gcl-best ≥") and "over the seeds" not in line
+    # no seed in common: every run's mean, as before
+    assert rr.common_dev_seeds({"a": [{"seed": 0, "dev": {}}], "b": [{"seed": 1, "dev": {"value": 1}}]},
+                               ("a", "b")) is None
+
+
+def test_gcl_best_thresholded_gives_each_kept_pair_the_weight_gcl_best_gives_it(tmp_path):
+    """The arm differs from gcl-best only by the dropped pairs (score < 2): its floor over the kept
+    scores reproduces gcl-best's linear weights on them, on Home Depot's grades."""
+    from gcl.config import load_config
+    from gcl.losses.weights import get_weight_fn
+    from gcl.training.config import TrainConfig
+
+    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "budget", "--out", str(tmp_path / "o"),
+                                                      "--work", str(tmp_path / "w")]))
+    cmds = {a: rt.train_command(plan, a, 0, tmp_path / a, False) for a in ("gcl-best", "gcl-best-thresholded")}
+    extra = [x for x in cmds["gcl-best-thresholded"] if x not in cmds["gcl-best"]]
+    assert [x for x in cmds["gcl-best"] if x not in cmds["gcl-best-thresholded"]] == [f"out_dir={tmp_path / 'gcl-best'}"]
+    cfg_best = load_config(TrainConfig, rt.repo_path(plan.best_config), [])
+    cfg_thr = load_config(TrainConfig, rt.repo_path(plan.best_config), [x for x in extra if not x.startswith("out_dir=")])
+    assert cfg_thr.loss.positive_threshold == 2.0 and cfg_best.loss.positive_threshold is None
+    grades = np.array([1, 4 / 3, 5 / 3, 2, 7 / 3, 8 / 3, 3, 1.25, 2.5, 2.75])
+    judgments = pd.DataFrame({"query_id": [f"q{i}" for i in range(len(grades))],
+                              "doc_id": [f"d{i}" for i in range(len(grades))], "score": grades})
+    w_best = get_weight_fn(cfg_best.loss.weight_fn, **cfg_best.loss.weight_params)(judgments)
+    kept = judgments[judgments["score"] >= 2.0]
+    w_thr = get_weight_fn(cfg_thr.loss.weight_fn, **cfg_thr.loss.weight_params)(kept)
+    np.testing.assert_allclose(w_thr, w_best[judgments["score"].to_numpy() >= 2.0], rtol=1e-12)
+    assert w_best.min() == pytest.approx(0.1) and w_thr.min() == pytest.approx(0.55)  # grade 1 dropped, 2 kept at 0.55
+
+
 def test_a_soup_is_set_against_the_peers_beside_the_dev_choice_among_trained_arms(tmp_path):
     """A weight soup has no training curve: the dev rule chooses among the trained gcl arms (here
     gcl, not the fallback gcl-best), and the soup gets its own peer section and target line."""
