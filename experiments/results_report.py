@@ -35,6 +35,10 @@ SAME_SAMPLER = {"binary-thresholded": ("gcl", "gcl-reciprocal")}
 # weight soups of trained arms: no training curve of their own, so the dev rule cannot weigh them;
 # they are set against the peers beside the configuration the rule picks
 SOUPS = ("gcl-soup",)
+# ablations: arm -> the arm it changes in one respect, and what that is (a paired section of its own)
+ABLATIONS = {"gcl-best-thresholded": ("gcl-best", "the pairs graded below 2 dropped, the kept pairs weighted as "
+                                      "`gcl-best` weights them: what training the pairs raters called irrelevant "
+                                      "as weak positives does")}
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -633,6 +637,9 @@ def report(out_dir: Path, out=None) -> Path:
         lines += paired_section(arms, "gcl", only=variants, why=(
             "Each other gcl configuration against the paper's GCL (`gcl`, linear weights, query-grouped batches): "
             "what the change of loss, sampler or weights bought on the test splits, seed for seed."))
+    for arm, (base, what) in ABLATIONS.items():
+        if arm in arms and base in arms:
+            lines += paired_section(arms, base, only=(arm,), why=f"`{arm}` against `{base}`, seed for seed: {what}.")
     best, _ = choose_gcl(arms)
     if best:
         for cand in peer_candidates(arms, best):

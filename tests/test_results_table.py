@@ -459,6 +459,25 @@ def test_arms_run_with_different_seeds_are_chosen_on_the_seeds_they_share(tmp_pa
                                ("a", "b")) is None
 
 
+def test_an_ablation_gets_its_own_paired_section_against_the_arm_it_changes(tmp_path):
+    """gcl-best-thresholded is set against gcl-best seed for seed, with the seed-mean difference."""
+    rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.50) for s in range(2)]
+    rows += [_record("gcl-best", s, 0.41 + s / 100, 0.31, 0.51) for s in range(2)]
+    rows += [_record("gcl-best-thresholded", s, 0.43, 0.30 + s / 50, 0.50) for s in range(2)]
+    md = _report(rows, tmp_path / "a")
+    assert "## Paired difference vs gcl-best (same seed)" in md
+    sec = md.split("## Paired difference vs gcl-best (same seed)")[1].split("\n## ")[0]
+    ndcg = sec.split("### ndcg@10")[1].split("### err")[0]
+    row = next(x for x in ndcg.splitlines() if x.startswith("| gcl-best-thresholded |"))
+    # in-domain: 0.43 - (0.41, 0.42) = (+0.02, +0.01), both seeds ahead
+    assert row.split(" | ")[1].startswith("+0.0150 ± 0.0071") and "2/2" in row.split(" | ")[1]
+    err = next(x for x in sec.split("### err")[1].splitlines() if x.startswith("| gcl-best-thresholded |"))
+    assert err.split(" | ")[1].startswith("+0.0000 ± 0.0141") and "1/2" in err.split(" | ")[1]
+    assert "binary-thresholded |" not in sec  # only the ablation
+    # without its base arm there is no such section
+    assert "vs gcl-best (same seed)" not in _report([r for r in rows if r["arm"] != "gcl-best"], tmp_path / "b")
+
+
 def test_gcl_best_thresholded_gives_each_kept_pair_the_weight_gcl_best_gives_it(tmp_path):
     """The arm differs from gcl-best only by the dropped pairs (score < 2): its floor over the kept
     scores reproduces gcl-best's linear weights on them, on Home Depot's grades."""
