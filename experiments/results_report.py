@@ -123,12 +123,10 @@ def choose_by_dev(arms: dict, candidates: tuple[str, ...]) -> tuple[str | None, 
     that was run has one; ``(arm, why)``, or ``(None, None)`` when the rule cannot decide. Arms run
     with different seeds are compared on the seeds they share (:func:`common_dev_seeds`)."""
     present = [a for a in candidates if a in arms]
-    if len(dev_means(arms, candidates)) != len(present):
+    if len(present) < 2 or not all(any(r.get("dev") for r in arms[a]) for a in present):
         return None, None
     seeds = common_dev_seeds(arms, candidates)
     dev = dev_means(arms, candidates, seeds)
-    if len(dev) < 2:
-        return None, None
     best = max(dev, key=lambda a: dev[a][0])
     detail = ", ".join(f"{a} {v:.4f} (n = {n})" for a, (v, _, n) in dev.items())
     over = "" if seeds is None else f" over the seeds every candidate has ({', '.join(map(str, sorted(seeds)))})"

@@ -22,6 +22,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 # search arm -> budget arm with the same recipe (gcl-best is the paper's GCL with random batches)
 PAIRS: dict[str, str] = {
@@ -66,21 +67,13 @@ def table(searches=SEARCHES, budget=BUDGET) -> dict[str, dict[str, tuple[float, 
 
 
 def _ranks(x) -> np.ndarray:
-    """Ranks 1..n, ties given their average rank."""
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tie = x == v
-        ranks[tie] = ranks[tie].mean()
-    return ranks
+    """Ranks 1..n, ties given their average rank (pandas' ``rank``, method "average")."""
+    return pd.Series(x, dtype=float).rank(method="average").to_numpy()
 
 
 def spearman(a, b) -> float:
     """Pearson correlation of the (average) ranks: the formula above when there are no ties."""
-    ra, rb = _ranks(a), _ranks(b)
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
 def report(t: dict) -> str:
