@@ -27,7 +27,8 @@ BINARY_ARMS = ("binary", "binary-thresholded", "binary-thresholded-random", "bin
 FIXED = ("bm25", "zero-shot")
 ST_PEERS = ("st-mnrl-all", "st-mnrl-thresholded", "st-cached-mnrl", "st-cosent", "st-mnrl-thresholded-batch4x",
             "st-mnrl-all-batch4x", "st-cached-mnrl-batch4x")
-GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-soup", "gcl-batch4x", "gcl-reciprocal", "gcl-best-thresholded")
+GCL_ARMS = ("gcl", "gcl-random", "gcl-best", "gcl-soup", "gcl-batch4x", "gcl-reciprocal", "gcl-best-thresholded",
+            "gcl-best-one-way")
 ORDER = ("bm25", "zero-shot", *BINARY_ARMS, *GCL_ARMS, *ST_PEERS)
 # the binary arm trained with the same sampler as these gcl arms (query groups of the base config):
 # with the sampler held fixed, what the graded loss alone changes (when that arm is not the baseline)
@@ -35,10 +36,17 @@ SAME_SAMPLER = {"binary-thresholded": ("gcl", "gcl-reciprocal")}
 # weight soups of trained arms: no training curve of their own, so the dev rule cannot weigh them;
 # they are set against the peers beside the configuration the rule picks
 SOUPS = ("gcl-soup",)
-# ablations: arm -> the arm it changes in one respect, and what that is (a paired section of its own)
-ABLATIONS = {"gcl-best-thresholded": ("gcl-best", "the pairs graded below 2 dropped, the kept pairs weighted as "
-                                      "`gcl-best` weights them: what training the pairs raters called irrelevant "
-                                      "as weak positives does")}
+# ablations: (arm, the arm it changes in one respect, what that is): a paired section of its own each
+ABLATIONS: tuple[tuple[str, str, str], ...] = (
+    ("gcl-best-thresholded", "gcl-best", "the pairs graded below 2 dropped, the kept pairs weighted as `gcl-best` "
+     "weights them: what training the pairs raters called irrelevant as weak positives does"),
+    ("gcl-best-one-way", "gcl-best", "the d->q term dropped (each query picks its document among the batch's; "
+     "no document picks its query): what the symmetric loss does"),
+    ("gcl-best-one-way", "st-mnrl-all", "the same pairs (every judged pair), random batches of 64 and a one-way "
+     "in-batch softmax at T 0.05 in both; `gcl-best-one-way` weights each pair by its grade (linear, 0.1-1) and "
+     "keeps a same-query document of lower grade as a negative, MNRL weights every pair 1 and is trained by "
+     "sentence-transformers' own trainer: what the graded weights do against the library's recipe"),
+)
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -635,7 +643,7 @@ def report(out_dir: Path, out=None) -> Path:
         lines += paired_section(arms, "gcl", only=variants, why=(
             "Each other gcl configuration against the paper's GCL (`gcl`, linear weights, query-grouped batches): "
             "what the change of loss, sampler or weights bought on the test splits, seed for seed."))
-    for arm, (base, what) in ABLATIONS.items():
+    for arm, base, what in ABLATIONS:
         if arm in arms and base in arms:
             lines += paired_section(arms, base, only=(arm,), why=f"`{arm}` against `{base}`, seed for seed: {what}.")
     best, _ = choose_gcl(arms)
@@ -691,7 +699,9 @@ def plot(arms: dict, path: Path) -> None:
         for i, arm in enumerate(names):
             v = np.array([[r["splits"].get(s, {}).get(metric, np.nan) for s in SPLITS] for r in arms[arm]])
             err = v.std(0, ddof=1) if len(v) > 1 else np.zeros(len(SPLITS))
-            color = plt.get_cmap("tab20")(i % 20) if len(names) > 10 else None  # the default cycle has 10 colours
+            # the default cycle has 10 colours; tab20 then tab20b give 40 distinct ones
+            color = (None if len(names) <= 10 else plt.get_cmap("tab20")(i) if i < 20
+                     else plt.get_cmap("tab20b")((i - 20) % 20))
             ax.bar(x + i * width, v.mean(0), width, yerr=err, capsize=2, label=arm, color=color)
         ax.set_xticks(x + 0.4 - width / 2, SPLITS)
         ax.set_title(f"{metric}, mean ± std over seeds")

@@ -478,6 +478,44 @@ def test_an_ablation_gets_its_own_paired_section_against_the_arm_it_changes(tmp_
     assert "vs gcl-best (same seed)" not in _report([r for r in rows if r["arm"] != "gcl-best"], tmp_path / "b")
 
 
+def test_one_ablation_arm_is_set_against_each_arm_it_changes(tmp_path):
+    """gcl-best-one-way has two sections: against gcl-best (the d->q term) and against st-mnrl-all
+    (the weights), each with only that arm's row and the seed-for-seed difference."""
+    rows = [_record("binary-thresholded", s, 0.40, 0.30, 0.50) for s in range(2)]
+    rows += [_record("gcl-best", s, 0.41, 0.31, 0.51) for s in range(2)]
+    rows += [_record("st-mnrl-all", s, 0.45 - s / 50, 0.33, 0.52) for s in range(2)]
+    rows += [_record("gcl-best-one-way", s, 0.44, 0.32, 0.52) for s in range(2)]
+    md = _report(rows, tmp_path / "a")
+    for base, diff, ahead in (("gcl-best", "+0.0300 ± 0.0000", "2/2"), ("st-mnrl-all", "+0.0000 ± 0.0141", "1/2")):
+        sec = md.split(f"## Paired difference vs {base} (same seed)")[1].split("\n## ")[0]
+        ndcg = sec.split("### ndcg@10")[1].split("### err")[0]
+        body = [x for x in ndcg.splitlines() if x.startswith("| ") and not x.startswith(("| arm", "|---"))]
+        assert [x.split(" | ")[0] for x in body] == ["| gcl-best-one-way"], body
+        assert body[0].split(" | ")[1].replace("−", "-").startswith(diff) and ahead in body[0].split(" | ")[1]
+
+
+def test_gcl_best_one_way_differs_from_gcl_best_only_by_the_direction(tmp_path):
+    """Its training command is gcl-best's plus loss.symmetric=false, and that loss on a random batch
+    (no two rows of one query) is sentence-transformers' MNRL cross-entropy weighted by the grades."""
+    import torch
+    from gcl.losses.gcl_loss import GCLLoss
+
+    plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "budget", "--out", str(tmp_path / "o"),
+                                                      "--work", str(tmp_path / "w")]))
+    cmds = {a: rt.train_command(plan, a, 0, tmp_path / a, False) for a in ("gcl-best", "gcl-best-one-way")}
+    extra = [x for x in cmds["gcl-best-one-way"] if x not in cmds["gcl-best"]]
+    assert [x for x in extra if not x.startswith("out_dir=")] == ["loss.symmetric=false"]
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    d = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    w = torch.tensor([0.1, 0.55, 1.0, 0.4, 0.7, 1.0])
+    ids = torch.arange(6)
+    got = GCLLoss(temperature=0.05, same_query="lower", symmetric=False)(q, d, w, query_ids=ids, doc_ids=ids,
+                                                                       scores=w)
+    ce = torch.nn.functional.cross_entropy(q @ d.T / 0.05, ids, reduction="none")  # MNRL's per-row loss
+    torch.testing.assert_close(got, (w * ce).sum() / w.sum())
+
+
 def test_gcl_best_thresholded_gives_each_kept_pair_the_weight_gcl_best_gives_it(tmp_path):
     """The arm differs from gcl-best only by the dropped pairs (score < 2): its floor over the kept
     scores reproduces gcl-best's linear weights on them, on Home Depot's grades."""
