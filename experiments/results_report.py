@@ -643,9 +643,11 @@ def report(out_dir: Path, out=None) -> Path:
         lines += paired_section(arms, "gcl", only=variants, why=(
             "Each other gcl configuration against the paper's GCL (`gcl`, linear weights, query-grouped batches): "
             "what the change of loss, sampler or weights bought on the test splits, seed for seed."))
-    for arm, base, what in ABLATIONS:
-        if arm in arms and base in arms:
-            lines += paired_section(arms, base, only=(arm,), why=f"`{arm}` against `{base}`, seed for seed: {what}.")
+    for base in dict.fromkeys(b for _, b, _ in ABLATIONS):  # one section per arm changed, its ablations as rows
+        present = [(a, what) for a, b, what in ABLATIONS if b == base and a in arms]
+        if base in arms and present:
+            lines += paired_section(arms, base, only=tuple(a for a, _ in present), why=" ".join(
+                f"`{a}` against `{base}`, seed for seed: {what}." for a, what in present))
     best, _ = choose_gcl(arms)
     if best:
         for cand in peer_candidates(arms, best):

@@ -474,6 +474,13 @@ def test_an_ablation_gets_its_own_paired_section_against_the_arm_it_changes(tmp_
     err = next(x for x in sec.split("### err")[1].splitlines() if x.startswith("| gcl-best-thresholded |"))
     assert err.split(" | ")[1].startswith("+0.0000 ± 0.0141") and "1/2" in err.split(" | ")[1]
     assert "binary-thresholded |" not in sec  # only the ablation
+    # a second ablation of the same arm joins its section as a row, not a second section
+    rows += [_record("gcl-best-one-way", s, 0.40, 0.30, 0.50) for s in range(2)]
+    md = _report(rows, tmp_path / "c")
+    assert md.count("## Paired difference vs gcl-best (same seed)") == 1
+    sec = md.split("## Paired difference vs gcl-best (same seed)")[1].split("\n## ")[0]
+    assert [x.split(" | ")[0] for x in sec.split("### err")[0].splitlines() if x.startswith("| gcl-best-")] == [
+        "| gcl-best-thresholded", "| gcl-best-one-way"]
     # without its base arm there is no such section
     assert "vs gcl-best (same seed)" not in _report([r for r in rows if r["arm"] != "gcl-best"], tmp_path / "b")
 
