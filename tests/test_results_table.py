@@ -521,6 +521,16 @@ def test_gcl_best_one_way_differs_from_gcl_best_only_by_the_direction(tmp_path):
                                                                        scores=w)
     ce = torch.nn.functional.cross_entropy(q @ d.T / 0.05, ids, reduction="none")  # MNRL's per-row loss
     torch.testing.assert_close(got, (w * ce).sum() / w.sum())
+    # the named configuration the arm passed its dev rule as is the same recipe
+    from dataclasses import asdict, replace
+
+    from gcl.config import load_config
+    from gcl.training.config import TrainConfig
+
+    named = load_config(TrainConfig, rt.repo_path("configs/homedepot_gcl_one_way.yaml"), [])
+    arm = load_config(TrainConfig, rt.repo_path(plan.best_config), ["loss.symmetric=false"])
+    assert named.loss.symmetric is False
+    assert asdict(replace(named, out_dir=arm.out_dir)) == asdict(arm)
 
 
 def test_gcl_best_thresholded_gives_each_kept_pair_the_weight_gcl_best_gives_it(tmp_path):
