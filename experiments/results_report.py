@@ -36,7 +36,8 @@ SAME_SAMPLER = {"binary-thresholded": ("gcl", "gcl-reciprocal")}
 # weight soups of trained arms: no training curve of their own, so the dev rule cannot weigh them;
 # they are set against the peers beside the configuration the rule picks
 SOUPS = ("gcl-soup",)
-# ablations: (arm, the arm it changes in one respect, what that is): a paired section of its own each
+# ablations: (arm, the arm it changes in one respect, what that is); each changed arm gets one paired
+# section, its ablations as rows
 ABLATIONS: tuple[tuple[str, str, str], ...] = (
     ("gcl-best-thresholded", "gcl-best", "the pairs graded below 2 dropped, the kept pairs weighted as `gcl-best` "
      "weights them: what training the pairs raters called irrelevant as weak positives does"),
