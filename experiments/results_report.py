@@ -698,13 +698,13 @@ def plot(arms: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(SPLITS))
+    # the default cycle has 10 colours; past that tab20 then tab20b, 40 distinct ones
+    palette = (*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors)
     for ax, metric in zip(axes, PAIRED):
         for i, arm in enumerate(names):
+            color = palette[i % len(palette)] if len(names) > 10 else None
             v = np.array([[r["splits"].get(s, {}).get(metric, np.nan) for s in SPLITS] for r in arms[arm]])
             err = v.std(0, ddof=1) if len(v) > 1 else np.zeros(len(SPLITS))
-            # the default cycle has 10 colours; tab20 then tab20b give 40 distinct ones
-            color = (None if len(names) <= 10 else plt.get_cmap("tab20")(i) if i < 20
-                     else plt.get_cmap("tab20b")((i - 20) % 20))
             ax.bar(x + i * width, v.mean(0), width, yerr=err, capsize=2, label=arm, color=color)
         ax.set_xticks(x + 0.4 - width / 2, SPLITS)
         ax.set_title(f"{metric}, mean ± std over seeds")

@@ -502,35 +502,23 @@ def test_one_ablation_arm_is_set_against_each_arm_it_changes(tmp_path):
 
 
 def test_gcl_best_one_way_differs_from_gcl_best_only_by_the_direction(tmp_path):
-    """Its training command is gcl-best's plus loss.symmetric=false, and that loss on a random batch
-    (no two rows of one query) is sentence-transformers' MNRL cross-entropy weighted by the grades."""
-    import torch
-    from gcl.losses.gcl_loss import GCLLoss
+    """Its training command is gcl-best's plus loss.symmetric=false, and the configuration it passed
+    its dev rule as is that recipe key for key (that this loss is MNRL's cross-entropy, weighted: the
+    MNRL and weighted-mean tests of tests/test_gcl_loss.py)."""
+    from dataclasses import replace
+
+    from gcl.config import load_config
+    from gcl.training.config import TrainConfig
 
     plan = rt.make_plan(rt.build_parser().parse_args(["--profile", "budget", "--out", str(tmp_path / "o"),
                                                       "--work", str(tmp_path / "w")]))
     cmds = {a: rt.train_command(plan, a, 0, tmp_path / a, False) for a in ("gcl-best", "gcl-best-one-way")}
     extra = [x for x in cmds["gcl-best-one-way"] if x not in cmds["gcl-best"]]
     assert [x for x in extra if not x.startswith("out_dir=")] == ["loss.symmetric=false"]
-    torch.manual_seed(0)
-    q = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
-    d = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
-    w = torch.tensor([0.1, 0.55, 1.0, 0.4, 0.7, 1.0])
-    ids = torch.arange(6)
-    got = GCLLoss(temperature=0.05, same_query="lower", symmetric=False)(q, d, w, query_ids=ids, doc_ids=ids,
-                                                                       scores=w)
-    ce = torch.nn.functional.cross_entropy(q @ d.T / 0.05, ids, reduction="none")  # MNRL's per-row loss
-    torch.testing.assert_close(got, (w * ce).sum() / w.sum())
-    # the named configuration the arm passed its dev rule as is the same recipe
-    from dataclasses import asdict, replace
-
-    from gcl.config import load_config
-    from gcl.training.config import TrainConfig
-
     named = load_config(TrainConfig, rt.repo_path("configs/homedepot_gcl_one_way.yaml"), [])
     arm = load_config(TrainConfig, rt.repo_path(plan.best_config), ["loss.symmetric=false"])
     assert named.loss.symmetric is False
-    assert asdict(replace(named, out_dir=arm.out_dir)) == asdict(arm)
+    assert replace(named, out_dir="x") == replace(arm, out_dir="x")
 
 
 def test_gcl_best_thresholded_gives_each_kept_pair_the_weight_gcl_best_gives_it(tmp_path):
