@@ -143,3 +143,72 @@ def test_homedepot_splits(homedepot):
         "zero_shot": 7644,
     }
     assert (len(s.q0), len(s.q1), len(s.dev_queries), len(s.d0), len(s.d1)) == (9436, 2359, 472, 27334, 27333)
+
+
+# ------------------------------------------------------------------ data.dev_frac (training configs)
+
+def test_dev_frac_sizes_dev_and_leaves_the_test_splits_alone():
+    """``data.dev_frac`` moves training queries into dev; the four test splits are unchanged."""
+    from gcl.data.sources import load_benchmark
+    from gcl.training.config import DataConfig
+
+    base = load_benchmark(DataConfig(source="synthetic"))
+    big = load_benchmark(DataConfig(source="synthetic", dev_frac=0.2))
+    n_q0 = len(set(base.train.queries.index) | set(base.dev.queries.index))
+    assert len(base.dev.queries) == round(0.05 * n_q0)
+    assert len(big.dev.queries) == round(0.2 * n_q0)
+    assert set(base.dev.queries.index) < set(big.dev.queries.index)  # the first n of one permutation
+    assert set(big.train.queries.index) == set(base.train.queries.index) - set(big.dev.queries.index)
+    assert set(big.train.queries.index).isdisjoint(big.dev.queries.index)
+    for name, split in base.splits.items():
+        other = big.splits[name]
+        assert split.judgments.reset_index(drop=True).equals(other.judgments.reset_index(drop=True)), name
+        assert split.documents.index.equals(other.documents.index), name
+
+
+def test_dev_frac_defaults_agree():
+    import inspect
+
+    from gcl.cli.main import build_parser
+    from gcl.data.splits import DEFAULT_DEV_FRAC
+    from gcl.training.config import DataConfig
+
+    assert DataConfig().dev_frac == DEFAULT_DEV_FRAC
+    assert inspect.signature(build_splits).parameters["dev_frac"].default == DEFAULT_DEV_FRAC
+    args = build_parser().parse_args(["split", "--data", "synthetic", "--out", "x"])
+    assert args.dev_frac == DEFAULT_DEV_FRAC
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1", "nan"])
+def test_dev_frac_out_of_range_is_a_config_error(value, tmp_path, capsys):
+    from gcl.cli.main import main
+
+    assert main(["train", "data.source=synthetic", f"data.dev_frac={value}", f"out_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.dev_frac" in err and "Traceback" not in err
+
+
+def test_dev_frac_on_a_split_directory_is_refused(tmp_path):
+    from gcl.data.sources import load_benchmark
+    from gcl.training.config import DataConfig
+
+    build_splits(make_synthetic(n_queries=40, n_docs=80, seed=0), seed=0).write(tmp_path / "split")
+    load_benchmark(DataConfig(source=str(tmp_path / "split")))  # the default: its own dev.csv
+    with pytest.raises(ConfigError, match="own dev.csv"):
+        load_benchmark(DataConfig(source=str(tmp_path / "split"), dev_frac=0.2))
+
+
+def test_no_dev_queries_with_dev_evaluation_is_a_config_error(tmp_path, capsys):
+    """data.dev_frac=0 leaves no dev queries: evaluating on them is refused up front (it used to
+    log nan as the best dev metric); with eval.every=-1 the run trains."""
+    from conftest_trainer import tiny_model
+
+    from gcl.cli.main import main
+
+    common = ["train", "data.source=synthetic", "data.dev_frac=0", f"model.text_model={tiny_model(0.1)}",
+              "optim.steps=1", "batch.batch_size=8", "progress=false"]
+    assert main(common + [f"out_dir={tmp_path / 'a'}"]) == 2  # eval.every 0: evaluate at the end
+    err = capsys.readouterr().err
+    assert "dev split has no queries" in err and "eval.every=-1" in err and "Traceback" not in err
+    assert main(common + ["eval.every=-1", f"out_dir={tmp_path / 'b'}"]) == 0
+    assert (tmp_path / "b" / "final").is_dir()

@@ -20,9 +20,9 @@ from typing import Callable
 
 import pandas as pd
 
-from gcl.errors import DataError
+from gcl.errors import ConfigError, DataError
 from gcl.data.schema import GradedDataset
-from gcl.data.splits import EVAL_SPLITS, SPLIT_FILES, BenchmarkSplits, build_splits
+from gcl.data.splits import DEFAULT_DEV_FRAC, EVAL_SPLITS, SPLIT_FILES, BenchmarkSplits, build_splits
 
 HOMEDEPOT_HINT = (
     "Home Depot data not found. To use it, download train.csv from the Kaggle competition "
@@ -151,7 +151,11 @@ def load_benchmark(cfg, announce: Callable[[str], None] | None = None, *, train:
     ``train=False``: the caller needs only the evaluation splits; a Marqo-layout directory then
     does not read its ``train.csv``/``dev.csv`` (other sources are split in memory either way)."""
     src = Path(cfg.source)
+    dev_frac = getattr(cfg, "dev_frac", DEFAULT_DEV_FRAC)
     if cfg.source not in ("homedepot", "synthetic") and src.is_dir():
+        if dev_frac != DEFAULT_DEV_FRAC:
+            raise ConfigError(f"data.dev_frac={dev_frac}: {src} is a split directory with its own dev.csv; "
+                              "data.dev_frac sizes the dev split of a source gcl splits itself (leave it out)")
         return load_marqo_dir(src, list(cfg.doc_fields), encoding=cfg.encoding, announce=announce, train=train)
     ds, name = load_dataset(cfg, announce)
-    return Benchmark.from_splits(build_splits(ds, seed=cfg.split_seed), name)
+    return Benchmark.from_splits(build_splits(ds, dev_frac=dev_frac, seed=cfg.split_seed), name)

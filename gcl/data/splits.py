@@ -35,6 +35,8 @@ SPLIT_FILES = {
     "novel_corpus": "query_0_product_id_1",
     "zero_shot": "query_1_product_id_1",
 }
+#: the share of training queries withheld as the dev split, unless told otherwise
+DEFAULT_DEV_FRAC = 0.05
 EVAL_SPLITS = tuple(SPLIT_FILES)
 ALL_SPLITS = ("train", "dev", *EVAL_SPLITS)
 MANIFEST = "splits.json"
@@ -120,7 +122,7 @@ def build_splits(
     *,
     query_frac_train: float = 0.8,
     doc_frac_train: float = 0.5,
-    dev_frac: float = 0.05,
+    dev_frac: float = DEFAULT_DEV_FRAC,
     seed: int = 0,
 ) -> BenchmarkSplits:
     """Split ``ds`` into train/dev and the four evaluation splits (see the module docstring).

@@ -16,6 +16,10 @@ class DataConfig:
     source: str = "homedepot"  # homedepot | synthetic | a Marqo-GS directory | a CSV/JSONL/Parquet file
     data_dir: Optional[str] = None  # default: $GCL_DATA_DIR or ../shared/data
     split_seed: int = 0
+    # fraction of the training queries withheld as the dev split (as ``gcl split --dev-frac``); it
+    # decides how small a difference dev can see (docs/training.md "How large a dev split");
+    # the test splits do not depend on it. A Marqo-GS directory brings its own dev.csv.
+    dev_frac: float = 0.05
     query_col: str = "query"  # column mapping for generic files
     doc_id_col: str = "doc_id"
     score_col: str = "score"
@@ -214,6 +218,8 @@ def check_numbers(cfg: "TrainConfig") -> None:
     for key, value in _floats(cfg, ""):
         if not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value}")
+    if not 0.0 <= cfg.data.dev_frac < 1.0:
+        raise ConfigError(f"data.dev_frac must be in [0, 1), got {cfg.data.dev_frac}")
     for key, (bound, strict) in BOUNDS.items():
         value = cfg
         for part in key.split("."):

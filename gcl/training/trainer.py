@@ -119,6 +119,10 @@ class Trainer:
             from gcl.data.sources import load_benchmark
 
             splits = load_benchmark(self.encoding.data_config())
+        if cfg.eval.every >= 0 and dev_eval is None and splits.dev is not None and len(splits.dev.queries) == 0:
+            raise ConfigError(f"the dev split has no queries (data.dev_frac={cfg.data.dev_frac}), so eval.every="
+                              f"{cfg.eval.every} has nothing to evaluate: set eval.every=-1 (no dev evaluation) "
+                              "or data.dev_frac > 0")
         self.splits = splits
         self.out_dir = Path(cfg.out_dir)
         seed_everything(cfg.seed)
