@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += pair_rows(p, frames, by_arm)
     if full_pairs:
         full, _ = dev_frames(records, models, args.out, {x for p in full_pairs for x in p.split(":")}, full_corpus=True)
-        n_docs = records[0].get("data", {}).get("sizes", {}).get("dev", {}).get("corpus_docs", "every")
+        n_docs = records[0].get("data", {}).get("sizes", {}).get("dev", {}).get("corpus_docs")
+        n_docs = f"{n_docs:,}" if isinstance(n_docs, int) else "every"
         lines += ["", f"### The same dev queries against the whole training corpus ({n_docs} documents, as the "
                   "novel-query split ranks its queries' documents; training scored a sample of 10,000)", "",
                   "| pair | metric | seeds | dev difference | dev σ_d → MDE, one seed | dev σ_d → MDE, seed-mean | "
