@@ -28,6 +28,7 @@ the price of that exactness. The cache holds only the non-padded tokens:
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import warnings
@@ -86,8 +87,11 @@ class FrozenBottom:
         """The mask in the form the layers take (as the model's own forward builds it)."""
         make = getattr(self.auto, "_create_attention_masks", None)
         if make is not None:
-            return make(attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
-                        encoder_hidden_states=None, cache=None)[0]
+            kwargs = dict(attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
+                          encoder_hidden_states=None, cache=None)
+            if "position_ids" in inspect.signature(make).parameters:  # transformers >= 5.25
+                kwargs["position_ids"] = None  # what the model's own forward passes without position ids
+            return make(**kwargs)[0]
         return self.auto.get_extended_attention_mask(mask, mask.shape)  # older transformers
 
     @torch.no_grad()
