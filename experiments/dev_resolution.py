@@ -60,13 +60,6 @@ def mde(sd: float, n: int, z_sum: float = Z_SUM) -> float:
     return z_sum * sd / math.sqrt(n)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x), rankdata(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall's τ-b."""
     from scipy.stats import kendalltau
@@ -80,12 +73,12 @@ def rank_agreement(x, y, *, n_permutations: int = 100_000, seed: int = 0) -> dic
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # no ranking to agree with
         return {"rho": float("nan"), "tau": float("nan"), "p": float("nan"), "n": len(x)}
-    rho, tau = _spearman(x, y), _kendall(x, y)
     from scipy.stats import rankdata
 
     rx, ry = rankdata(x), rankdata(y)
     rx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
     ry = (ry - ry.mean()) / np.linalg.norm(ry - ry.mean())
+    rho, tau = float(rx @ ry), _kendall(x, y)  # Spearman's ρ: Pearson's r of the ranks
     tol = 1e-12
     if len(x) <= 8:
         perms = np.array(list(itertools.permutations(range(len(y)))))
